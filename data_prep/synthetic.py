@@ -1,0 +1,161 @@
+"""Synthetic datasets written in each real dataset's own layout: the built-in demo and test data.
+
+AFEW 7.0 layout: Train_AFEW/<Emotion>/<9-digit id>.avi, Val_AFEW/<Emotion>/..., and a flat,
+unlabelled Test_AFEW/. Each clip shows the public-domain astronaut photo that scikit-image ships
+(a real face, so the real detector runs) moving and scaling over a textured background. The
+class is learnable from both modalities: the face carries a class colour tint, and the audio is
+a voiced, syllable-modulated tone whose pitch depends on the class. Ground truth (which frames
+show a face, which clips are broken on purpose) goes to `synthetic_truth.json` beside the splits.
+"""
+from __future__ import annotations
+
+import colorsys
+import json
+import os
+import tempfile
+import wave
+from dataclasses import asdict, dataclass
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+
+from fer_keras.classes import AFEW
+
+TRUTH_FILE = "synthetic_truth.json"
+AFEW_SPLITS = {"train": "Train_AFEW", "val": "Val_AFEW", "test": "Test_AFEW"}
+
+
+@dataclass
+class SyntheticSpec:
+    """Size and content of a synthetic AFEW dataset; the defaults take seconds to write and prepare."""
+
+    train_per_class: int = 2
+    val_per_class: int = 1
+    test_clips: int = 3
+    min_frames: int = 20
+    max_frames: int = 36
+    width: int = 160
+    height: int = 128
+    fps: float = 25.0
+    sample_rate: int = 22050
+    seed: int = 0
+    broken: bool = True  # add the faceless clip, the silent clip and the corrupt file
+
+
+def _face_sprite() -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut's head and a soft elliptical alpha mask around it."""
+    import skimage.data
+
+    head = skimage.data.astronaut()[20:220, 140:310]  # face box is about x 182-265, y 64-171
+    h, w = head.shape[:2]
+    mask = np.zeros((h, w), np.float32)
+    cv2.ellipse(mask, (w // 2, h // 2 + 8), (int(w * 0.42), int(h * 0.47)), 0, 0, 360, 1.0, -1)
+    return head, cv2.GaussianBlur(mask, (0, 0), 6)[..., None]
+
+
+def class_colour(k: int, n: int = len(AFEW)) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(k / n, 0.6, 1.0)) * 255.0
+
+
+def class_pitch(k: int) -> float:
+    """Fundamental frequency (Hz) of class k's voice: 110 Hz upwards in steps of a major third."""
+    return 110.0 * 2 ** (k / 3.0)
+
+
+def _background(rng, h, w) -> np.ndarray:
+    base = rng.uniform(40, 200, 3)
+    ramp = np.linspace(-30, 30, w)[None, :, None] * rng.uniform(-1, 1, 3)
+    noise = cv2.GaussianBlur(rng.normal(0, 12, (h, w, 3)).astype(np.float32), (0, 0), 3)
+    return np.clip(base + ramp + noise, 0, 255)
+
+
+def render_frames(rng, spec: SyntheticSpec, label: int, n: int, face_frames: set[int]):
+    """Yield n RGB frames; the face (tinted with the class colour) appears in `face_frames` only."""
+    head, mask = _face_sprite()
+    tint = class_colour(label)
+    bg = _background(rng, spec.height, spec.width)
+    phase, speed = rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.08, 0.16)
+    for i in range(n):
+        frame = bg.copy()
+        if i in face_frames:
+            scale = spec.height / head.shape[0] * (0.74 + 0.1 * np.sin(speed * i + phase[0]))
+            sprite = cv2.resize(head, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+            alpha = cv2.resize(mask, (sprite.shape[1], sprite.shape[0]))[..., None]
+            sprite = 0.75 * sprite + 0.25 * tint
+            sh, sw = sprite.shape[:2]
+            cx = (spec.width - sw) / 2 + (spec.width - sw) / 2 * 0.8 * np.sin(speed * i * 1.3 + phase[1])
+            x0, y0 = int(np.clip(cx, 0, spec.width - sw)), int((spec.height - sh) / 2)
+            region = frame[y0:y0 + sh, x0:x0 + sw]
+            frame[y0:y0 + sh, x0:x0 + sw] = alpha * sprite + (1 - alpha) * region
+        yield np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def render_audio(rng, label: int, seconds: float, sample_rate: int) -> np.ndarray:
+    """Speech-like stereo int16 audio: harmonic voice at the class pitch, 4 Hz syllables, noise."""
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    f0 = class_pitch(label) * (1 + 0.03 * np.sin(2 * np.pi * 0.7 * t))
+    voice = sum(np.sin(2 * np.pi * h * np.cumsum(f0) / sample_rate) / h for h in range(1, 6))
+    syllables = 0.5 - 0.5 * np.cos(2 * np.pi * 4.0 * t + rng.uniform(0, 2 * np.pi))
+    mono = 0.25 * voice * syllables + rng.normal(0, 0.01, t.size)
+    return (np.clip(np.stack([mono, mono], 1), -1, 1) * 32767).astype(np.int16)
+
+
+def write_clip(path, frames, spec: SyntheticSpec, audio: np.ndarray | None) -> None:
+    """Write frames (and optional audio) as an Xvid AVI, the codec AFEW ships in."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = None
+        if audio is not None:
+            wav = os.path.join(tmp, "audio.wav")
+            with wave.open(wav, "wb") as w:
+                w.setnchannels(audio.shape[1])
+                w.setsampwidth(2)
+                w.setframerate(spec.sample_rate)
+                w.writeframes(audio.tobytes())
+        writer = imageio_ffmpeg.write_frames(
+            str(path), (spec.width, spec.height), fps=spec.fps, codec="libxvid", quality=10, ffmpeg_log_level="error",
+            audio_path=wav, audio_codec="pcm_s16le" if wav else None, macro_block_size=1,
+        )
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+
+
+def write_afew(out, spec: SyntheticSpec | None = None) -> dict:
+    """Write a synthetic AFEW 7.0 layout under `out`; return (and save) its ground truth."""
+    spec = spec or SyntheticSpec()
+    rng = np.random.default_rng(spec.seed)
+    ids = iter(rng.choice(10**9, size=10**4, replace=False))
+    plan = []  # (split, label, kind)
+    for split, per_class in (("train", spec.train_per_class), ("val", spec.val_per_class)):
+        plan += [(split, k, "normal") for k in range(len(AFEW)) for _ in range(per_class)]
+    plan += [("test", int(k), "normal") for k in rng.integers(0, len(AFEW), spec.test_clips)]
+    if spec.broken:
+        plan += [("train", AFEW.index("Happy"), "no_face"), ("val", AFEW.index("Sad"), "no_audio"),
+                 ("train", AFEW.index("Neutral"), "corrupt")]
+    videos = []
+    for split, label, kind in plan:
+        vid = f"{next(ids):09d}"
+        folder = os.path.join(out, AFEW_SPLITS[split], "" if split == "test" else AFEW[label])
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, vid + ".avi")
+        n = int(rng.integers(spec.min_frames, spec.max_frames + 1))
+        faces: list[int] = []
+        if kind == "corrupt":
+            with open(path, "wb") as f:
+                f.write(b"RIFF" + rng.bytes(4096))
+        else:
+            if kind != "no_face":
+                gap_len = int(rng.integers(2, max(3, n // 5)))
+                gap = int(rng.integers(1, n - gap_len))
+                faces = [i for i in range(n) if not gap <= i < gap + gap_len]
+            audio = None if kind == "no_audio" else render_audio(rng, label, n / spec.fps, spec.sample_rate)
+            write_clip(path, render_frames(rng, spec, label, n, set(faces)), spec, audio)
+        videos.append({"id": vid, "split": split, "label": label, "label_name": AFEW[label], "kind": kind,
+                       "path": os.path.relpath(path, out), "frames": n if kind != "corrupt" else 0,
+                       "face_frames": faces, "has_audio": kind not in ("no_audio", "corrupt")})
+    truth = {"dataset": "afew", "classes": list(AFEW), "spec": asdict(spec), "videos": videos}
+    with open(os.path.join(out, TRUTH_FILE), "w") as f:
+        json.dump(truth, f, indent=1)
+    return truth
