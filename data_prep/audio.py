@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import opensmile
 
+from . import OPENSMILE_AFTER_TENSORFLOW
 from .video import audio_segment_class
 
 AudioSegment = audio_segment_class()
@@ -59,6 +60,9 @@ class AudioFeatures:
     def __init__(self, lld_set: str = "eGeMAPSv02", lld_level: str | None = None,
                  functionals_set: str | None = "IS10_paraling", functionals_level: str | None = None,
                  lld_mode: str = "context"):
+        if OPENSMILE_AFTER_TENSORFLOW:
+            raise RuntimeError("tensorflow was imported before data_prep: import data_prep (or opensmile) "
+                               "first, or openSMILE's native library crashes the process")
         if lld_mode not in LLD_MODES:
             raise ValueError(f"lld_mode must be one of {LLD_MODES}, got {lld_mode!r}")
         self.lld_mode = lld_mode
@@ -75,6 +79,11 @@ class AudioFeatures:
     @property
     def functionals_dim(self) -> int:
         return len(self.functionals_names)
+
+    def info(self) -> dict:
+        """Feature dimensions and names, as recorded in a manifest."""
+        return {"lld_dim": self.lld_dim, "lld_names": self.lld_names,
+                "functionals_dim": self.functionals_dim, "functionals_names": self.functionals_names}
 
     def clips(self, seg: AudioSegment, frame_index: np.ndarray, fps: float) -> list[AudioSegment]:
         """The pydub clip under each kept frame (empty where the audio ends before the video)."""

@@ -1,0 +1,137 @@
+"""The prepared-dataset directory: shards, manifest.json and failures.jsonl (DESIGN.md contracts).
+
+A shard is written to a temporary name and renamed only when complete, and the manifest (the
+record of what is done) is rewritten atomically after every shard and every failure. A rerun
+therefore skips finished videos, deletes leftovers of a killed run, and never sees half a shard.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+
+import tensorflow as tf
+
+from fer_keras.data.schema import SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+FAILURES = "failures.jsonl"
+
+
+def atomic_write_json(path, obj) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def safe_join(root, *parts) -> str:
+    """Join parts under root and refuse any result outside it (parts come from source file names)."""
+    root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(root, *parts))
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"refusing path outside the output directory: {os.path.join(*parts)!r}")
+    return path
+
+
+class PreparedStore:
+    """Accumulates finished videos per split into shards of `shard_size` videos."""
+
+    def __init__(self, out, header: dict, shard_size: int = 32):
+        self.out = os.path.abspath(out)
+        self.shard_size = shard_size
+        os.makedirs(self.out, exist_ok=True)
+        self.manifest = self._load_or_start(header)
+        self._buffers: dict[str, list[tuple[dict, bytes]]] = {}
+        self._remove_leftovers()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _load_or_start(self, header: dict) -> dict:
+        path = os.path.join(self.out, MANIFEST)
+        if not os.path.exists(path):
+            return {"schema_version": SCHEMA_VERSION, **header, "splits": {}, "videos": {}}
+        try:
+            with open(path) as f:
+                manifest = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); move it away to start over") from None
+        changed = {k for k in set(header["options"]) | set(manifest.get("options", {}))
+                   if header["options"].get(k) != manifest.get("options", {}).get(k)}
+        if manifest.get("dataset") != header["dataset"] or changed:
+            raise ValueError(
+                f"{self.out} holds a {manifest.get('dataset')} preparation made with other options "
+                f"({', '.join(sorted(changed)) or 'dataset'}); use a new output directory"
+            )
+        return manifest
+
+    def _remove_leftovers(self) -> None:
+        """Delete temporary files and shards that the manifest does not know (a killed run's)."""
+        known = {s for split in self.manifest["splits"].values() for s in split["shards"]}
+        for path in glob.glob(os.path.join(self.out, "*", "*.tfrecord*")):
+            rel = os.path.relpath(path, self.out)
+            if rel not in known:
+                log.warning("removing %s left by an interrupted run", path)
+                os.remove(path)
+
+    def is_done(self, key: str) -> bool:
+        return key in self.manifest["videos"]
+
+    # -- writing -------------------------------------------------------------------------------
+    def add(self, entry: dict, record: bytes) -> None:
+        """Queue a prepared video; a shard is written once `shard_size` videos of a split wait."""
+        buf = self._buffers.setdefault(entry["split"], [])
+        buf.append((entry, record))
+        if len(buf) >= self.shard_size:
+            self.flush(entry["split"])
+
+    def fail(self, entry: dict) -> None:
+        """Record a video that could not be used; it is skipped (not retried) on a rerun."""
+        self._log_failure(entry, "skipped")
+        self.manifest["videos"][entry["key"]] = entry
+        self._save()
+
+    def flush(self, split: str) -> None:
+        buf = self._buffers.pop(split, [])
+        if not buf:
+            return
+        info = self.manifest["splits"].setdefault(split, {"shards": []})
+        rel = f"{split}/{split}-{len(info['shards']):05d}.tfrecord"
+        path = safe_join(self.out, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tf.io.TFRecordWriter(path + ".tmp") as writer:
+            for _, record in buf:
+                writer.write(record)
+        os.replace(path + ".tmp", path)
+        info["shards"].append(rel)
+        for entry, _ in buf:
+            entry["shard"] = rel
+            self.manifest["videos"][entry["key"]] = entry
+            for flag in entry.get("flags", []):
+                self._log_failure({**entry, "reason": flag["reason"], "message": flag["message"]}, "kept")
+        self._save()
+
+    def close(self) -> dict:
+        """Write every queued video and the final manifest; return the manifest."""
+        for split in list(self._buffers):
+            self.flush(split)
+        self._save()
+        return self.manifest
+
+    def _log_failure(self, entry: dict, action: str) -> None:
+        line = {k: entry.get(k) for k in ("key", "id", "split", "source", "path", "reason", "message")}
+        with open(os.path.join(self.out, FAILURES), "a") as f:
+            f.write(json.dumps({**line, "action": action}) + "\n")
+
+    def _save(self) -> None:
+        """Refresh the per-split counts and write the manifest atomically."""
+        splits = self.manifest["splits"]
+        for entry in self.manifest["videos"].values():
+            splits.setdefault(entry["split"], {"shards": []})
+        for split, info in splits.items():
+            entries = [v for v in self.manifest["videos"].values() if v["split"] == split]
+            ok = [v for v in entries if v["status"] == "ok"]
+            info.update(videos=len(ok), failed=len(entries) - len(ok),
+                        frames=sum(v["frames_kept"] for v in ok))
+        atomic_write_json(os.path.join(self.out, MANIFEST), self.manifest)
