@@ -1,0 +1,35 @@
+"""Shared fixtures: one synthetic AFEW dataset and its preparation per test session (per worker)."""
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import data_prep  # noqa: E402,F401  must come before tensorflow (see data_prep/__init__.py)
+import pytest  # noqa: E402
+
+from data_prep.synthetic import SyntheticSpec, write_afew  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_afew(tmp_path_factory):
+    """(root, ground truth) of the default synthetic AFEW dataset (with the broken clips)."""
+    root = tmp_path_factory.mktemp("afew_src")
+    return str(root), write_afew(str(root), SyntheticSpec())
+
+
+@pytest.fixture(scope="session")
+def prepared_afew(synthetic_afew, tmp_path_factory):
+    """(out dir, manifest) of the synthetic dataset prepared with the default options."""
+    from data_prep.afew import prepare
+
+    out = str(tmp_path_factory.mktemp("afew_prepared"))
+    manifest = prepare(synthetic_afew[0], out, progress=False)
+    return out, manifest
+
+
+def read_failures(out):
+    path = os.path.join(out, "failures.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f]

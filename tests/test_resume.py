@@ -1,0 +1,75 @@
+"""An interrupted preparation resumes: finished videos are skipped, no shard is ever half-written."""
+import glob
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from conftest import read_failures
+from data_prep import prepare as prepare_mod
+from data_prep.afew import prepare
+from data_prep.prepare import PrepareOptions
+
+
+def _shard_ids(out):
+    ids = []
+    for path in sorted(glob.glob(os.path.join(out, "*", "*.tfrecord"))):
+        for raw in tf.data.TFRecordDataset(path):
+            ids.append(tf.train.SequenceExample.FromString(raw.numpy()).context.feature["video_id"].bytes_list.value[0])
+    return ids
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatch, synthetic_afew, prepared_afew):
+    src, truth = synthetic_afew
+    out = str(tmp_path / "out")
+    opts = PrepareOptions(shard_size=4)
+    real_call = prepare_mod.VideoPreparer.__call__
+    calls = []
+
+    def interrupt_after_nine(self, item):
+        if len(calls) == 9:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the dataset
+        calls.append(item.key)
+        return real_call(self, item)
+
+    monkeypatch.setattr(prepare_mod.VideoPreparer, "__call__", interrupt_after_nine)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(src, out, opts, progress=False)
+    first = _shard_ids(out)
+    assert 0 < len(first) <= 9 and not glob.glob(os.path.join(out, "*", "*.tmp"))
+    with open(os.path.join(out, "manifest.json")) as f:
+        done_first = set(json.load(f)["videos"])
+
+    # what a killed process would leave: a half-written shard and a shard the manifest never recorded
+    open(os.path.join(out, "train", "train-00099.tfrecord.tmp"), "wb").write(b"half")
+    orphan = os.path.join(out, "val", "val-00042.tfrecord")
+    os.makedirs(os.path.dirname(orphan), exist_ok=True)
+    open(orphan, "wb").write(b"")
+
+    calls.clear()
+    monkeypatch.setattr(prepare_mod.VideoPreparer, "__call__", lambda self, item: calls.append(item.key) or real_call(self, item))
+    manifest = prepare(src, out, opts, progress=False)
+    assert not os.path.exists(orphan) and not glob.glob(os.path.join(out, "*", "*.tmp"))
+    ids = _shard_ids(out)
+    assert len(ids) == len(set(ids))  # nothing written twice
+    n_ok = sum(v["kind"] in ("normal", "no_audio") for v in truth["videos"])
+    assert len(ids) == n_ok
+    assert set(calls) == set(manifest["videos"]) - done_first  # done videos are not redone
+    _, clean = prepared_afew
+    assert {k: v["frames_kept"] for k, v in manifest["videos"].items()} == \
+        {k: v["frames_kept"] for k, v in clean["videos"].items()}
+    lines = [(f["key"], f["reason"]) for f in read_failures(out)]
+    assert len(lines) == len(set(lines)) == 3
+
+
+def test_rerun_with_other_options_is_refused(tmp_path, synthetic_afew, prepared_afew):
+    out, _ = prepared_afew
+    with pytest.raises(ValueError, match="face_size"):
+        prepare(synthetic_afew[0], out, PrepareOptions(face_size=96), progress=False)
+
+
+def test_rerun_of_a_finished_preparation_does_nothing(monkeypatch, synthetic_afew, prepared_afew):
+    out, before = prepared_afew
+    monkeypatch.setattr(prepare_mod.VideoPreparer, "__call__", lambda self, item: pytest.fail(f"redid {item.key}"))
+    assert prepare(synthetic_afew[0], out, progress=False)["videos"] == before["videos"]
