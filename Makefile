@@ -8,7 +8,7 @@ OUT ?= $(DATA)/afew_prepared
 JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-slow prepare-afew synth-afew bench-prepare clean
+.PHONY: install test test-slow prepare-afew synth-afew bench-prepare demo clean
 
 install: $(BIN)/fer-keras
 
@@ -36,3 +36,6 @@ bench-prepare:
 
 clean:
 	rm -rf $(DATA) .pytest_cache build *.egg-info
+
+# The main job on the built-in demo data (extended to train and evaluate with the training engine).
+demo: prepare-afew
