@@ -10,7 +10,7 @@ import os
 import tempfile
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 
 import cv2
@@ -42,6 +42,10 @@ class SourceVideo:
         return f"{self.split}/{self.video_id}"
 
 
+# Options that change how fast a preparation runs, not what it writes.
+RUN_SETTINGS = ("jobs", "detect_batch", "shard_size")
+
+
 @dataclass
 class PrepareOptions:
     """Everything that changes the prepared data (recorded in the manifest) plus run settings."""
@@ -59,17 +63,13 @@ class PrepareOptions:
     lld_mode: str = "context"
     functionals_set: str | None = "IS10_paraling"
     functionals_level: str | None = None
-    # run settings: they do not change the output
     jobs: int = 1
     detect_batch: int = 32
     shard_size: int = 32
-    run_settings: tuple = field(default=("jobs", "detect_batch", "shard_size"), repr=False)
 
     def content(self) -> dict:
         """The options that define the prepared data (a rerun must match them)."""
-        d = asdict(self)
-        for k in self.run_settings + ("run_settings",):
-            d.pop(k)
+        d = {k: v for k, v in asdict(self).items() if k not in RUN_SETTINGS}
         d["landmark_weights"] = list(d["landmark_weights"])
         return d
 

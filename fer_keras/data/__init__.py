@@ -1,0 +1,1 @@
+"""Data contracts and tf.data pipelines shared by every experiment."""
