@@ -40,11 +40,15 @@ def make_smile(feature_set: str, level: str | None, default_level: opensmile.Fea
     return opensmile.Smile(feature_set=opensmile.FeatureSet[name], feature_level=feature_level)
 
 
+def samples(seg: AudioSegment) -> np.ndarray:
+    """A pydub segment's samples as float32 in [-1, 1]."""
+    return np.asarray(seg.get_array_of_samples(), np.float32) / float(1 << (8 * seg.sample_width - 1))
+
+
 def load_wav(path) -> tuple[AudioSegment, np.ndarray]:
     """Read a mono 16-bit wav with pydub; also return its samples as float32 in [-1, 1]."""
     seg = AudioSegment.from_wav(str(path))
-    samples = np.asarray(seg.get_array_of_samples(), np.float32) / float(1 << (8 * seg.sample_width - 1))
-    return seg, samples
+    return seg, samples(seg)
 
 
 def clip_bounds_ms(frame_index: np.ndarray, fps: float) -> np.ndarray:
@@ -91,33 +95,33 @@ class AudioFeatures:
 
     def lld(self, wav_path, frame_index: np.ndarray, fps: float) -> tuple[np.ndarray, int]:
         """(kept frames, lld_dim) float32 LLDs and the number of NaN entries that were set to 0."""
-        seg, samples = load_wav(wav_path)
+        seg, signal = load_wav(wav_path)
         sr = seg.frame_rate
         if self.lld_mode == "clip":
             rows = [self._clip_lld(clip, sr) for clip in self.clips(seg, frame_index, fps)]
             out = np.stack(rows) if rows else np.zeros((0, self.lld_dim))
         else:
-            out = self._context_lld(samples, sr, clip_bounds_ms(frame_index, fps))
+            out = self._context_lld(signal, sr, clip_bounds_ms(frame_index, fps))
         out = np.asarray(out, np.float32).reshape(len(frame_index), self.lld_dim)
         nan = np.isnan(out)
         out[nan] = 0.0
         return out, int(nan.sum())
 
     def _clip_lld(self, clip: AudioSegment, sr: int) -> np.ndarray:
-        samples = np.asarray(clip.get_array_of_samples(), np.float32) / float(1 << (8 * clip.sample_width - 1))
-        if samples.size == 0:
+        signal = samples(clip)
+        if signal.size == 0:
             return np.zeros(self.lld_dim)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "segment too short": counted as NaN instead
-            frames = self._lld.process_signal(samples, sr).to_numpy(np.float64)
+            frames = self._lld.process_signal(signal, sr).to_numpy(np.float64)
         return np.nanmean(frames, 0) if np.isfinite(frames).any() else np.full(self.lld_dim, np.nan)
 
-    def _context_lld(self, samples: np.ndarray, sr: int, bounds_ms: np.ndarray) -> np.ndarray:
-        if samples.size == 0:
+    def _context_lld(self, signal: np.ndarray, sr: int, bounds_ms: np.ndarray) -> np.ndarray:
+        if signal.size == 0:
             return np.zeros((len(bounds_ms), self.lld_dim))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            df = self._lld.process_signal(samples, sr)
+            df = self._lld.process_signal(signal, sr)
         values = df.to_numpy(np.float64)
         starts = df.index.get_level_values("start").total_seconds().to_numpy()
         ends = df.index.get_level_values("end").total_seconds().to_numpy()

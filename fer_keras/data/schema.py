@@ -5,6 +5,7 @@ parsing is a TF function so every tf.data pipeline uses the same parser.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,8 +113,6 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
 
 def dataset_from_manifest(manifest: dict, root, split: str, decode: bool = True) -> tf.data.Dataset:
     """Records of one split of a prepared dataset, parsed, in shard order."""
-    import os
-
     shards = [os.path.join(root, s) for s in manifest["splits"][split]["shards"]]
     ds = tf.data.TFRecordDataset(shards)
     return ds.map(
