@@ -73,3 +73,36 @@ def test_rerun_of_a_finished_preparation_does_nothing(monkeypatch, synthetic_afe
     out, before = prepared_afew
     monkeypatch.setattr(prepare_mod.VideoPreparer, "__call__", lambda self, item: pytest.fail(f"redid {item.key}"))
     assert prepare(synthetic_afew[0], out, progress=False)["videos"] == before["videos"]
+
+
+def test_killed_process_resumes(tmp_path, synthetic_afew, prepared_afew):
+    """SIGKILL the real command mid-run (no cleanup runs), then rerun it to completion."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src, _ = synthetic_afew
+    out = str(tmp_path / "out")
+    cmd = [sys.executable, "-m", "fer_keras.cli", "prepare", "afew", src, out, "-q", "--shard-size", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest_path = os.path.join(out, "manifest.json")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(manifest_path) and len(json.load(open(manifest_path))["videos"]) >= 4:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = json.load(open(manifest_path))
+    assert 4 <= len(killed["videos"]) < len(prepared_afew[1]["videos"])
+
+    assert subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    final = json.load(open(manifest_path))
+    for key, entry in killed["videos"].items():  # what was recorded before the kill is kept as it was
+        assert final["videos"][key] == entry
+    assert {k: v["frames_kept"] for k, v in final["videos"].items()} == \
+        {k: v["frames_kept"] for k, v in prepared_afew[1]["videos"].items()}
+    ids = _shard_ids(out)
+    assert len(ids) == len(set(ids)) == sum(v["status"] == "ok" for v in final["videos"].values())
