@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from fer_keras.data.schema import UNLABELLED, VideoRecord, serialize
 
+from .audio import AudioFeatures
 from .errors import BadInput
 from .face import LANDMARK_WEIGHTS, FaceDetector, align
 from .store import PreparedStore
@@ -73,19 +74,20 @@ class PrepareOptions:
         d["landmark_weights"] = list(d["landmark_weights"])
         return d
 
+    def audio_features(self) -> AudioFeatures:
+        return AudioFeatures(self.lld_set, self.lld_level, self.functionals_set, self.functionals_level,
+                             self.lld_mode)
+
 
 class VideoPreparer:
     """Holds the detector and the openSMILE extractors; turns one SourceVideo into a record."""
 
     def __init__(self, opts: PrepareOptions, dataset: str, classes):
-        from .audio import AudioFeatures  # opensmile is heavy; import where it is used
-
         if opts.image_format not in ("jpeg", "png"):
             raise ValueError(f"image_format must be 'jpeg' or 'png', got {opts.image_format!r}")
         self.opts, self.dataset, self.classes = opts, dataset, list(classes)
         self.detector = FaceDetector(opts.min_confidence, opts.min_face_size)
-        self.audio = AudioFeatures(opts.lld_set, opts.lld_level, opts.functionals_set,
-                                   opts.functionals_level, opts.lld_mode)
+        self.audio = opts.audio_features()
 
     def _encode(self, face: np.ndarray) -> bytes:
         bgr = cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
@@ -168,11 +170,8 @@ def _run_worker(item: SourceVideo):
 def prepare_videos(items: list[SourceVideo], out, dataset: str, classes, opts: PrepareOptions,
                    source: str = "", skipped: list[dict] | None = None, progress: bool = True) -> dict:
     """Prepare every item into `out`; finished items of an earlier run are skipped. Returns the manifest."""
-    from .audio import AudioFeatures
-
     preparer = VideoPreparer(opts, dataset, classes) if opts.jobs <= 1 else None
-    audio = preparer.audio if preparer else AudioFeatures(
-        opts.lld_set, opts.lld_level, opts.functionals_set, opts.functionals_level, opts.lld_mode)
+    audio = preparer.audio if preparer else opts.audio_features()
     header = {"dataset": dataset, "classes": list(classes), "source": os.path.abspath(source) if source else "",
               "options": opts.content(), "audio": {**audio.info(), "sample_rate": opts.sample_rate,
                                                    "lld_mode": opts.lld_mode}}
