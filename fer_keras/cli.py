@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 
@@ -47,6 +48,35 @@ def _prepare(args) -> int:
         return 2
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "shards"} for k, v in manifest["splits"].items()}))
     print(f"manifest: {os.path.join(out, 'manifest.json')}; failures: {os.path.join(out, 'failures.jsonl')}")
+    return 0
+
+
+def _models(args) -> int:
+    import keras
+
+    from fer_keras import models
+
+    wanted = args.names or models.names()
+    unknown = [n for n in wanted if n not in models.names()]
+    if unknown:
+        print(f"error: unknown model(s) {', '.join(unknown)}; see `fer-keras models`", file=sys.stderr)
+        return 2
+    rows = []
+    print(f"{'name':<24} {'params':>12} {'trainable':>12}  {'outputs':<28} thesis")
+    for name in wanted:
+        spec = models.entry(name)
+        opts = spec.small if args.small else {}
+        model = models.build(name, **opts)
+        total = model.count_params()
+        train = sum(math.prod(w.shape) for w in model.trainable_weights)
+        outputs = ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in zip(model.output_names, model.outputs))
+        rows.append(dict(name=name, params=total, trainable=train, outputs=outputs, thesis=spec.thesis,
+                         summary=spec.summary))
+        print(f"{name:<24} {total:>12,} {train:>12,}  {outputs:<28} {spec.thesis}", flush=True)
+        keras.backend.clear_session()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
     return 0
 
 
@@ -101,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset when SRC is omitted")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prepare)
+
+    m = sub.add_parser("models", help="list the model registry with parameter counts",
+                       description="Build each registry model (thesis input sizes unless --small) and print "
+                                   "its parameter counts, outputs and the thesis it reproduces.")
+    m.add_argument("names", nargs="*", help="registry names (default: all)")
+    m.add_argument("--small", action="store_true", help="build at the small test sizes (fast)")
+    m.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    m.set_defaults(func=_models)
     return parser
 
 

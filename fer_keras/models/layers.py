@@ -1,0 +1,69 @@
+"""The project's own Keras layers: masks as an explicit input, and masked pooling over time.
+
+Sequences are padded to a fixed length L (thesis 000 repeats the last frame, thesis 002 pads
+zeros), so every temporal model takes a 0/1 ``mask`` input and these layers make sure padded
+steps never reach a prediction.
+"""
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="fer_keras")
+class AsMask(keras.layers.Layer):
+    """0/1 (or bool) mask input of shape (batch, T) -> boolean mask for RNN layers."""
+
+    def call(self, mask):
+        return ops.greater(ops.cast(mask, "float32"), 0.5)
+
+    def compute_output_spec(self, mask):
+        return keras.KerasTensor(mask.shape, dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package="fer_keras")
+class ZeroMasked(keras.layers.Layer):
+    """Zero the time steps where the mask is False: ``layer([values, mask])``."""
+
+    def call(self, inputs):
+        values, mask = inputs
+        return values * ops.cast(mask, values.dtype)[..., None]
+
+
+@keras.saving.register_keras_serializable(package="fer_keras")
+class MaskedTemporalPool(keras.layers.Layer):
+    """Reduce (batch, T, C) over the valid time steps: thesis 000's "Reduce Mean" / "Reduce Median".
+
+    Called as ``layer([values, mask])``; the median of an even count is the mean of the two
+    middle values (NumPy's convention). A sequence with no valid step gives zeros.
+    """
+
+    def __init__(self, mode="mean", **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True  # the mask is an explicit input; Keras' implicit one ends here
+        if mode not in ("mean", "median"):
+            raise ValueError(f"MaskedTemporalPool mode must be 'mean' or 'median', got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        values, mask = inputs
+        mask = ops.cast(mask, values.dtype)[..., None]
+        count = ops.sum(mask, axis=1)
+        if self.mode == "mean":
+            return ops.sum(values * mask, axis=1) / ops.maximum(count, 1.0)
+        big = ops.cast(ops.max(ops.abs(values)) * 2 + 1, values.dtype)
+        ordered = ops.sort(ops.where(mask > 0, values, big), axis=1)
+        n = ops.cast(count, "int32")
+        lo = ops.maximum((n - 1) // 2, 0)
+        hi = ops.maximum(n // 2, 0)
+        low = ops.take_along_axis(ordered, lo[:, None, :], axis=1)[:, 0]
+        high = ops.take_along_axis(ordered, hi[:, None, :], axis=1)[:, 0]
+        return ops.where(count > 0, (low + high) / 2, ops.zeros_like(low))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape[0]
+        return (shape[0], shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

@@ -1,0 +1,135 @@
+"""Sequence models: per-frame CNN (or per-frame vectors) -> RNN stack -> task heads.
+
+One builder covers every CNN+RNN of the theses: thesis 000's VGGFace/ResNet +GRU/BGRU
+(+attention) with per-frame logits and a masked "Reduce Mean", its audio LLD GRU, thesis 001's
+CNN + 2xGRU(128) per-frame valence/arousal, thesis 002's cascades on cached features, and
+thesis 003's frozen CNN + LSTM(128) with category, VA or combined heads. Every model takes a
+0/1 ``mask`` input; padded steps never change a prediction.
+"""
+import keras
+from keras import layers
+
+from fer_keras.models.backbones import build_backbone, default_size, set_trainable_blocks
+from fer_keras.models.layers import AsMask, MaskedTemporalPool
+
+RNNS = {"gru": layers.GRU, "lstm": layers.LSTM}
+TASKS = ("category", "va", "au")
+TEMPORAL = ("frame", "mean", "median", "last")
+
+
+def frame_features(frames, *, backbone, input_size=None, weights=None, global_pool=False,
+                   feature=None, backbone_dropout=0.5, skip_mismatch=False, trainable="all"):
+    """Apply one backbone to every frame: (B, T, H, W, 3) -> (B, T, F).
+
+    ``trainable``: "all", or the number of last backbone blocks left trainable (0 = frozen, as
+    thesis 003 freezes its ImageNet CNNs).
+    """
+    cnn = build_backbone(backbone, input_size=input_size, weights=weights, global_pool=global_pool,
+                         feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch)
+    set_trainable_blocks(cnn, backbone, trainable)
+    return layers.TimeDistributed(cnn, name="frame_cnn")(frames)
+
+
+def dense_stack(x, units, *, names=(), dropout=0.0, activation="relu", batchnorm=False, prefix="fc"):
+    """Hidden fully connected layers, each followed by optional batch norm and dropout.
+
+    Layers are called ``<prefix>1``, ``<prefix>2``... unless ``names`` names each of them.
+    """
+    if names and len(names) != len(units):
+        raise ValueError(f"names {tuple(names)} must name each of the hidden layers {tuple(units)}")
+    for i, width in enumerate(units, start=1):
+        layer_name = names[i - 1] if names else f"{prefix}{i}"
+        x = layers.Dense(width, activation=activation, name=layer_name)(x)
+        if batchnorm:
+            x = layers.BatchNormalization(name=f"{layer_name}_bn")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"{layer_name}_dropout")(x)
+    return x
+
+
+def rnn_stack(x, mask, *, rnn="gru", units=128, depth=2, bidirectional=False, dropout=0.0,
+              recurrent_dropout=0.0, attention=False, return_sequences=True, prefix="rnn"):
+    """``depth`` stacked GRU/LSTM layers under ``mask``, optionally bidirectional.
+
+    ``attention`` adds thesis 000's gate g = a * z with a = sigmoid(W z + b) computed per
+    time step from the RNN states z (the thesis leaves its exact place open; after the
+    stack, "per feature map of the RNN", is the reading taken here).
+    """
+    cell = RNNS[rnn]
+    for i in range(1, depth + 1):
+        last = i == depth
+        layer = cell(units, return_sequences=return_sequences or not last, dropout=dropout,
+                     recurrent_dropout=recurrent_dropout, name=f"{prefix}{i}")
+        if bidirectional:
+            layer = layers.Bidirectional(layer, name=f"{prefix}{i}_bi")
+        x = layer(x, mask=mask)
+    if attention:
+        gate = layers.Dense(x.shape[-1], activation="sigmoid", name=f"{prefix}_attention")(x)
+        x = layers.Multiply(name=f"{prefix}_gated")([gate, x])
+    return x
+
+
+def task_heads(x, mask, *, tasks=("category",), classes=7, num_aus=11, temporal="frame",
+               head_units=(), head_dropout=0.0):
+    """One output per task, named after it: ``category`` (softmax over ``classes``), ``va``
+    (linear valence, arousal) and ``au`` (sigmoid per action unit).
+
+    ``temporal``: "frame" keeps (B, T, .) outputs; "mean"/"median" pool the per-frame logits
+    over valid frames before the activation (thesis 000); "last" expects (B, F) inputs.
+    """
+    sizes = {"category": classes, "va": 2, "au": num_aus}
+    activations = {"category": "softmax", "va": "linear", "au": "sigmoid"}
+    outputs = {}
+    for task in tasks:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        h = dense_stack(x, head_units, dropout=head_dropout, prefix=f"{task}_fc")
+        if temporal in ("mean", "median"):
+            logits = layers.Dense(sizes[task], name=f"{task}_frame_logits")(h)
+            pooled = MaskedTemporalPool(temporal, name=f"{task}_reduce_{temporal}")([logits, mask])
+            outputs[task] = layers.Activation(activations[task], name=task)(pooled)
+        else:
+            outputs[task] = layers.Dense(sizes[task], activation=activations[task], name=task)(h)
+    return outputs
+
+
+def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=False, feature=None,
+                   backbone_dropout=0.5, skip_mismatch=False, trainable="all", input_dim=None,
+                   input_name="features", seq_len=None, fc=(), fc_dropout=0.0, rnn="gru", units=128,
+                   rnn_layers=2, bidirectional=False, rnn_dropout=0.0, recurrent_dropout=0.0,
+                   attention=False, dropout=0.0, tasks=("category",), classes=7, num_aus=11,
+                   temporal="mean", head_units=(), head_dropout=0.0, name="sequence_model"):
+    """Build a CNN+RNN (``backbone`` set; input ``frames``) or RNN-on-vectors model (``input_dim``
+    set; input ``input_name``), both with a ``mask`` input of shape (B, T).
+
+    ``rnn=None`` skips the recurrence (thesis 000's per-frame CNN classification); ``fc`` adds
+    per-frame dense layers before the RNN (thesis 001's VGG16-GRU fc 4096, AlexNet-GRU's two).
+    """
+    if temporal not in TEMPORAL:
+        raise ValueError(f"temporal must be one of {TEMPORAL}, got {temporal!r}")
+    if (backbone is None) == (input_dim is None):
+        raise ValueError("give exactly one of backbone (frames input) or input_dim (vector input)")
+    if temporal == "last" and rnn is None:
+        raise ValueError("temporal='last' needs an RNN")
+    mask_in = keras.Input((seq_len,), name="mask")
+    mask = AsMask(name="as_mask")(mask_in)
+    if backbone is not None:
+        size = input_size or default_size(backbone)
+        data_in = keras.Input((seq_len, size, size, 3), name="frames")
+        x = frame_features(data_in, backbone=backbone, input_size=size, weights=weights,
+                           global_pool=global_pool, feature=feature, backbone_dropout=backbone_dropout,
+                           skip_mismatch=skip_mismatch, trainable=trainable)
+    else:
+        data_in = keras.Input((seq_len, input_dim), name=input_name)
+        x = data_in
+    x = dense_stack(x, fc, dropout=fc_dropout, prefix="frame_fc")
+    if rnn is not None:
+        x = rnn_stack(x, mask, rnn=rnn, units=units, depth=rnn_layers, bidirectional=bidirectional,
+                      dropout=rnn_dropout, recurrent_dropout=recurrent_dropout, attention=attention,
+                      return_sequences=temporal != "last")
+    if dropout:
+        x = layers.Dropout(dropout, name="rnn_dropout")(x)
+    outputs = task_heads(x, mask, tasks=tasks, classes=classes, num_aus=num_aus, temporal=temporal,
+                         head_units=head_units, head_dropout=head_dropout)
+    return keras.Model({data_in.name: data_in, "mask": mask_in}, outputs, name=name)
+
