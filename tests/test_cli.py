@@ -34,3 +34,17 @@ def test_synth_then_prepare(tmp_path, capsys):
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     assert manifest["splits"]["train"]["videos"] == 7 and manifest["splits"]["test"]["videos"] == 1
     assert "manifest:" in capsys.readouterr().out
+
+
+def test_models_command_lists_registry_with_counts(tmp_path, capsys):
+    import json
+
+    from fer_keras.cli import main
+
+    out = tmp_path / "models.json"
+    assert main(["models", "--small", "c3d", "cascade_lstm", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cascade_lstm" in printed and "002 §3.3" in printed
+    rows = {row["name"]: row for row in json.loads(out.read_text())}
+    assert rows["cascade_lstm"]["params"] == 4 * (128 * (16 + 128) + 128) + 129 * 6
+    assert main(["models", "nope"]) == 2

@@ -202,7 +202,7 @@ SPACE_EXAMPLES = ["vggface_bgru", "audio_ffn", "audio_gru", "early_fusion_1", "v
 @pytest.mark.parametrize("name", SPACE_EXAMPLES)
 def test_hypermodel_builds_default_and_random_draws(name):
     spec = models.entry(name)
-    fixed = dict(seq_len=62, input_size=62) if name == "c3d" else spec.small  # room for 9x9x9 kernels
+    fixed = dict(seq_len=66, input_size=66) if name == "c3d" else spec.small  # room for 9x9x9 kernels
     hypermodel = models.hypermodel(name, **fixed)
     hp = kt.HyperParameters()
     model = hypermodel.build(hp)
@@ -213,3 +213,27 @@ def test_hypermodel_builds_default_and_random_draws(name):
             drawn.values[p.name] = p.random_sample(seed)
         keras.backend.clear_session()
         hypermodel.build(drawn)
+
+
+@pytest.mark.parametrize("backbone, published", [
+    ("vggface_resnet50", 25_557_032),   # torchvision resnet50
+    ("se_resnet50", 28_088_024),        # Hu et al. / pretrainedmodels se_resnet50
+    ("se_resnext50", 27_559_896),       # pretrainedmodels se_resnext50_32x4d
+])
+def test_resnet_family_matches_published_counts(backbone, published):
+    """Trainable weights (BN moving statistics excluded) equal the published counts less the
+    1000-way ImageNet classifier (2048 * 1000 + 1000)."""
+    from fer_keras.models.backbones import build_backbone
+    model = build_backbone(backbone, input_size=224, global_pool=True)
+    assert trainable(model) == published - 2_049_000
+
+
+def test_backbone_pool_switch_and_feature_taps():
+    from fer_keras.models.backbones import build_backbone
+    assert build_backbone("resnet50", input_size=112, global_pool=True).output.shape == (None, 2048)
+    assert build_backbone("resnet50", input_size=112, global_pool=False).output.shape == (None, 4 * 4 * 2048)
+    assert build_backbone("vggface_vgg16", input_size=32, feature="fc6").output.shape == (None, 4096)
+    assert build_backbone("vggface_vgg16", input_size=64, feature="conv5_3").output.shape == (None, 4, 4, 512)
+    assert build_backbone("bn_inception", input_size=64, feature="Mixed_4e").output.shape[-1] == 576
+    with pytest.raises(ValueError, match="no layer or tap named 'fc9'"):
+        build_backbone("vggface_vgg16", input_size=32, feature="fc9")

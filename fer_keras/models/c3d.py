@@ -30,7 +30,7 @@ def c3d(*, seq_len=100, input_size=160, filters=(16, 16, 32), kernel=3, dense=(5
         if dropout:
             x = layers.Dropout(dropout, name=f"dense_dropout{suffix}")(x)
     outputs = layers.Dense(classes, activation="softmax", name="category")(x)
-    return keras.Model(inputs, {"category": outputs}, name=name)
+    return keras.Model({"frames": inputs}, {"category": outputs}, name=name)
 
 
 def _activation(kind, name):

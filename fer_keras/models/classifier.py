@@ -31,7 +31,7 @@ def image_classifier(*, backbone, input_size=None, weights=None, global_pool=Fal
     x = dense_stack(x, hidden, names=hidden_names, dropout=dropout, batchnorm=batchnorm,
                     prefix="head_fc")
     outputs = task_heads(x, None, tasks=tasks, classes=classes, num_aus=num_aus, temporal="last")
-    return keras.Model(image, outputs, name=name)
+    return keras.Model({"image": image}, outputs, name=name)
 
 
 def vector_classifier(*, input_dim, input_name="functionals", hidden=(1024,), dropout=0.5,
@@ -40,5 +40,5 @@ def vector_classifier(*, input_dim, input_name="functionals", hidden=(1024,), dr
     inputs = keras.Input((input_dim,), name=input_name)
     x = dense_stack(inputs, hidden, dropout=dropout, batchnorm=batchnorm, prefix="head_fc")
     outputs = task_heads(x, None, tasks=tasks, classes=classes, temporal="last")
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model({input_name: inputs}, outputs, name=name)
 

@@ -18,4 +18,4 @@ def convlstm(*, seq_len=100, input_size=160, filters=(8, 8), kernel=3, dropout=0
                               name=f"conv_lstm2d_{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     outputs = layers.Dense(classes, activation="softmax", name="category")(x)
-    return keras.Model(inputs, {"category": outputs}, name=name)
+    return keras.Model({"frames": inputs}, {"category": outputs}, name=name)
