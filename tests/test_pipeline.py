@@ -1,0 +1,60 @@
+"""The shard pipeline: sequences, padding and masks, determinism, sequence-consistent augmentation."""
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from fer_keras.data.pipeline import Augment, PipelineConfig, _augment, sequences
+
+
+def collect(ds):
+    return [tuple({k: v.numpy() for k, v in part.items()} for part in batch) for batch in ds]
+
+
+def test_sequences_cover_every_frame_once_with_masks(prepared_afew):
+    out, manifest = prepared_afew
+    cfg = PipelineConfig(seq_len=8, inputs=("frames", "lld", "functionals"), batch_size=3)
+    batches = collect(sequences(manifest, out, "val", cfg, with_meta=True))
+    kept = {k: v for k, v in manifest["videos"].items() if v["status"] == "ok" and k.startswith("val")}
+    per_video = {}
+    for x, y, meta in batches:
+        assert x["frames"].shape[1:] == (8, 112, 112, 3) and x["frames"].max() <= 1.0
+        assert x["lld"].shape[1:] == (8, manifest["audio"]["lld_dim"])
+        for i, vid in enumerate(meta["video_id"]):
+            per_video.setdefault(vid.decode(), []).append((meta["sequence"][i], x["mask"][i], x["frames"][i], y["category"][i]))
+    assert len(per_video) == len(kept)
+    for entry in kept.values():
+        chunks = sorted(per_video[entry["video_id"]] if "video_id" in entry else next(
+            v for k, v in per_video.items() if k in entry.get("path", k)), key=lambda c: c[0])
+        n = entry["frames_kept"]
+        assert len(chunks) == math.ceil(n / 8)
+        masks = np.concatenate([c[1] for c in chunks])
+        assert masks.sum() == n and masks[:n].all()
+        last = chunks[-1]
+        valid = int(last[1].sum())
+        if valid < 8:   # repeat padding: padded steps equal the last real frame
+            np.testing.assert_array_equal(last[2][valid:], np.repeat(last[2][valid - 1:valid], 8 - valid, 0))
+        assert last[3].sum() == 1
+
+
+def test_zero_padding_and_determinism(prepared_afew):
+    out, manifest = prepared_afew
+    cfg = PipelineConfig(seq_len=16, padding="zeros", batch_size=4, seed=3, augment=Augment(flip=True, brightness=0.1))
+    a = collect(sequences(manifest, out, "train", cfg, training=True))
+    b = collect(sequences(manifest, out, "train", cfg, training=True))
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa["frames"], xb["frames"])
+        np.testing.assert_array_equal(ya["category"], yb["category"])
+    for x, _ in a:
+        padded = x["mask"] == 0
+        assert np.all(x["frames"][padded] == 0)
+
+
+def test_augmentation_is_the_same_on_every_frame():
+    frame = tf.random.stateless_uniform((1, 24, 24, 3), (1, 2), 0, 255)
+    frames = tf.repeat(frame, 5, axis=0)
+    aug = Augment(flip=True, brightness=0.2, contrast=0.2, crop=0.3)
+    for seed in range(4):
+        out = _augment(frames, aug, tf.constant([seed, 7], tf.int64)).numpy()
+        assert np.allclose(out, out[:1])
+        assert out.shape == (5, 24, 24, 3)
