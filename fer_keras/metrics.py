@@ -1,0 +1,197 @@
+"""Evaluation measures of the theses, computed once on a whole split with NumPy/scikit-learn.
+
+Each function returns a JSON-ready dict (Python numbers, lists, and None where a measure is
+undefined, e.g. a correlation of a constant). ``CCCMetric`` is the one streaming Keras metric:
+the epoch-level CCC to monitor during training, since an average of batch CCCs is not a CCC.
+"""
+import math
+
+import keras
+import numpy as np
+from keras import ops
+from sklearn import metrics as skm
+
+from fer_keras.losses import AU_UNKNOWN, broadcast_weight, validity_weight
+
+VA_NAMES = ("valence", "arousal")
+_SUMS = ("n", "x", "y", "xx", "yy", "xy")
+
+
+def _number(x):
+    """A Python float, or None where the value is not finite."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _labels(y):
+    """Class indices from (N,) indices, or from one-hot/probability rows (..., C)."""
+    y = np.asarray(y)
+    return (y.argmax(-1) if y.ndim > 1 else y).astype(int).ravel()
+
+
+def classification(y_true, y_pred, classes):
+    """Accuracy, balanced accuracy, macro/weighted F1, per-class P/R/F1/support, confusion matrix.
+
+    Thesis 003's per-class "accuracy" is the per-class recall here; macro F1 and balanced
+    accuracy are the imbalance-robust measures the extractions ask to add. Undefined precision
+    (a class never predicted) counts as 0, as scikit-learn's ``zero_division=0``.
+    """
+    t, p = _labels(y_true), _labels(y_pred)
+    labels = np.arange(len(classes))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        t, p, labels=labels, zero_division=0)
+    return {
+        "accuracy": float(skm.accuracy_score(t, p)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(t, p)),
+        "macro_f1": float(skm.f1_score(t, p, average="macro", zero_division=0)),
+        "weighted_f1": float(skm.f1_score(t, p, average="weighted", zero_division=0)),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(classes)},
+        "confusion_matrix": skm.confusion_matrix(t, p, labels=labels).tolist(),
+        "classes": list(classes),
+    }
+
+
+def concordance(y_true, y_pred):
+    """CCC of two 1-D arrays with population moments; None when both are the same constant."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if y_true.size == 0 or (np.ptp(y_true) == np.ptp(y_pred) == 0 and y_true[0] == y_pred[0]):
+        return None
+    mean_t, mean_p = y_true.mean(), y_pred.mean()
+    cov = np.mean((y_true - mean_t) * (y_pred - mean_p))
+    denominator = y_true.var() + y_pred.var() + (mean_t - mean_p) ** 2
+    return _number(2 * cov / denominator)
+
+
+def _pearson(y_true, y_pred):
+    """Pearson r; None when either side is constant (or empty)."""
+    if y_true.size == 0 or np.ptp(y_true) == 0 or np.ptp(y_pred) == 0:
+        return None
+    dt, dp = y_true - y_true.mean(), y_pred - y_pred.mean()
+    return _number(np.sum(dt * dp) / math.sqrt(np.sum(dt * dt) * np.sum(dp * dp)))
+
+
+def regression(y_true, y_pred, names=VA_NAMES, mask=None):
+    """Per-dimension CCC, Pearson r, MSE and RMSE over all valid entries (batch x time flattened).
+
+    ``y`` is (N, D) or (N, T, D); ``mask`` (N,) or (N, T) of 0/1 drops entries (padding may hold
+    anything). ``pooled`` is the MSE/RMSE over all dimensions together, the only error thesis
+    004 reports.
+    """
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if y_true.shape[-1] != len(names):
+        raise ValueError(f"{y_true.shape[-1]} dimensions on the last axis, names {tuple(names)}")
+    t, p = y_true.reshape(-1, len(names)), y_pred.reshape(-1, len(names))
+    if mask is not None:
+        valid = np.asarray(mask).reshape(-1) > 0
+        t, p = t[valid], p[valid]
+    out = {}
+    for d, name in enumerate(names):
+        mse = float(np.mean((p[:, d] - t[:, d]) ** 2))
+        out[name] = {"ccc": concordance(t[:, d], p[:, d]), "pearson": _pearson(t[:, d], p[:, d]),
+                     "mse": mse, "rmse": math.sqrt(mse)}
+    pooled = float(np.mean((p - t) ** 2))
+    out["pooled"] = {"mse": pooled, "rmse": math.sqrt(pooled)}
+    out["n"] = int(len(t))
+    return out
+
+
+def _rates(tp, fp, tn, fn):
+    """Accuracy, precision, recall, F1 and binarised AUC from confusion counts.
+
+    Undefined precision is 0, as thesis 004 printed it. The binarised AUC is the ROC area of
+    thresholded 0/1 predictions, (1 + TPR - FPR) / 2: what thesis 004's "AUC" actually is.
+    """
+    tp, fp, tn, fn = int(tp), int(fp), int(tn), int(fn)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    total = tp + fp + tn + fn
+    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn,
+            "accuracy": (tp + tn) / total if total else None,
+            "precision": precision, "recall": recall, "f1": f1,
+            "binarised_auc": (1 + recall - fp / (fp + tn)) / 2 if tp + fn and fp + tn else None}
+
+
+def _roc_auc(truth, scores):
+    """ROC AUC of probabilities; None when only one class is present."""
+    return float(skm.roc_auc_score(truth, scores)) if 0 < truth.sum() < truth.size else None
+
+
+def action_units(y_true, probs, threshold=0.5, au_names=None, ignore=AU_UNKNOWN):
+    """Multi-label AU measures over the entries whose label is not ``ignore`` (999).
+
+    Top level (micro, pooled over all image x AU entries) reproduces thesis 004's Tables 3 and 5:
+    ``accuracy`` is its "Total"/"Partial Accuracy" (element-wise), ``precision``/``recall``/
+    ``f1`` are micro, ``binarised_auc`` is its "AUC", and tp/fp/tn/fn are Tables 4 and 6.
+    Added: ``exact_match_accuracy`` (all known AUs of an image right, which the thesis defines
+    but never reported), ROC AUC from probabilities (micro, macro over AUs with both classes,
+    per AU) and the same counts and rates per AU. A prediction is positive when
+    ``probs >= threshold`` (the thesis does not state its threshold; 0.5 is logit >= 0).
+    """
+    y_true = np.asarray(y_true)
+    num_aus = y_true.shape[-1]
+    y_true = y_true.reshape(-1, num_aus)
+    probs = np.asarray(probs, np.float64).reshape(y_true.shape)
+    names = list(au_names) if au_names is not None else [str(k) for k in range(num_aus)]
+    if len(names) != num_aus:
+        raise ValueError(f"{len(names)} AU names for {num_aus} AUs")
+    valid = y_true != ignore
+    truth, pred = (y_true == 1) & valid, (probs >= threshold) & valid
+    counts = {"tp": truth & pred, "fp": ~truth & pred, "tn": ~truth & ~pred & valid,
+              "fn": truth & ~pred}
+    per_au = {k: v.sum(axis=0) for k, v in counts.items()}
+    rows = valid.any(axis=1)
+    exact = ((truth == pred) | ~valid).all(axis=1)
+    per_au_auc = [_roc_auc(truth[valid[:, k], k], probs[valid[:, k], k]) for k in range(num_aus)]
+    defined = [a for a in per_au_auc if a is not None]
+    return {
+        **_rates(*(per_au[k].sum() for k in ("tp", "fp", "tn", "fn"))),
+        "exact_match_accuracy": float(exact[rows].mean()) if rows.any() else None,
+        "roc_auc_micro": _roc_auc(truth[valid], probs[valid]),
+        "roc_auc_macro": float(np.mean(defined)) if defined else None,
+        "threshold": threshold,
+        "n_examples": int(len(y_true)),
+        "per_au": {name: {**_rates(*(per_au[c][k] for c in ("tp", "fp", "tn", "fn"))),
+                          "roc_auc": per_au_auc[k]}
+                   for k, name in enumerate(names)},
+    }
+
+
+@keras.saving.register_keras_serializable(package="fer_keras")
+class CCCMetric(keras.metrics.Metric):
+    """Running CCC of output dimension ``dim`` (0 valence, 1 arousal) over an epoch.
+
+    Accumulates float64 sums of the valid entries, so the result equals ``concordance`` on all
+    of them. Put it in ``weighted_metrics``: only those receive ``sample_weight``, the frame
+    mask (a Keras mask on ``y_pred`` is honoured too).
+    """
+
+    def __init__(self, dim=0, name=None, dtype=None):
+        super().__init__(name=name or f"ccc_{VA_NAMES[dim] if dim < len(VA_NAMES) else dim}",
+                         dtype=dtype)
+        self.dim = dim
+        self.sums = [self.add_variable(shape=(), initializer="zeros", dtype="float64", name=s)
+                     for s in _SUMS]
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        weight = validity_weight(y_pred, sample_weight)
+        x = ops.cast(ops.convert_to_tensor(y_pred)[..., self.dim], "float64")
+        y = ops.cast(ops.convert_to_tensor(y_true)[..., self.dim], "float64")
+        w = ops.ones_like(x) if weight is None else broadcast_weight(weight, x)
+        x, y = ops.where(w > 0, x, 0.0), ops.where(w > 0, y, 0.0)
+        for total, value in zip(self.sums, (w, w * x, w * y, w * x * x, w * y * y, w * x * y)):
+            total.assign_add(ops.sum(value))
+
+    def result(self):
+        n, sx, sy, sxx, syy, sxy = self.sums
+        mean_x, mean_y = ops.divide_no_nan(sx, n), ops.divide_no_nan(sy, n)
+        var_x = ops.divide_no_nan(sxx, n) - mean_x * mean_x
+        var_y = ops.divide_no_nan(syy, n) - mean_y * mean_y
+        cov = ops.divide_no_nan(sxy, n) - mean_x * mean_y
+        value = ops.divide_no_nan(2 * cov, var_x + var_y + ops.square(mean_x - mean_y))
+        return ops.cast(value, self.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim}
