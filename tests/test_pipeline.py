@@ -24,8 +24,7 @@ def test_sequences_cover_every_frame_once_with_masks(prepared_afew):
             per_video.setdefault(vid.decode(), []).append((meta["sequence"][i], x["mask"][i], x["frames"][i], y["category"][i]))
     assert len(per_video) == len(kept)
     for entry in kept.values():
-        chunks = sorted(per_video[entry["video_id"]] if "video_id" in entry else next(
-            v for k, v in per_video.items() if k in entry.get("path", k)), key=lambda c: c[0])
+        chunks = sorted(per_video[entry["id"]], key=lambda c: c[0])
         n = entry["frames_kept"]
         assert len(chunks) == math.ceil(n / 8)
         masks = np.concatenate([c[1] for c in chunks])

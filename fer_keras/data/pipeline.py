@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
-from fer_keras.data.schema import UNLABELLED, dataset_from_manifest
+from fer_keras.data.schema import dataset_from_manifest
 
 INPUTS = ("frames", "lld", "functionals")
 NORMALIZE = {"unit": (1 / 255.0, 0.0), "symmetric": (2 / 255.0, -1.0), "none": (1.0, 0.0)}
@@ -126,7 +126,7 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
         if "functionals" in cfg.inputs:
             x["functionals"] = item["functionals"]
         label = tf.cast(item["label"], tf.int32)
-        y = {"category": tf.one_hot(tf.where(label == UNLABELLED, -1, label), classes)}
+        y = {"category": tf.one_hot(label, classes)}  # UNLABELLED (-1) gives all zeros
         meta = {"video_id": item["video_id"], "label": label, "sequence": item["sequence"]}
         return (x, y, meta) if with_meta else (x, y)
 
