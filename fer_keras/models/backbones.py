@@ -96,11 +96,8 @@ def build_backbone(name, *, input_size=None, weights=None, global_pool=False, fe
         pool = layers.GlobalAveragePooling2D if global_pool else layers.Flatten
         out = pool(name="features")(trunk)
     else:
-        out = None
-    model = keras.Model(inputs, out if out is not None else trunk, name=name)
-    if out is None:
-        layer = _layer(model, feature, name)
-        model = keras.Model(inputs, layer.output, name=name)
+        out = _layer(keras.Model(inputs, trunk), feature, name).output
+    model = keras.Model(inputs, out, name=name)
     if weights is not None and spec.native:
         load_weights(model, weights, skip_mismatch=skip_mismatch)
     return model
