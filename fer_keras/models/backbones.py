@@ -73,19 +73,23 @@ BACKBONES = {
 
 
 def build_backbone(name, *, input_size=None, weights=None, global_pool=False, feature=None,
-                   dropout=0.5, skip_mismatch=False):
+                   dropout=0.5, skip_mismatch=False, init=None):
     """Build backbone ``name`` as a Keras model from an image to its feature tap.
 
     Without ``feature`` the output is the last map, average-pooled (``global_pool``) or
     flattened. ``feature`` may name a tap (VGGFace ``fc6``/``fc7``) or any layer.
     ``weights`` is a local file: Keras 2 ``.h5`` files load by layer name (VGGFace), Keras 3
     ``.weights.h5`` files by structure; ``skip_mismatch`` skips layers whose shapes differ
-    (e.g. fc6 at an input size other than 224).
+    (e.g. fc6 at an input size other than 224). ``init`` re-initialises every kernel of a
+    randomly initialised backbone (e.g. "he_normal": Keras' Glorot default halves a ReLU
+    signal at every layer, so a 13-conv VGG trained from scratch stays at chance).
     """
     spec = _spec(name)
     size = input_size or spec.default_size
     if size < spec.min_size:
         raise ValueError(f"backbone {name!r} needs an input of at least {spec.min_size}px, got {size}")
+    if weights is not None and init is not None:
+        raise ValueError(f"backbone {name!r}: give weights or init, not both")
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: weights file for backbone {name!r} does not exist")
     inputs = keras.Input((size, size, 3), name="image")
@@ -98,6 +102,11 @@ def build_backbone(name, *, input_size=None, weights=None, global_pool=False, fe
     else:
         out = _layer(keras.Model(inputs, trunk), feature, name).output
     model = keras.Model(inputs, out, name=name)
+    if init is not None:
+        initializer = keras.initializers.get(init)
+        for layer in model.layers:
+            if getattr(layer, "kernel", None) is not None:
+                layer.kernel.assign(initializer(layer.kernel.shape))
     if weights is not None and spec.native:
         load_weights(model, weights, skip_mismatch=skip_mismatch)
     return model

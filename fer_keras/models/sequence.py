@@ -18,14 +18,15 @@ TEMPORAL = ("frame", "mean", "median", "last")
 
 
 def frame_features(frames, *, backbone, input_size=None, weights=None, global_pool=False,
-                   feature=None, backbone_dropout=0.5, skip_mismatch=False, trainable="all"):
+                   feature=None, backbone_dropout=0.5, skip_mismatch=False, trainable="all", init=None):
     """Apply one backbone to every frame: (B, T, H, W, 3) -> (B, T, F).
 
     ``trainable``: "all", or the number of last backbone blocks left trainable (0 = frozen, as
     thesis 003 freezes its ImageNet CNNs).
     """
     cnn = build_backbone(backbone, input_size=input_size, weights=weights, global_pool=global_pool,
-                         feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch)
+                         feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch,
+                         init=init)
     set_trainable_blocks(cnn, backbone, trainable)
     return layers.TimeDistributed(cnn, name="frame_cnn")(frames)
 
@@ -94,7 +95,7 @@ def task_heads(x, mask, *, tasks=("category",), classes=7, num_aus=11, temporal=
 
 
 def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=False, feature=None,
-                   backbone_dropout=0.5, skip_mismatch=False, trainable="all", input_dim=None,
+                   backbone_dropout=0.5, skip_mismatch=False, trainable="all", init=None, input_dim=None,
                    input_name="features", seq_len=None, fc=(), fc_dropout=0.0, rnn="gru", units=128,
                    rnn_layers=2, bidirectional=False, rnn_dropout=0.0, recurrent_dropout=0.0,
                    attention=False, dropout=0.0, tasks=("category",), classes=7, num_aus=11,
@@ -118,7 +119,7 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
         data_in = keras.Input((seq_len, size, size, 3), name="frames")
         x = frame_features(data_in, backbone=backbone, input_size=size, weights=weights,
                            global_pool=global_pool, feature=feature, backbone_dropout=backbone_dropout,
-                           skip_mismatch=skip_mismatch, trainable=trainable)
+                           skip_mismatch=skip_mismatch, trainable=trainable, init=init)
     else:
         data_in = keras.Input((seq_len, input_dim), name=input_name)
         x = data_in

@@ -1,0 +1,298 @@
+"""Experiment YAML: data + model + training + tuning + evaluation sections (DESIGN.md).
+
+Each section is a dataclass, so the fields below are the documentation of every key. Loading
+rejects unknown keys and bad values with the file and the key path in the message, because a
+typo in a YAML (``learnig_rate``) would otherwise silently fall back to a default and spoil a
+run that takes hours. ``resolve`` fills every default so a run directory keeps the complete
+settings it ran with.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import yaml
+
+from fer_keras.data.pipeline import PipelineConfig
+from fer_keras.models import entry
+
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+              "sgd": keras.optimizers.SGD}
+SCHEDULES = ("constant", "exponential", "inverse_time")
+STRATEGIES = ("default", "mirrored", "one_device")
+
+
+class ConfigError(ValueError):
+    """A bad experiment file; the message names the file and the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the prepared dataset lives and how the loader reads it (PipelineConfig fields).
+
+    ``format: tfrecord`` reads ``root/manifest.json`` and its shards; ``format: hdf5`` reads
+    cached CNN features, where each split names a file under ``root`` (thesis 002 cascades).
+    """
+    root: str = "data/afew_prepared"
+    format: str = "tfrecord"
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str | None = None
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def __post_init__(self):
+        _choice("format", self.format, ("tfrecord", "hdf5"))
+
+
+@dataclass
+class ModelConfig:
+    """A registry name and the builder options that differ from its defaults."""
+    name: str = "vggface_bgru"
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        entry(self.name).options(**self.options)  # unknown names and options fail here
+
+
+@dataclass
+class Optimizer:
+    """``name`` plus any keyword of the Keras optimizer, e.g. thesis 004's RMSprop
+    ``rho: 0.9, momentum: 0.9, epsilon: 1.0``."""
+    name: str = "adam"
+    learning_rate: float = 1e-4
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _choice("name", self.name, tuple(OPTIMIZERS))
+        _positive("learning_rate", self.learning_rate)
+        params = inspect.signature(OPTIMIZERS[self.name]).parameters
+        unknown = sorted(set(self.options) - set(params) | ({"learning_rate"} & set(self.options)))
+        if unknown:
+            raise ValueError(f"options: unknown {self.name} keyword(s) {', '.join(unknown)}")
+
+
+@dataclass
+class Schedule:
+    """Learning-rate decay. ``exponential`` with ``staircase`` is TF1's ``exponential_decay``
+    (thesis 000: x0.95 every 5000 steps; thesis 004: x0.94 every 2 epochs). The period is
+    ``decay_steps`` or ``decay_epochs`` (converted with the steps of an epoch)."""
+    name: str = "constant"
+    decay_rate: float = 0.95
+    decay_steps: int | None = None
+    decay_epochs: float | None = None
+    staircase: bool = True
+
+    def __post_init__(self):
+        _choice("name", self.name, SCHEDULES)
+        if self.name != "constant" and (self.decay_steps is None) == (self.decay_epochs is None):
+            raise ValueError(f"schedule {self.name!r} needs exactly one of decay_steps, decay_epochs")
+
+
+@dataclass
+class Stage:
+    """One training stage: ``trainable`` backbone blocks (0 = head only, "all"; None keeps the
+    model option) for ``epochs``; thesis 000 trains the RNN/FC part, then the whole network."""
+    epochs: int = 1
+    trainable: int | str | None = None
+    learning_rate: float | None = None
+
+    def __post_init__(self):
+        _positive("epochs", self.epochs)
+        if self.trainable not in (None, "all") and not (isinstance(self.trainable, int) and self.trainable >= 0):
+            raise ValueError(f"trainable must be 'all' or a number of blocks >= 0, got {self.trainable!r}")
+
+
+@dataclass
+class Callback:
+    """Optional callback settings; ``enabled: false`` (or null in YAML) turns one off."""
+    enabled: bool = True
+    patience: int = 10
+    factor: float = 0.5
+    min_delta: float = 0.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainingConfig:
+    """Optimiser, schedule, stages, losses and callbacks. Without ``stages`` the whole model
+    trains for ``epochs``. ``monitor`` picks the best checkpoint (and early stopping)."""
+    epochs: int = 30
+    stages: list[Stage] = field(default_factory=list)
+    optimizer: Optimizer = field(default_factory=Optimizer)
+    schedule: Schedule = field(default_factory=Schedule)
+    loss: dict = field(default_factory=dict)          # output -> loss name (fer_keras.losses)
+    loss_weights: dict = field(default_factory=dict)  # output -> weight
+    monitor: str = "val_loss"
+    monitor_mode: str = "auto"
+    early_stopping: Callback = field(default_factory=lambda: Callback(enabled=False))
+    reduce_lr_on_plateau: Callback = field(default_factory=lambda: Callback(enabled=False, patience=3))
+    xla: bool = False
+    mixed_precision: bool = False
+    strategy: str = "default"
+    seed: int = 0
+    verbose: int | str = "auto"
+
+    def __post_init__(self):
+        _positive("epochs", self.epochs)
+        _choice("strategy", self.strategy.split(":")[0], STRATEGIES)
+        _choice("monitor_mode", self.monitor_mode, ("auto", "min", "max"))
+        if self.reduce_lr_on_plateau.enabled and self.schedule.name != "constant":
+            raise ValueError("reduce_lr_on_plateau needs schedule 'constant' (both would set the LR)")
+
+    def plan(self) -> list[Stage]:
+        return self.stages or [Stage(epochs=self.epochs)]
+
+
+@dataclass
+class TuningConfig:
+    """KerasTuner BayesianOptimization over the model's registry search space."""
+    objective: str = "val_loss"
+    direction: str = "auto"
+    max_trials: int = 10
+    epochs: int = 5
+    executions_per_trial: int = 1
+    num_initial_points: int | None = None
+    fixed: dict = field(default_factory=dict)   # hyperparameters held at a value
+    seed: int = 0
+
+    def __post_init__(self):
+        _choice("direction", self.direction, ("auto", "min", "max"))
+        _positive("max_trials", self.max_trials)
+        _positive("epochs", self.epochs)
+
+
+@dataclass
+class Reference:
+    """The thesis table row an experiment reproduces, shown beside this toolkit's result."""
+    thesis: str = ""
+    table: str = ""
+    row: str = ""
+    metric: str = "accuracy"
+    value: float | None = None
+
+
+@dataclass
+class EvaluationConfig:
+    """Which checkpoint and split to evaluate, and how sequences become one video prediction
+    (``mean`` of the sequence probabilities, weighted by their valid frames, or ``vote``)."""
+    split: str = "val"
+    checkpoint: str = "best"
+    aggregate: str = "mean"
+
+    def __post_init__(self):
+        _choice("checkpoint", self.checkpoint, ("best", "last"))
+        _choice("aggregate", self.aggregate, ("mean", "vote"))
+
+
+@dataclass
+class Experiment:
+    name: str = "experiment"
+    description: str = ""
+    reproduces: Reference = field(default_factory=Reference)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+def _choice(key, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def _positive(key, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{key} must be a positive number, got {value!r}")
+
+
+def _build(cls, raw, where):
+    """Instantiate dataclass ``cls`` from a mapping, recursing into nested sections."""
+    if raw is None and cls is Callback:
+        return Callback(enabled=False)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where or 'top level'}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(fields)}")
+    hints = {name: _nested(cls, name) for name in fields}
+    values = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else key
+        nested = hints[key]
+        if nested is Stage:
+            if not isinstance(value, list):
+                raise ConfigError(f"{path}: expected a list of stages, got {value!r}")
+            values[key] = [_build(Stage, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        elif nested is not None:
+            values[key] = _build(nested, value, path)
+        else:
+            values[key] = value
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where or 'top level'}: {err}") from None
+
+
+def _nested(cls, name):
+    """The dataclass a field holds (or a list of), else None."""
+    kinds = {(DataConfig, "pipeline"): PipelineConfig, (TrainingConfig, "stages"): Stage}
+    if (cls, name) in kinds:
+        return kinds[(cls, name)]
+    default = next(f for f in dataclasses.fields(cls) if f.name == name).default_factory
+    if default is dataclasses.MISSING:
+        return None
+    sample = default()
+    return type(sample) if dataclasses.is_dataclass(sample) else None
+
+
+def from_dict(raw: dict, source="<dict>") -> Experiment:
+    try:
+        return _build(Experiment, raw or {}, "")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load(path, overrides: dict | None = None) -> Experiment:
+    """Read and validate an experiment YAML; ``overrides`` are merged in section by section."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: experiment file does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return from_dict(merge(raw, overrides or {}), str(path))
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """Deep merge of nested mappings; ``extra`` wins."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_dict(exp: Experiment) -> dict:
+    """Plain YAML-ready mapping of every setting, defaults included."""
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return plain(dataclasses.asdict(exp))
+
+
+def save(exp: Experiment, path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(exp), sort_keys=False))
