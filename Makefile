@@ -8,7 +8,7 @@ OUT ?= $(DATA)/afew_prepared
 JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-slow prepare-afew synth-afew bench-prepare demo clean
+.PHONY: install test test-slow prepare-afew synth-afew bench-prepare train evaluate demo clean
 
 install: $(BIN)/fer-keras
 
@@ -35,7 +35,24 @@ bench-prepare:
 	$(BIN)/python -m data_prep.benchmark --out $(DATA)/bench_prepare
 
 clean:
-	rm -rf $(DATA) .pytest_cache build *.egg-info
+	rm -rf $(DATA) runs .pytest_cache build *.egg-info
 
-# The main job on the built-in demo data (extended to train and evaluate with the training engine).
-demo: prepare-afew
+# fer-keras train CONFIG: the run directory defaults to runs/<experiment name>.
+CONFIG ?=
+RUN ?=
+train:
+	@test -n "$(CONFIG)" || { echo "usage: make train CONFIG=experiments/.../x.yaml [RUN=runs/x]"; exit 2; }
+	$(BIN)/fer-keras train $(CONFIG) $(if $(RUN),--run-dir $(RUN))
+
+evaluate:
+	@test -n "$(RUN)" || { echo "usage: make evaluate RUN=runs/x"; exit 2; }
+	$(BIN)/fer-keras evaluate $(RUN)
+
+# The main job on the built-in demo data: synthetic AFEW -> prepare -> train vggface_bgru from
+# scratch -> evaluate (predictions, metrics, confusion matrices, report in runs/demo).
+DEMO_DATA := $(DATA)/demo_prepared
+demo:
+	$(BIN)/fer-keras synth afew $(DATA)/demo_source --train-per-class 4 --val-per-class 2
+	$(BIN)/fer-keras prepare afew $(DATA)/demo_source $(DEMO_DATA) -j $(JOBS)
+	$(BIN)/fer-keras train experiments/demo/vggface_bgru_synthetic.yaml --run-dir runs/demo \
+		--set data.root=$(DEMO_DATA)

@@ -69,7 +69,8 @@ def build_model(exp: cfg.Experiment, trainable=None):
     return spec.builder(**spec.options(**options))
 
 
-def _schedule(training: cfg.TrainingConfig, learning_rate, steps_per_epoch):
+def schedule(training: cfg.TrainingConfig, learning_rate, steps_per_epoch):
+    """A constant, or the configured decay over the global step."""
     s = training.schedule
     if s.name == "constant":
         return learning_rate
@@ -83,7 +84,7 @@ def optimizer(training: cfg.TrainingConfig, steps_per_epoch, learning_rate=None)
     """The configured optimiser with its schedule (thesis 004: RMSprop rho 0.9, momentum 0.9,
     epsilon 1.0, x0.94 every 2 epochs; thesis 000: Adam, x0.95 every 5000 steps)."""
     o = training.optimizer
-    lr = _schedule(training, learning_rate or o.learning_rate, steps_per_epoch)
+    lr = schedule(training, learning_rate or o.learning_rate, steps_per_epoch)
     return cfg.OPTIMIZERS[o.name](learning_rate=lr, **o.options)
 
 
@@ -155,10 +156,15 @@ def _best_so_far(history: Path, monitor, mode):
     return max(values) if mode == "max" else min(values)
 
 
+def monitor_mode(name, mode="auto"):
+    """``mode``, or for "auto" max for accuracy/CCC/AUC/F1 names and min otherwise."""
+    if mode != "auto":
+        return mode
+    return "max" if any(k in name for k in ("acc", "ccc", "auc", "f1")) else "min"
+
+
 def _mode(training):
-    if training.monitor_mode != "auto":
-        return training.monitor_mode
-    return "max" if any(k in training.monitor for k in ("acc", "ccc", "auc", "f1")) else "min"
+    return monitor_mode(training.monitor, training.monitor_mode)
 
 
 def _callbacks(run: RunDir, training: cfg.TrainingConfig, stage: int):
@@ -256,7 +262,7 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
                         stage.epochs, stage.trainable)
             model.fit(_inputs_only(train_ds, names), validation_data=_inputs_only(val_ds, names),
                       initial_epoch=epoch, epochs=epoch + stage.epochs,
-                      callbacks=_callbacks(run, training, i), verbose=training.verbose)
+                      callbacks=_callbacks(run, training, i), verbose=training.verbose, shuffle=False)
             epoch += stage.epochs
             model.save_weights(run.stage_weights(i))
             state = {"stages_done": i + 1, "epochs_done": epoch,
