@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import math
 import os
+import re
 import sys
+import textwrap
 
 
 def _synth(args) -> int:
@@ -80,8 +83,147 @@ def _models(args) -> int:
     return 0
 
 
+def _user_errors(func):
+    """Run a subcommand; an expected error (missing file, bad input or config) becomes one line
+    on stderr and exit code 2, without a traceback. Wrap train/tune the same way."""
+    def run(args) -> int:
+        try:
+            return func(args)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    run.__name__, run.__doc__ = func.__name__, func.__doc__
+    return run
+
+
+def _run_dirs(paths):
+    """Check that every RUN_DIR exists, before any heavy import."""
+    for path in paths:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: no such run directory")
+
+
+def _evaluate(args) -> int:
+    _run_dirs([args.run_dir])
+    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
+    from fer_keras.evaluation import evaluate
+
+    result = evaluate(args.run_dir, split=args.split, checkpoint=args.checkpoint,
+                      aggregate_method=args.aggregate)
+    for name, path in result["paths"].items():
+        print(f"{name + ':':<22} {path}")
+    accuracy = result.get("accuracy")
+    print(f"split {result['split']}, checkpoint {result['checkpoint']}, {result['n_videos']} videos "
+          f"({result['n_labelled']} labelled), {result['n_sequences']} sequences")
+    print("accuracy: " + ("n/a (no labelled video)" if accuracy is None else f"{accuracy:.4f}"))
+    return 0
+
+
+def _class_counts(run_dir):
+    """Training label counts in class order, from the manifest of a run's config.yaml (t000_4)."""
+    import yaml  # config.yaml read directly: fusion needs no TensorFlow
+
+    from fer_keras.data import loader
+
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing; pass --class-counts for t000_4")
+    with open(path) as f:
+        data = (yaml.safe_load(f) or {}).get("data") or {}
+    if data.get("format", "tfrecord") != "tfrecord":
+        raise ValueError(f"{run_dir}: cannot count training labels of an {data['format']} dataset; "
+                         "pass --class-counts")
+    info = loader.manifest(data.get("root", "data/afew_prepared"))
+    train = data.get("train_split", "train")
+    counts = [0] * len(info["classes"])
+    for video in info["videos"].values():
+        if video.get("split") == train and video.get("status") == "ok" and video.get("label", -1) >= 0:
+            counts[video["label"]] += 1
+    return counts
+
+
+def _numbers(text, kind, option):
+    try:
+        return [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _fuse(args) -> int:
+    _run_dirs(args.run_dirs)
+    from fer_keras import fusion
+
+    if args.method not in fusion.METHODS:
+        raise ValueError(f"unknown fusion method {args.method!r}; known: {', '.join(fusion.METHODS)}")
+    params = set(list(inspect.signature(fusion.METHODS[args.method]).parameters)[2:])
+    options = {}
+    if args.rescale:
+        options["rescale"] = True
+    if args.folds is not None:
+        options["n_splits"] = args.folds
+    if args.seed is not None:
+        options["seed"] = args.seed
+    if args.accuracies:
+        options["accuracies"] = _numbers(args.accuracies, float, "--accuracies")
+    if args.class_counts:
+        options["class_counts"] = _numbers(args.class_counts, float, "--class-counts")
+    elif "class_counts" in params:
+        options["class_counts"] = _class_counts(args.run_dirs[0])
+    metrics = fusion.fuse_to_dir(args.run_dirs, args.method, args.out, **options)
+    accuracy = metrics["accuracy"]
+    print(f"fused {len(args.run_dirs)} runs with {args.method}: {metrics['n_videos']} videos "
+          f"({metrics['n_labelled']} labelled)")
+    print(f"predictions.csv: {os.path.join(args.out, fusion.PREDICTIONS)}")
+    print(f"metrics.json:    {os.path.join(args.out, fusion.METRICS)}")
+    print("accuracy: " + ("n/a (no labelled video)" if accuracy is None else f"{accuracy:.4f}"))
+    return 0
+
+
+def _fusion_methods_help():
+    from fer_keras import fusion
+
+    lines = []
+    for name, func in fusion.METHODS.items():
+        doc = " ".join((func.__doc__ or "").split())
+        first = re.split(r"(?<=\.)\s+(?=[A-Z])", doc)[0]  # the first sentence
+        lines += textwrap.wrap(first, 100, initial_indent=f"  {name:<18}", subsequent_indent=" " * 20)
+    return "methods:\n" + "\n".join(lines)
+
+
+def _tune(args) -> int:
+    if (args.config is None) == (args.model is None):
+        raise ValueError("give either an experiment CONFIG.yaml or --model NAME --data DIR")
+    if args.model is not None and args.data is None:
+        raise ValueError("--model needs --data DIR (a prepared dataset)")
+    if args.config is not None and not os.path.isfile(args.config):
+        raise FileNotFoundError(f"{args.config}: experiment file does not exist")
+    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
+    from fer_keras import config as cfg
+    from fer_keras import tuning
+
+    if args.model is not None:
+        exp = tuning.default_experiment(args.model, args.data)
+    else:
+        exp = cfg.load(args.config, {"data": {"root": args.data}} if args.data else None)
+    out = args.out or os.path.join("runs", "tune", exp.name)
+    result = tuning.tune(exp, out, max_trials=args.trials, objective=args.objective, overwrite=args.overwrite)
+    if result.get("role") == "worker":
+        print(f"worker {result['tuner_id']}: no trials left; the chief writes the results to {result['out_dir']}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog may be a callable, called only when help is shown, so that
+    listing what a heavy module offers does not slow down every start."""
+
+    def format_help(self):
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fer-keras", description=__doc__)
+    parser = _Parser(prog="fer-keras", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -139,6 +281,57 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--small", action="store_true", help="build at the small test sizes (fast)")
     m.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     m.set_defaults(func=_models)
+
+    e = sub.add_parser(
+        "evaluate", help="evaluate a trained run directory: per-video predictions, metrics, report",
+        description="Load RUN_DIR/checkpoints/<best|last>.keras, predict every sequence of a split, "
+                    "aggregate per video and write predictions.csv, metrics.json, confusion_counts.png, "
+                    "confusion_normalised.png and report.md. The configured split and checkpoint write "
+                    "into RUN_DIR; others into RUN_DIR/eval-<split>[-<checkpoint>].")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by training")
+    e.add_argument("--split", help="split to evaluate (default: the run's evaluation.split)")
+    e.add_argument("--checkpoint", choices=("best", "last"),
+                   help="checkpoint to load (default: the run's evaluation.checkpoint)")
+    e.add_argument("--aggregate", choices=("mean", "vote"),
+                   help="sequences -> video: frame-weighted mean of probabilities or majority vote "
+                        "(default: the run's evaluation.aggregate)")
+    e.set_defaults(func=_user_errors(_evaluate))
+
+    f = sub.add_parser(
+        "fuse", help="late fusion of evaluated run directories (thesis 000 methods 1-5, thesis 002)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fuse the per-video predictions of evaluated runs (predictions.csv + metrics.json) "
+                    "into OUT, written as a run of its own.",
+        epilog=_fusion_methods_help)  # a callable: fusion (scikit-learn) loads only for --help
+    f.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="evaluated run directories")
+    f.add_argument("--method", required=True, metavar="M", help="fusion method (listed below)")
+    f.add_argument("--out", required=True, metavar="DIR", help="output directory (not one of the runs)")
+    f.add_argument("--rescale", action="store_true",
+                   help="t000_2/3/4: rescale each model's logits to [0, 1] per video")
+    f.add_argument("--folds", type=int, help="t000_5: folds of the out-of-fold regression (default 5)")
+    f.add_argument("--seed", type=int, help="t000_5: seed of the fold split (default 0)")
+    f.add_argument("--accuracies", metavar="A,A,...",
+                   help="weighted methods: one weight per run (default: each run's metrics.json accuracy)")
+    f.add_argument("--class-counts", metavar="N,N,...",
+                   help="t000_4: training label counts in class order (default: counted from the first "
+                        "run's prepared dataset)")
+    f.set_defaults(func=_user_errors(_fuse))
+
+    t = sub.add_parser(
+        "tune", help="KerasTuner Bayesian search over a model's registry search space",
+        usage="fer-keras tune (CONFIG.yaml | --model NAME --data DIR) [options]",
+        description="Search the hyperparameters of the experiment's model (its registry search space; "
+                    "tuning.fixed holds some at a value) with the training engine's losses and optimiser. "
+                    "OUT gets best_hyperparameters.yaml, best_experiment.yaml (for fer-keras train) and "
+                    "trials.csv; rerunning on the same OUT resumes the search.")
+    t.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="experiment YAML")
+    t.add_argument("--model", metavar="NAME", help="registry model instead of a YAML (default experiment)")
+    t.add_argument("--data", metavar="DIR", help="prepared dataset (needed with --model; overrides data.root)")
+    t.add_argument("--out", metavar="DIR", help="search directory (default runs/tune/<experiment name>)")
+    t.add_argument("--trials", type=int, metavar="N", help="total trials (default tuning.max_trials)")
+    t.add_argument("--objective", metavar="NAME", help="metric to optimise (default tuning.objective)")
+    t.add_argument("--overwrite", action="store_true", help="start the search in OUT afresh")
+    t.set_defaults(func=_user_errors(_tune))
     return parser
 
 

@@ -61,8 +61,11 @@ class RunDir:
 def build_model(exp: cfg.Experiment, trainable=None):
     """The experiment's registry model; ``trainable`` overrides the model's option."""
     options = dict(exp.model.options)
-    if exp.data.format == "tfrecord" and "classes" in entry(exp.model.name).options():
-        options.setdefault("classes", len(loader.classes(exp.data)))
+    if "classes" in entry(exp.model.name).options():
+        classes = len(loader.classes(exp.data))
+        if options.setdefault("classes", classes) != classes:
+            raise ValueError(f"model.options.classes is {options['classes']} but the data under "
+                             f"{exp.data.root} has {classes} classes")
     if trainable is not None:
         options["trainable"] = trainable
     spec = entry(exp.model.name)

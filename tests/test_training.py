@@ -139,3 +139,25 @@ def test_killed_run_continues_from_last_epoch(prepared_afew, tmp_path):
     assert state["epochs_done"] == 8
     model = keras.models.load_model(run / "checkpoints" / "last.keras", compile=False)
     assert model.name
+
+
+def test_cached_hdf5_features_train_a_cascade(tmp_path):
+    """Thesis 002's cascades read cached CNN features from HDF5 through the same engine."""
+    from fer_keras.data.features import write_features
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    for fold in (1, 2):
+        labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 12)]
+        masks = (np.arange(10)[None] < rng.integers(3, 11, (12, 1))).astype(np.float32)
+        features = rng.normal(size=(12, 10, 6)).astype(np.float32) + labels.argmax(1)[:, None, None]
+        write_features(tmp_path / f"fold-{fold}-features-6.h5", features, masks, labels,
+                       [f"v{fold}-{i}" for i in range(12)], classes)
+    exp = config.from_dict({
+        "data": {"root": str(tmp_path), "format": "hdf5", "train_split": "fold-1-features-6",
+                 "val_split": "fold-2-features-6", "pipeline": {"seq_len": 10, "batch_size": 4}},
+        "model": {"name": "cascade_lstm", "options": {"input_dim": 6, "seq_len": 10, "units": 8}},
+        "training": {"epochs": 2, "optimizer": {"learning_rate": 1e-2}}})
+    training.train(exp, tmp_path / "run", evaluate=False)
+    assert training.build_model(exp).outputs[0].shape[-1] == 3  # classes from the file
+    assert len(history(tmp_path / "run")) == 2

@@ -29,7 +29,7 @@ def classes(data):
     """The class names, in label order."""
     if data.format == "hdf5":
         from fer_keras.data.features import read_info
-        return list(read_info(_hdf5_path(data, data.train_split))["classes"])
+        return list(read_info(_hdf5_path(data, data.train_split)).classes)
     return list(manifest(data.root)["classes"])
 
 
@@ -51,9 +51,8 @@ def steps(data, name):
     """Batches in one pass over split ``name`` (schedules in epochs need it up front)."""
     seq_len, batch = data.pipeline.seq_len, data.pipeline.batch_size
     if data.format == "hdf5":
-        from fer_keras.data.features import read_info
-        info = read_info(_hdf5_path(data, name))
-        count = info["n"] * math.ceil(info["t"] / seq_len)
+        from fer_keras.data.features import count_sequences
+        count = count_sequences(_hdf5_path(data, name), seq_len)
     else:
         videos = manifest(data.root)["videos"].values()
         count = sum(math.ceil(v["frames_kept"] / seq_len) for v in videos

@@ -4,14 +4,20 @@ shuffle by sequence, sequence-consistent augmentation, batch, prefetch.
 Videos are split into non-overlapping sequences of length L; the last one is padded by
 repeating its last frame (thesis 000) or with zeros (thesis 002), and a 0/1 ``mask`` marks
 the real steps. Chunking happens on the encoded JPEG bytes, so padding costs no decoding.
+Per-frame targets (valence/arousal, action units) are chunked with the same indices as the
+frames, so every label stays on its frame.
 """
+import os
 from dataclasses import dataclass, field
 
 import tensorflow as tf
 
-from fer_keras.data.schema import dataset_from_manifest
+from fer_keras.data.schema import dataset_from_manifest, frame_labels
+from fer_keras.losses import AU_UNKNOWN
 
 INPUTS = ("frames", "lld", "functionals")
+TARGETS = ("category", "va", "au")  # one-hot per video; (L, 2) and (L, n_aus) per frame
+PER_FRAME = ("va", "au")
 NORMALIZE = {"unit": (1 / 255.0, 0.0), "symmetric": (2 / 255.0, -1.0), "none": (1.0, 0.0)}
 
 
@@ -29,6 +35,7 @@ class PipelineConfig:
     seq_len: int = 40
     padding: str = "repeat"           # "repeat" (thesis 000) or "zeros" (thesis 002)
     inputs: tuple = ("frames",)
+    targets: tuple = ("category",)
     image_size: int | None = None     # resize faces; None keeps the prepared size
     normalize: str = "unit"
     batch_size: int = 4
@@ -43,14 +50,21 @@ class PipelineConfig:
         unknown = sorted(set(self.inputs) - set(INPUTS))
         if unknown:
             raise ValueError(f"unknown input(s) {unknown}; known: {', '.join(INPUTS)}")
+        unknown = sorted(set(self.targets) - set(TARGETS))
+        if unknown or not self.targets:
+            raise ValueError(f"targets must name some of {', '.join(TARGETS)}, got {tuple(self.targets)}")
         if self.normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {self.normalize!r}")
         if isinstance(self.augment, dict):
             self.augment = Augment(**self.augment)
 
 
-def _chunks(record, seq_len):
-    """One video -> a dataset of its sequences (encoded frames, indices clipped for padding)."""
+def _chunks(record, seq_len, per_frame=()):
+    """One video -> a dataset of its sequences (encoded frames, indices clipped for padding).
+
+    ``per_frame`` names the frame labels to chunk alongside; padded AU steps get AU_UNKNOWN so
+    the masked AU loss skips them even without a sample weight.
+    """
     n = tf.shape(record["frames"])[0]
     count = tf.maximum((n + seq_len - 1) // seq_len, 1)
     steps = tf.range(count * seq_len)
@@ -62,6 +76,10 @@ def _chunks(record, seq_len):
         "mask": mask,
         "sequence": tf.range(count),
     }
+    for name in per_frame:
+        per_chunk[name] = tf.gather(record[name], index)
+    if "au" in per_frame:
+        per_chunk["au"] = tf.where(mask[..., None] > 0, per_chunk["au"], float(AU_UNKNOWN))
     shared = {"video_id": record["video_id"], "label": record["label"],
               "functionals": record["audio_functionals"]}
     repeated = {k: tf.repeat(v[None], count, axis=0) for k, v in shared.items()}
@@ -93,15 +111,33 @@ def _augment(frames, aug: Augment, seed):
 def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, with_meta=False):
     """Batched ``(inputs, targets)`` (or ``(inputs, targets, meta)``) for one split.
 
-    ``inputs`` holds the configured inputs plus ``mask``; ``targets`` holds a one-hot
-    ``category`` (all zeros for unlabelled videos); ``meta`` holds ``video_id``, ``label`` and
-    ``sequence`` so predictions can be aggregated per video. Deterministic for a given seed.
+    ``inputs`` holds the configured inputs plus ``mask``; ``targets`` holds one entry per
+    ``cfg.targets``: a one-hot ``category`` (all zeros for unlabelled videos), per-frame ``va``
+    (B, L, 2) padded like the frames, per-frame ``au`` (B, L, n_aus) padded with AU_UNKNOWN.
+    ``meta`` holds ``video_id``, ``label`` and ``sequence`` so predictions can be aggregated per
+    video. Deterministic for a given seed.
+
+    With a per-frame target, elements are ``(inputs, targets, sample_weight)`` so that
+    ``model.fit`` hands the frame mask to the losses: Keras 3 picks the dict entry of each output
+    by name, ``mask`` (B, L) for ``va``/``au`` and 1 (B,) for ``category``. ``with_meta`` always
+    gives ``(inputs, targets, meta)`` (a 4-tuple is not something ``fit`` accepts); the frame mask
+    is then ``inputs["mask"]``.
     """
+    per_frame = tuple(t for t in cfg.targets if t in PER_FRAME)
+    va, au_dim = frame_labels(manifest)
+    missing = [t for t, present in (("va", va), ("au", au_dim > 0)) if t in per_frame and not present]
+    if missing:
+        raise ValueError(
+            f"{os.path.join(root, 'manifest.json')}: targets {', '.join(missing)} need per-frame "
+            f"labels that this {manifest.get('dataset', '')} manifest does not have "
+            f"(its 'labels' are {manifest.get('labels', 'absent')})"
+        )
     classes = len(manifest["classes"])
     scale, shift = NORMALIZE[cfg.normalize]
+    face_size = manifest.get("options", {}).get("face_size")
     ds = dataset_from_manifest(manifest, root, split, decode=False)
     ds = ds.filter(lambda r: r["num_frames"] > 0)
-    ds = ds.flat_map(lambda r: _chunks(r, cfg.seq_len))
+    ds = ds.flat_map(lambda r: _chunks(r, cfg.seq_len, per_frame))
     if cfg.cache:
         ds = ds.cache()
     if training:
@@ -111,13 +147,19 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
     def to_example(position, item):
         x = {"mask": item["mask"]}
         if "frames" in cfg.inputs:
-            frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), item["frames"],
+            # Only the real frames (a prefix of the chunk) are decoded, resized and augmented;
+            # padded steps then repeat the last one (zeros padding masks them out below).
+            real = tf.maximum(tf.cast(tf.reduce_sum(item["mask"]), tf.int32), 1)
+            frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), item["frames"][:real],
                                fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
             frames = tf.cast(frames, tf.float32)
-            if cfg.image_size:
+            if cfg.image_size and cfg.image_size != face_size:
                 frames = tf.image.resize(frames, (cfg.image_size, cfg.image_size))
+            elif cfg.image_size:  # resizing to the prepared size is the identity
+                frames = tf.ensure_shape(frames, [None, cfg.image_size, cfg.image_size, 3])
             if training:
                 frames = _augment(frames, cfg.augment, tf.stack([tf.cast(cfg.seed, tf.int64), position]))
+            frames = tf.gather(frames, tf.minimum(tf.range(cfg.seq_len), real - 1))
             if cfg.padding == "zeros":
                 frames = frames * item["mask"][:, None, None, None]
             x["frames"] = frames * scale + shift
@@ -126,9 +168,18 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
         if "functionals" in cfg.inputs:
             x["functionals"] = item["functionals"]
         label = tf.cast(item["label"], tf.int32)
-        y = {"category": tf.one_hot(label, classes)}  # UNLABELLED (-1) gives all zeros
-        meta = {"video_id": item["video_id"], "label": label, "sequence": item["sequence"]}
-        return (x, y, meta) if with_meta else (x, y)
+        y = {}
+        if "category" in cfg.targets:
+            y["category"] = tf.one_hot(label, classes)  # UNLABELLED (-1) gives all zeros
+        if "va" in cfg.targets:
+            y["va"] = item["va"] * (item["mask"][:, None] if cfg.padding == "zeros" else 1.0)
+        if "au" in cfg.targets:
+            y["au"] = item["au"]
+        if with_meta:
+            return x, y, {"video_id": item["video_id"], "label": label, "sequence": item["sequence"]}
+        if per_frame:
+            return x, y, {t: item["mask"] if t in PER_FRAME else tf.ones(()) for t in cfg.targets}
+        return x, y
 
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)

@@ -30,6 +30,8 @@ class VideoRecord:
     has_audio: bool = True
     source_frames: int = 0
     dataset: str = ""
+    valence_arousal: np.ndarray | None = None  # (kept frames, 2) float32, where annotated
+    action_units: np.ndarray | None = None  # (kept frames, n_aus) float32; losses.AU_UNKNOWN = unknown
 
 
 def _bytes(values):
@@ -52,6 +54,15 @@ def serialize(rec: VideoRecord) -> bytes:
             f"video {rec.video_id}: {n} frames but {len(rec.frame_index)} indices "
             f"and {len(rec.audio_lld)} LLD rows"
         )
+    per_frame = {"va": rec.valence_arousal, "au": rec.action_units}
+    per_frame = {k: np.asarray(v, np.float32) for k, v in per_frame.items() if v is not None}
+    for name, rows in per_frame.items():
+        if rows.ndim != 2 or len(rows) != n or (name == "va" and rows.shape[1] != 2):
+            expected = "(frames, 2)" if name == "va" else "(frames, n_aus)"
+            raise ValueError(
+                f"video {rec.video_id}: per-frame {name} labels have shape {rows.shape}, "
+                f"expected {expected} with {n} frames"
+            )
     context = tf.train.Features(
         feature={
             "video_id": _bytes([rec.video_id.encode()]),
@@ -69,6 +80,7 @@ def serialize(rec: VideoRecord) -> bytes:
         "frames": tf.train.FeatureList(feature=[_bytes([f]) for f in rec.frames]),
         "frame_index": tf.train.FeatureList(feature=[_ints([i]) for i in rec.frame_index]),
         "audio_lld": tf.train.FeatureList(feature=[_floats(row) for row in rec.audio_lld]),
+        **{k: tf.train.FeatureList(feature=[_floats(row) for row in v]) for k, v in per_frame.items()},
     }
     example = tf.train.SequenceExample(
         context=context, feature_lists=tf.train.FeatureLists(feature_list=lists)
@@ -76,10 +88,14 @@ def serialize(rec: VideoRecord) -> bytes:
     return example.SerializeToString()
 
 
-def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode: bool = True):
+def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode: bool = True,
+          *, va: bool = False, au_dim: int = 0):
     """Parse one serialised record into a dict of tensors (a tf.data map function).
 
-    `lld_dim`, `functionals_dim` and `face_size` come from the dataset's manifest.json.
+    `lld_dim`, `functionals_dim` and `face_size` come from the dataset's manifest.json, and so
+    do `va` and `au_dim` (its "labels"), which add the per-frame ``va`` (frames, 2) and ``au``
+    (frames, au_dim) labels. A record whose label rows do not match its frames (or that lacks
+    them) fails at iteration with its video id, instead of misaligning labels and frames.
     """
     context_spec = {
         "video_id": tf.io.FixedLenFeature([], tf.string),
@@ -97,9 +113,21 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
         "frame_index": tf.io.FixedLenSequenceFeature([], tf.int64),
         "audio_lld": tf.io.FixedLenSequenceFeature([lld_dim], tf.float32),
     }
+    per_frame = {"va": 2} if va else {}
+    if au_dim:
+        per_frame["au"] = au_dim
+    for name, dim in per_frame.items():
+        sequence_spec[name] = tf.io.FixedLenSequenceFeature([dim], tf.float32, allow_missing=True)
     context, sequence = tf.io.parse_single_sequence_example(
         serialized, context_features=context_spec, sequence_features=sequence_spec
     )
+    kept = tf.shape(sequence["frames"])[0]
+    for name in per_frame:
+        rows = tf.shape(sequence[name])[0]
+        check = tf.debugging.Assert(tf.equal(rows, kept), [
+            "video", context["video_id"], "has", rows, f"per-frame {name} rows for", kept, "frames"])
+        with tf.control_dependencies([check]):
+            sequence[name] = tf.identity(sequence[name])
     out = {**context, **sequence}
     if decode:
         frames = tf.map_fn(
@@ -111,14 +139,21 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
     return out
 
 
+def frame_labels(manifest: dict) -> tuple[bool, int]:
+    """``(va, au_dim)`` of a manifest's per-frame labels; manifests older than them have none."""
+    labels = manifest.get("labels", {})
+    return bool(labels.get("va", False)), int(labels.get("au_dim", 0))
+
+
 def dataset_from_manifest(manifest: dict, root, split: str, decode: bool = True) -> tf.data.Dataset:
     """Records of one split of a prepared dataset, parsed, in shard order."""
     shards = [os.path.join(root, s) for s in manifest["splits"][split]["shards"]]
     ds = tf.data.TFRecordDataset(shards)
+    va, au_dim = frame_labels(manifest)
     return ds.map(
         lambda x: parse(
             x, manifest["audio"]["lld_dim"], manifest["audio"]["functionals_dim"],
-            manifest["options"]["face_size"], decode,
+            manifest["options"]["face_size"], decode, va=va, au_dim=au_dim,
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )

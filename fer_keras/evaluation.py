@@ -1,0 +1,519 @@
+"""Evaluation engine: a trained run directory in; per-video predictions, metrics, confusion
+matrices and a thesis-style report out.
+
+``evaluate(run_dir)`` loads ``checkpoints/best.keras`` (or ``last.keras``), runs the split's
+pipeline, predicts every sequence and aggregates the sequences of each video:
+
+- ``mean``: the mean of the sequence softmax outputs, each weighted by its number of valid
+  frames (the mask sum), so a short padded tail sequence counts for what it holds;
+- ``vote``: the majority of the sequence argmaxes; a tie goes to the tied class with the higher
+  (frame-weighted) mean probability.
+
+A model whose output is per frame (B, L, C) is first averaged over the valid frames of each
+sequence. The ``p_<Class>`` columns of ``predictions.csv`` are always the frame-weighted mean
+probabilities (the distribution that ``fusion`` fuses); ``prediction`` is the aggregate's class.
+
+Files written, into the run directory when evaluating its configured split and checkpoint
+(``evaluation`` section of ``config.yaml``), otherwise into ``<run_dir>/eval-<split>/`` (another
+split, configured checkpoint) or ``<run_dir>/eval-<split>-<checkpoint>/`` (another checkpoint),
+so that an extra evaluation never overwrites the run's own::
+
+    predictions.csv           (models with a ``category`` output) one row per video:
+                              video_id,label,prediction,p_<Class>...  (label: class name, empty
+                              for an unlabelled video); the format fusion.load_run reads
+    metrics.json              metrics.classification on the labelled videos (accuracy null when
+                              none is labelled), sequence_accuracy, n_videos, n_labelled,
+                              n_sequences, split, checkpoint, aggregate, classes, experiment,
+                              model, run_dir, reference (``exp.reproduces`` with ours and the
+                              difference; null without a thesis value); "va" (metrics.regression
+                              per frame or sequence, and per video) and "au"
+                              (metrics.action_units over known frame labels) for those outputs
+    confusion_counts.png      confusion matrix (rows: true class, columns: predicted), when some
+                              video is labelled
+    confusion_normalised.png  the same, each row divided by its count
+    report.md                 the result as a thesis-style table row, the thesis reference,
+                              per-class precision / recall / F1 and the confusion matrix
+    va_predictions.csv        (models with a ``va`` output) per-video mean valence / arousal,
+                              true and predicted
+
+TensorFlow, Keras and scikit-learn are imported on first use, so ``plot_confusion`` (used by
+``experiments/notebooks/confusion_matrices.ipynb``) loads only NumPy and matplotlib.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+AGGREGATES = ("mean", "vote")
+CONFUSION_COUNTS = "confusion_counts.png"
+CONFUSION_NORMALISED = "confusion_normalised.png"
+REPORT = "report.md"
+VA_PREDICTIONS = "va_predictions.csv"
+# Reference metrics that are fractions in metrics.json; a thesis value above 1 is read as percent.
+FRACTIONS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "sequence_accuracy")
+
+
+def _metrics():
+    """fer_keras.metrics, imported on first use (it loads Keras and TensorFlow)."""
+    from fer_keras import metrics
+    return metrics
+
+
+# --- aggregation (pure NumPy) -----------------------------------------------------------------
+
+def sequence_scores(output, mask):
+    """(N, C) per-sequence scores: a per-frame output (N, L, C) is averaged over the valid frames
+    of its sequence (all frames when a sequence has none); an (N, C) output is returned as is."""
+    output = np.asarray(output, np.float64)
+    if output.ndim == 2:
+        return output
+    if output.ndim != 3:
+        raise ValueError(f"expected a (N, C) or per-frame (N, L, C) output, got shape {output.shape}")
+    mask = np.asarray(mask, np.float64).reshape(output.shape[:2])
+    valid = mask.sum(axis=1, keepdims=True)
+    mask = np.where(valid > 0, mask, 1.0)
+    return (output * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+
+
+def aggregate(video_ids, probs, frames, method="mean"):
+    """Per-video ``(ids, mean probabilities (V, C), predicted class (V,))`` from sequences.
+
+    ``video_ids`` (N,) names the video of each sequence (videos keep their first-seen order),
+    ``probs`` (N, C) are the sequence softmax outputs and ``frames`` (N,) their valid frames.
+    The mean probabilities are weighted by ``frames`` (uniform for a video whose sequences all
+    have 0). ``mean`` predicts their argmax; ``vote`` the most frequent sequence argmax, a tie
+    broken by the higher mean probability (then by class order).
+    """
+    if method not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {method!r}")
+    probs = np.asarray(probs, np.float64)
+    frames = np.asarray(frames, np.float64).reshape(-1)
+    ids = list(dict.fromkeys(video_ids))
+    index = {v: i for i, v in enumerate(ids)}
+    owner = np.array([index[v] for v in video_ids], dtype=int)
+    n_videos, n_classes = len(ids), probs.shape[-1]
+    total = np.bincount(owner, weights=frames, minlength=n_videos)
+    weights = np.where(total[owner] > 0, frames, 1.0)
+    mean = np.zeros((n_videos, n_classes))
+    np.add.at(mean, owner, probs * weights[:, None])
+    mean /= np.bincount(owner, weights=weights, minlength=n_videos)[:, None]
+    if method == "mean":
+        return ids, mean, mean.argmax(axis=-1)
+    votes = np.zeros((n_videos, n_classes))
+    np.add.at(votes, (owner, probs.argmax(axis=-1)), 1)
+    tied = votes == votes.max(axis=-1, keepdims=True)
+    return ids, mean, np.where(tied, mean, -np.inf).argmax(axis=-1)
+
+
+# --- confusion matrices -------------------------------------------------------------------------
+
+def confusion_from_predictions(path, classes):
+    """Confusion matrix (rows: true, columns: predicted) of the labelled rows of a predictions.csv
+    (e.g. a fused run's, whose metrics.json keeps none)."""
+    index = {c: k for k, c in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["label"]:
+                matrix[index[row["label"]], index[row["prediction"]]] += 1
+    return matrix.tolist()
+
+
+def summary_from_confusion(matrix, classes):
+    """Accuracy, macro F1, per-class precision / recall / F1 / support from a confusion matrix,
+    as ``metrics.classification`` computes them (an undefined precision or recall counts as 0)."""
+    m = np.asarray(matrix, np.float64)
+    tp, predicted, support = np.diag(m), m.sum(axis=0), m.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(tp), where=total > 0)
+    return {
+        "accuracy": float(tp.sum() / m.sum()) if m.sum() else None,
+        "macro_f1": float(f1.mean()),
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]),
+                          "f1": float(f1[i]), "support": int(support[i])} for i, c in enumerate(classes)},
+        "confusion_matrix": np.asarray(matrix).astype(int).tolist(),
+        "classes": list(classes),
+    }
+
+
+def row_normalise(matrix):
+    """Each row divided by its sum; a row without samples stays 0."""
+    m = np.asarray(matrix, np.float64)
+    rows = m.sum(axis=1, keepdims=True)
+    return np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+
+
+def plot_confusion(matrix, classes, path=None, normalise: bool = False, title=None):
+    """Draw a confusion matrix (rows: true class, columns: predicted) with the class names on the
+    axes and the number in each cell; ``normalise`` divides each row by its count. Saves a PNG at
+    ``path`` when given and returns the matplotlib Figure (built without pyplot, so no global
+    backend is touched: it renders with Agg into the file, and notebooks can display it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(matrix, np.float64)
+    k = len(classes)
+    if counts.shape != (k, k):
+        raise ValueError(f"confusion matrix of shape {counts.shape} for {k} classes")
+    values = row_normalise(counts) if normalise else counts
+    side = max(4.0, 0.75 * k + 2.0)
+    fig = Figure(figsize=(side + 1.0, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalise else max(values.max(), 1))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(k), labels=list(classes), rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or ("confusion matrix, row-normalised" if normalise else "confusion matrix, counts"))
+    threshold = (1 if normalise else max(values.max(), 1)) / 2
+    for i in range(k):
+        for j in range(k):
+            text = f"{values[i, j]:.2f}" if normalise else f"{int(round(values[i, j]))}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                    color="white" if values[i, j] > threshold else "black")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=100)
+    return fig
+
+
+# --- report -------------------------------------------------------------------------------------
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _ours(metrics, name):
+    """The value of metric ``name`` (a key of metrics.json, or a dotted path like va.video.valence.ccc)."""
+    value = metrics
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def reference(exp, metrics):
+    """The thesis number the experiment reproduces next to ours, or None when the YAML has none.
+
+    For fraction metrics (accuracy, F1 ...) a thesis value above 1 is a percentage, as the theses
+    print them; ``difference`` is ours minus the thesis, in the thesis's unit."""
+    ref = exp.reproduces
+    if ref.value is None:
+        return None
+    ours = _ours(metrics, ref.metric)
+    percent = ref.metric.split(".")[-1] in FRACTIONS and abs(ref.value) > 1
+    if ours is not None and percent:
+        ours = 100 * ours
+    return {"thesis": ref.thesis, "table": ref.table, "row": ref.row, "metric": ref.metric,
+            "value": ref.value, "ours": ours, "percent": percent,
+            "difference": None if ours is None else ours - ref.value}
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _settings(exp):
+    """Key settings of a run, as the thesis tables describe a row."""
+    t, p = exp.training, exp.data.pipeline
+    seq_len = exp.model.options.get("seq_len", p.seq_len)
+    lr = f"{t.optimizer.learning_rate:g}" + ("" if t.schedule.name == "constant" else f" {t.schedule.name}")
+    epochs = ", ".join(str(s.epochs) for s in t.plan())
+    return {"Seq Length": seq_len, "Batch": p.batch_size, "LR": lr, "Epochs": epochs,
+            "Aggregate": exp.evaluation.aggregate}
+
+
+def write_report(path, exp, metrics):
+    """report.md: the thesis-style row, the thesis reference, per-class table, confusion matrix."""
+    settings = _settings(exp)
+    settings["Aggregate"] = metrics.get("aggregate", settings["Aggregate"])
+    header = ["Experiment", "Model", *settings, "Accuracy", "Macro F1"]
+    rows = [[exp.name, exp.model.name, *settings.values(), _pct(metrics.get("accuracy")),
+             _pct(metrics.get("macro_f1"))]]
+    ref = metrics.get("reference")
+    blanks = [""] * (len(settings) + 1)
+    if ref:
+        where = " ".join(x for x in (f"Thesis {ref['thesis']}" if ref["thesis"] else "Thesis",
+                                     ref["table"], ref["row"]) if x)
+        value = f"{ref['value']:g}"
+        diff = "-" if ref["difference"] is None else f"{ref['difference']:+.1f}"
+        metric_col = {"accuracy": -2, "macro_f1": -1}.get(ref["metric"])
+        if metric_col is None:  # another metric: name it in the model column
+            rows.append([where, ref["metric"], *blanks[1:], value, ""])
+            rows.append(["Difference", ref["metric"], *blanks[1:], diff, ""])
+        else:
+            ref_row, diff_row = [where, *blanks, "", ""], ["Difference (ours - thesis)", *blanks, "", ""]
+            ref_row[metric_col], diff_row[metric_col] = value, diff
+            rows += [ref_row, diff_row]
+    n = (f"{metrics['n_videos']} videos ({metrics['n_labelled']} labelled), "
+         f"{metrics['n_sequences']} sequences")
+    parts = [f"# Evaluation: {exp.name}", ""]
+    if exp.description:
+        parts += [exp.description, ""]
+    parts += [f"Split `{metrics['split']}`, checkpoint `{metrics['checkpoint']}`, "
+              f"aggregation `{metrics['aggregate']}`; {n}. Accuracy and F1 in percent, per video.", "",
+              "## Result", "", _table(header, rows), ""]
+    if metrics.get("per_class"):
+        parts += ["## Per class", "", _table(
+            ["Class", "Precision", "Recall", "F1", "Support"],
+            [[c, _pct(v["precision"]), _pct(v["recall"]), _pct(v["f1"]), v["support"]]
+             for c, v in metrics["per_class"].items()]), ""]
+        classes = metrics["classes"]
+        parts += ["## Confusion matrix", "", "Rows: true class; columns: predicted class.", "", _table(
+            ["true \\ predicted", *classes],
+            [[c, *row] for c, row in zip(classes, metrics["confusion_matrix"])]), ""]
+        parts += [f"![counts]({CONFUSION_COUNTS}) ![row-normalised]({CONFUSION_NORMALISED})", ""]
+    if metrics.get("va"):
+        rows = []
+        for level, m in metrics["va"].items():
+            if isinstance(m, dict) and "pooled" in m:
+                rows += [[level, d, _num(m[d]["ccc"]), _num(m[d]["pearson"]), _num(m[d]["rmse"])]
+                         for d in _metrics().VA_NAMES]
+        parts += ["## Valence / arousal", "", _table(["Level", "Dimension", "CCC", "Pearson", "RMSE"], rows), ""]
+    if metrics.get("au"):
+        au = metrics["au"]
+        parts += ["## Action units", "", _table(
+            ["Accuracy", "Precision", "Recall", "F1", "Binarised AUC", "Exact match"],
+            [[_num(au.get(k)) for k in ("accuracy", "precision", "recall", "f1", "binarised_auc",
+                                        "exact_match_accuracy")]]), ""]
+    Path(path).write_text("\n".join(parts))
+
+
+def _num(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+def output_dir(run_dir, exp, split, checkpoint):
+    """Where an evaluation writes: the run directory itself for the configured split and
+    checkpoint, else ``eval-<split>`` (plus ``-<checkpoint>`` when that differs)."""
+    run_dir = Path(run_dir)
+    if split == exp.evaluation.split and checkpoint == exp.evaluation.checkpoint:
+        return run_dir
+    name = f"eval-{split}" + ("" if checkpoint == exp.evaluation.checkpoint else f"-{checkpoint}")
+    return run_dir / name
+
+
+def _load(run_dir):
+    from fer_keras import config as cfg
+    from fer_keras.training import RunDir
+
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise FileNotFoundError(f"{run.root}: no such run directory")
+    if not run.config.is_file():
+        raise FileNotFoundError(f"{run.config}: missing; {run.root} is not a run directory written by training")
+    exp = cfg.load(run.config)
+    return run, exp
+
+
+def _predict(model, ds):
+    """Per-sequence arrays: outputs by name, targets by name, mask, video ids, labels."""
+    by_name = isinstance(model.input, dict)
+    names = list(model.input) if by_name else [t.name for t in model.inputs]
+    out_names = list(model.output_names)
+    outputs, targets = {k: [] for k in out_names}, {}
+    masks, ids, labels = [], [], []
+    for x, y, meta in ds:
+        missing = [k for k in names if k not in x]
+        if missing:
+            raise ValueError(f"the model takes input(s) {', '.join(missing)} that the pipeline does not "
+                             f"give (it gives {', '.join(x)}); see data.pipeline.inputs")
+        # the loader yields more than the model takes (always the mask, maybe other inputs)
+        inputs = {k: x[k] for k in names} if by_name else [x[k] for k in names]
+        pred = model.predict_on_batch(inputs)
+        if not isinstance(pred, dict):
+            pred = dict(zip(out_names, pred if isinstance(pred, (list, tuple)) else [pred]))
+        for k in out_names:
+            outputs[k].append(np.asarray(pred[k]))
+        for k, v in y.items():
+            targets.setdefault(k, []).append(v.numpy())
+        masks.append(x["mask"].numpy())
+        ids += [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in meta["video_id"].numpy()]
+        labels.append(meta["label"].numpy())
+    if not ids:
+        raise ValueError("the split has no sequence to evaluate")
+    cat = lambda parts: np.concatenate(parts) if parts else None  # noqa: E731
+    return ({k: cat(v) for k, v in outputs.items()}, {k: cat(v) for k, v in targets.items()},
+            np.concatenate(masks).astype(np.float64), ids, np.concatenate(labels).astype(int))
+
+
+def _write_predictions(path, ids, labels, pred, probs, classes):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video_id", "label", "prediction", *(f"p_{c}" for c in classes)])
+        for vid, label, k, p in zip(ids, labels, pred, probs):
+            writer.writerow([vid, classes[label] if label >= 0 else "", classes[k], *(f"{v:.8g}" for v in p)])
+
+
+def _video_labels(ids, seq_ids, seq_labels):
+    first = {}
+    for v, label in zip(seq_ids, seq_labels):
+        first.setdefault(v, int(label))
+    return np.array([first[v] for v in ids], dtype=int)
+
+
+def _classification(outputs, mask, seq_ids, seq_labels, classes, aggregate_method):
+    """metrics.json's classification part and the per-video rows of predictions.csv."""
+    frames = mask.sum(axis=1)
+    probs = sequence_scores(outputs["category"], mask)
+    ids, mean, pred = aggregate(seq_ids, probs, frames, aggregate_method)
+    labels = _video_labels(ids, seq_ids, seq_labels)
+    known = labels >= 0
+    if known.any():
+        result = _metrics().classification(labels[known], pred[known], classes)
+        seq_known = seq_labels >= 0
+        result["sequence_accuracy"] = float(np.mean(probs[seq_known].argmax(-1) == seq_labels[seq_known]))
+    else:
+        result = {"accuracy": None, "balanced_accuracy": None, "macro_f1": None, "weighted_f1": None,
+                  "per_class": {}, "confusion_matrix": None, "classes": list(classes),
+                  "sequence_accuracy": None}
+    return result, (ids, labels, pred, mean)
+
+
+def _video_means(seq_ids, values, weights):
+    """Frame-weighted per-video means of per-sequence values (N, D)."""
+    ids = list(dict.fromkeys(seq_ids))
+    index = {v: i for i, v in enumerate(ids)}
+    owner = np.array([index[v] for v in seq_ids])
+    weights = np.asarray(weights, np.float64)
+    total = np.bincount(owner, weights=weights, minlength=len(ids))
+    weights = np.where(total[owner] > 0, weights, 1.0)
+    out = np.zeros((len(ids), values.shape[-1]))
+    np.add.at(out, owner, values * weights[:, None])
+    return ids, out / np.bincount(owner, weights=weights, minlength=len(ids))[:, None]
+
+
+def _va(pred, true, mask, seq_ids, out_dir):
+    """Valence/arousal metrics per frame (or per sequence) and per video; va_predictions.csv."""
+    frames = mask.sum(axis=1)
+    seq_pred = sequence_scores(pred, mask)
+    ids, video_pred = _video_means(seq_ids, seq_pred, frames)
+    result, video_true = {}, None
+    if true is not None:
+        true = np.asarray(true, np.float64)
+        seq_true = sequence_scores(true, mask)
+        if np.asarray(pred).ndim == 3 and true.ndim == 3:
+            result["frame"] = _metrics().regression(true, pred, mask=mask)
+        else:
+            result["sequence"] = _metrics().regression(seq_true, seq_pred)
+        _, video_true = _video_means(seq_ids, seq_true, frames)
+        result["video"] = _metrics().regression(video_true, video_pred)
+    counts = dict.fromkeys(ids, 0.0)
+    for v, n in zip(seq_ids, frames):
+        counts[v] += n
+    path = Path(out_dir) / VA_PREDICTIONS
+    names = _metrics().VA_NAMES
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video_id", "frames", *names, *(f"{n}_pred" for n in names)])
+        for i, v in enumerate(ids):
+            truth = [f"{x:.6g}" for x in video_true[i]] if video_true is not None else [""] * len(names)
+            writer.writerow([v, int(counts[v]), *truth, *(f"{x:.6g}" for x in video_pred[i])])
+    return result, path
+
+
+def _au(probs, true, mask, manifest_labels):
+    """AU metrics over every known (frame, AU) entry; an (N, A) output is compared with each
+    frame's labels of its sequence."""
+    if true is None:
+        return None
+    true = np.asarray(true)
+    probs = np.asarray(probs, np.float64)
+    if probs.ndim == 2 and true.ndim == 3:
+        probs = np.broadcast_to(probs[:, None, :], true.shape)
+    names = manifest_labels.get("au_names") if isinstance(manifest_labels, dict) else None
+    if names is not None and len(names) != true.shape[-1]:
+        names = None
+    return _metrics().action_units(true.reshape(-1, true.shape[-1]), probs.reshape(-1, true.shape[-1]),
+                                    au_names=names)
+
+
+def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out_dir=None) -> dict:
+    """Evaluate a trained run directory (see the module docstring for what is written where).
+
+    ``split``, ``checkpoint`` (best | last) and ``aggregate_method`` (mean | vote) default to the
+    run's ``evaluation`` section; ``out_dir`` overrides the output directory. Returns the
+    metrics written to metrics.json plus ``out_dir`` and ``paths`` (name -> file written).
+    """
+    import keras
+
+    import fer_keras.models  # noqa: F401  registers the custom layers before loading
+    from fer_keras.data import loader
+    from fer_keras.fusion import METRICS, PREDICTIONS
+
+    run, exp = _load(run_dir)
+    split = split or exp.evaluation.split
+    checkpoint = checkpoint or exp.evaluation.checkpoint
+    aggregate_method = aggregate_method or exp.evaluation.aggregate
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    if aggregate_method not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate_method!r}")
+    path = run.best if checkpoint == "best" else run.last
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; training must run first "
+                                f"(evaluation reads checkpoints/{path.name})")
+    out = Path(out_dir) if out_dir is not None else output_dir(run.root, exp, split, checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = keras.models.load_model(path, compile=False)
+    classes = loader.classes(exp.data)
+    ds = loader.split(exp.data, split, training=False, with_meta=True)
+    outputs, targets, mask, seq_ids, seq_labels = _predict(model, ds)
+    logger.info("evaluated %d sequences of split %s with %s", len(seq_ids), split, path)
+
+    paths = {}
+    metrics = {"accuracy": None, "classes": list(classes)}
+    rows = None
+    if "category" in outputs:
+        result, rows = _classification(outputs, mask, seq_ids, seq_labels, classes, aggregate_method)
+        metrics.update(result)
+    if "va" in outputs:
+        metrics["va"], paths["va_predictions"] = _va(outputs["va"], targets.get("va"), mask, seq_ids, out)
+    if "au" in outputs:
+        labels = {}
+        if exp.data.format == "tfrecord":
+            labels = loader.manifest(exp.data.root).get("labels", {})
+        metrics["au"] = _au(outputs["au"], targets.get("au"), mask, labels)
+    videos = list(dict.fromkeys(seq_ids))
+    metrics.update({
+        "n_videos": len(videos),
+        "n_labelled": int((_video_labels(videos, seq_ids, seq_labels) >= 0).sum()),
+        "n_sequences": len(seq_ids),
+        "split": split, "checkpoint": checkpoint, "aggregate": aggregate_method,
+        "experiment": exp.name, "model": exp.model.name, "run_dir": str(run.root),
+    })
+    metrics["reference"] = reference(exp, metrics)
+
+    if rows is not None:
+        paths["predictions"] = out / PREDICTIONS
+        _write_predictions(paths["predictions"], *rows, classes)
+        if metrics["confusion_matrix"] is not None:
+            paths["confusion_counts"] = out / CONFUSION_COUNTS
+            paths["confusion_normalised"] = out / CONFUSION_NORMALISED
+            plot_confusion(metrics["confusion_matrix"], classes, paths["confusion_counts"], normalise=False,
+                           title=f"{exp.name} ({split}), counts")
+            plot_confusion(metrics["confusion_matrix"], classes, paths["confusion_normalised"], normalise=True,
+                           title=f"{exp.name} ({split}), row-normalised")
+    paths["metrics"] = out / METRICS
+    with open(paths["metrics"], "w") as f:
+        json.dump(metrics, f, indent=2)
+    paths["report"] = out / REPORT
+    write_report(paths["report"], exp, metrics)
+    return {**metrics, "out_dir": str(out), "paths": {k: str(v) for k, v in paths.items()}}
