@@ -8,7 +8,7 @@ OUT ?= $(DATA)/afew_prepared
 JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-slow prepare-afew synth-afew bench-prepare train evaluate demo clean
+.PHONY: install test test-slow prepare-afew synth-afew bench-prepare train evaluate tune demo clean
 
 install: $(BIN)/fer-keras
 
@@ -47,6 +47,14 @@ train:
 evaluate:
 	@test -n "$(RUN)" || { echo "usage: make evaluate RUN=runs/x"; exit 2; }
 	$(BIN)/fer-keras evaluate $(RUN)
+
+# fer-keras tune: Bayesian search over MODEL's registry search space into runs/tune/<MODEL>
+# (rerun to resume); ARGS adds options, e.g. ARGS="--objective val_accuracy --out runs/tune/x".
+MODEL ?= vggface_bgru
+TRIALS ?= 10
+ARGS ?=
+tune:
+	$(BIN)/fer-keras tune --model $(MODEL) --data $(DATA)/afew_prepared --trials $(TRIALS) $(ARGS)
 
 # The main job on the built-in demo data: synthetic AFEW -> prepare -> train vggface_bgru from
 # scratch -> evaluate (predictions, metrics, confusion matrices, report in runs/demo).

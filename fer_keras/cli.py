@@ -190,6 +190,48 @@ def _fusion_methods_help():
     return "methods:\n" + "\n".join(lines)
 
 
+def _overrides(pairs):
+    """``--set training.epochs=3 data.root=DIR`` -> a nested mapping (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected SECTION.KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def _train(args) -> int:
+    overrides = _overrides(args.set)
+    flags = {"xla": args.xla or None, "mixed_precision": args.mixed_precision or None,
+             "strategy": args.strategy}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if flags:
+        overrides.setdefault("training", {}).update(flags)
+    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
+    from fer_keras import config as cfg
+    from fer_keras import training
+
+    exp = cfg.load(args.config, overrides)
+    run_dir = args.run_dir or os.path.join("runs", exp.name)
+    print(f"run directory: {run_dir}")
+    state = training.train(exp, run_dir, evaluate=not args.no_evaluate)
+    result = state.get("evaluation")
+    if result:
+        paths = result.get("paths", {})
+        print(f"{result['split']} accuracy per video: {result['accuracy']}")
+        for name in ("report", "confusion_counts", "confusion_normalised", "predictions", "metrics"):
+            if name in paths:
+                print(f"  {name}: {paths[name]}")
+    return 0
+
+
 def _tune(args) -> int:
     if (args.config is None) == (args.model is None):
         raise ValueError("give either an experiment CONFIG.yaml or --model NAME --data DIR")
@@ -316,6 +358,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="t000_4: training label counts in class order (default: counted from the first "
                         "run's prepared dataset)")
     f.set_defaults(func=_user_errors(_fuse))
+
+    tr = sub.add_parser(
+        "train", help="train an experiment YAML into a run directory, then evaluate it",
+        description="Train CONFIG.yaml into RUN_DIR (config copy, checkpoints, TensorBoard logs, "
+                    "history.csv), then evaluate it. Rerunning on the same RUN_DIR continues a killed run.")
+    tr.add_argument("config", metavar="CONFIG.yaml", help="experiment YAML (e.g. experiments/thesis000/...)")
+    tr.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/<experiment name>)")
+    tr.add_argument("--set", nargs="+", metavar="SECTION.KEY=VALUE",
+                    help="override settings, e.g. training.epochs=3 data.root=data/x")
+    tr.add_argument("--xla", action="store_true", help="compile train steps with XLA (jit_compile)")
+    tr.add_argument("--mixed-precision", action="store_true",
+                    help="mixed float16 on GPU (bfloat16 on CPU)")
+    tr.add_argument("--strategy", help="tf.distribute strategy: default, mirrored, one_device[:DEVICE]")
+    tr.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after training")
+    tr.set_defaults(func=_user_errors(_train))
 
     t = sub.add_parser(
         "tune", help="KerasTuner Bayesian search over a model's registry search space",

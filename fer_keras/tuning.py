@@ -1,0 +1,322 @@
+"""Hyperparameter search: an experiment YAML in, the best experiment YAML out.
+
+KerasTuner's Bayesian optimisation over the registry search space of ``model.name``
+(:mod:`fer_keras.models.search_spaces`), each trial built by
+:class:`~fer_keras.models.hypermodels.RegistryHyperModel` and compiled by the training engine
+(its losses, metrics, optimiser, schedule and XLA setting). Search directory::
+
+    experiment.yaml            the experiment searched (a resumed search must match it)
+    oracle.json, tuner0.json   KerasTuner state; trial_<id>/ per trial
+    best_hyperparameters.yaml  the best trial: its drawn values, builder options and score
+    best_experiment.yaml       the experiment with the best values, for ``fer-keras train``
+    trials.csv                 one row per trial: id, values, score, status
+
+Rerunning on the same directory resumes: finished trials are kept, an interrupted one is
+retried, and only the trials missing to ``max_trials`` run. KerasTuner's chief/worker mode
+(``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``) works as is;
+only the chief writes the result files.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import inspect
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import keras_tuner as kt
+import tensorflow as tf
+import yaml
+
+from fer_keras import config as cfg
+from fer_keras import training
+from fer_keras.data import loader
+from fer_keras.data.pipeline import INPUTS
+from fer_keras.models import entry
+from fer_keras.models.hypermodels import RegistryHyperModel
+from fer_keras.models.search_spaces import COMPILE_KEYS
+
+logger = logging.getLogger(__name__)
+
+STATE_FILES = ("oracle.json", "experiment.yaml")
+# Sections whose change makes an existing search directory a different search.
+SEARCH_SECTIONS = ("data", "model", "training", "tuning")
+
+
+class _HyperModel(RegistryHyperModel):
+    """A registry HyperModel whose ``fit`` feeds each model only the inputs it takes (the
+    loader always yields ``mask`` and may yield more, and a search space can change them)."""
+
+    def fit(self, hp, model, x, *args, validation_data=None, **kwargs):
+        names = list(model.input.keys()) if isinstance(model.input, dict) else None
+        if validation_data is not None:
+            validation_data = training._inputs_only(validation_data, names)
+        return model.fit(training._inputs_only(x, names), *args, validation_data=validation_data, **kwargs)
+
+
+class _CheckObjective(keras.callbacks.Callback):
+    """Stop the whole search after the first epoch if the objective is not logged (KerasTuner
+    would count the trial as failed and go on drawing trials that fail the same way)."""
+
+    def __init__(self, objective):
+        super().__init__()
+        self.objective = objective
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.objective not in logs:
+            raise kt.errors.FatalValueError(
+                f"tuning.objective {self.objective!r} is not logged; choose one of "
+                f"{', '.join(sorted(logs))}")
+
+
+class _Recorder:
+    """Passes calls through to a ``HyperParameters`` and records the names a space declares."""
+
+    def __init__(self, hp):
+        self._hp = hp
+        self.names = []
+
+    def __getattr__(self, attr):
+        method = getattr(self._hp, attr)
+        if attr not in ("Choice", "Int", "Float", "Boolean", "Fixed"):
+            return method
+
+        def declare(name, *args, **kwargs):
+            self.names.append(name)
+            return method(name, *args, **kwargs)
+        return declare
+
+
+def is_worker() -> bool:
+    """True in a distributed search on a tuner that is not the chief (KerasTuner's env vars)."""
+    from keras_tuner.src.distribute import utils as dist_utils
+    return dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+
+
+def fixed_hyperparameters(name, fixed: dict) -> kt.HyperParameters:
+    """``tuning.fixed`` as ``hp.Fixed`` entries, checked against the space of model ``name``."""
+    hp = kt.HyperParameters()
+    for key, value in fixed.items():
+        try:
+            hp.Fixed(key, value)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"tuning.fixed.{key}: {err}") from None
+    recorder = _Recorder(hp.copy())
+    try:
+        entry(name).space(recorder)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"tuning.fixed: the search space of {name!r} rejects {fixed}: {err!r}") from None
+    unknown = sorted(set(fixed) - set(recorder.names))
+    if unknown:
+        raise ValueError(f"tuning.fixed: {', '.join(unknown)} not in the search space of {name!r}; "
+                         f"it has {', '.join(dict.fromkeys(recorder.names))}")
+    return hp
+
+
+def direction(tuning: cfg.TuningConfig) -> str:
+    return training.monitor_mode(tuning.objective, tuning.direction)
+
+
+def default_experiment(model_name, data_root) -> cfg.Experiment:
+    """An experiment for registry model ``model_name`` on the prepared dataset ``data_root``:
+    the model's defaults, pipeline inputs, targets, sequence length and image size taken from
+    the model, everything else at the config defaults."""
+    spec = entry(model_name)
+    options = spec.options()
+    model = spec.builder(**spec.options(**spec.small))  # small: only the input names matter
+    names = [k for k in (model.input if isinstance(model.input, dict) else {}) if k != "mask"]
+    keras.backend.clear_session()
+    if not names or set(names) - set(INPUTS):
+        raise ValueError(f"model {model_name!r} takes inputs {names or 'without names'}, which a "
+                         f"prepared dataset does not give ({', '.join(INPUTS)}); write an experiment YAML")
+    pipeline = dict(inputs=names, targets=list(options.get("tasks", ("category",))))
+    if options.get("seq_len"):
+        pipeline["seq_len"] = options["seq_len"]
+    if "frames" in names and options.get("input_size"):
+        pipeline["image_size"] = options["input_size"]
+    return cfg.from_dict({"name": model_name, "model": {"name": model_name},
+                          "data": {"root": str(data_root), "pipeline": pipeline}},
+                         f"default experiment for {model_name}")
+
+
+def _search_settings(exp: cfg.Experiment) -> dict:
+    resolved = cfg.to_dict(exp)
+    out = {k: resolved[k] for k in SEARCH_SECTIONS}
+    out["tuning"] = {k: v for k, v in out["tuning"].items() if k != "max_trials"}
+    return out
+
+
+def _prepare_dir(exp: cfg.Experiment, out: Path, overwrite: bool):
+    saved = out / "experiment.yaml"
+    if overwrite and out.exists() and not is_worker():  # workers share the chief's directory
+        if any(out.iterdir()) and not any((out / f).exists() for f in STATE_FILES):
+            raise ValueError(f"{out}: not a search directory; refusing to delete it for --overwrite")
+        shutil.rmtree(out)
+    if saved.is_file():
+        before, now = _search_settings(cfg.load(saved)), _search_settings(exp)
+        if before != now:
+            changed = sorted(k for k in now if now[k] != before[k])
+            raise ValueError(f"{saved}: this directory holds a different search (sections "
+                             f"{', '.join(changed)} differ; only tuning.max_trials may change); "
+                             "use another --out or --overwrite")
+    elif (out / "oracle.json").exists():
+        raise ValueError(f"{out}: holds a KerasTuner search without experiment.yaml; "
+                         "use another --out or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    if not is_worker():
+        cfg.save(exp, saved)
+
+
+def _compile_fn(exp: cfg.Experiment, steps_per_epoch):
+    def compile_fn(model, learning_rate=None, optimizer=None):
+        train_cfg = with_compile_args(exp.training, learning_rate=learning_rate, optimizer=optimizer)
+        opt = training.optimizer(train_cfg, steps_per_epoch)
+        return training.compile_model(model, train_cfg, opt, jit_compile=train_cfg.xla)
+    return compile_fn
+
+
+def with_compile_args(train_cfg: cfg.TrainingConfig, *, learning_rate=None, optimizer=None):
+    """``train_cfg`` with the optimiser name and learning rate a trial drew. Keywords the new
+    optimiser does not take (RMSprop's ``rho`` for SGD) are dropped."""
+    opt = train_cfg.optimizer
+    changes = {}
+    if learning_rate is not None:
+        changes["learning_rate"] = float(learning_rate)
+    if optimizer is not None and optimizer != opt.name:
+        changes["name"] = optimizer
+        params = inspect.signature(cfg.OPTIMIZERS[optimizer]).parameters
+        kept = {k: v for k, v in opt.options.items() if k in params}
+        if kept != opt.options:
+            logger.info("optimizer %s: dropping %s options %s", optimizer, opt.name,
+                        sorted(set(opt.options) - set(kept)))
+        changes["options"] = kept
+    if not changes:
+        return train_cfg
+    return dataclasses.replace(train_cfg, optimizer=dataclasses.replace(opt, **changes))
+
+
+def best_experiment(exp: cfg.Experiment, hp: kt.HyperParameters, out_name=None) -> cfg.Experiment:
+    """``exp`` with trial ``hp``: builder options into ``model.options`` (the experiment's own
+    options win, as they did in the search) and the compile keys into ``training.optimizer``."""
+    drawn = entry(exp.model.name).space(hp.copy())
+    compile_args = {k: drawn.pop(k) for k in COMPILE_KEYS if k in drawn}
+    model = dataclasses.replace(exp.model, options={**drawn, **exp.model.options})
+    return dataclasses.replace(exp, name=out_name or f"{exp.name}_tuned", model=model,
+                               training=with_compile_args(exp.training, **compile_args))
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def _write_trials(oracle, path: Path):
+    trials = sorted(oracle.trials.values(), key=lambda t: (len(t.trial_id), t.trial_id))
+    names = list(dict.fromkeys(k for t in trials for k in t.hyperparameters.values))
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial_id", *names, "score", "best_step", "status"])
+        for t in trials:
+            values = t.hyperparameters.values
+            writer.writerow([t.trial_id, *(values.get(n, "") for n in names),
+                             "" if t.score is None else t.score,
+                             "" if t.best_step is None else t.best_step, t.status])
+    return trials
+
+
+def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overwrite=False) -> dict:
+    """Search ``exp.model``'s hyperparameters into ``out_dir`` (resuming a search there).
+
+    ``max_trials`` and ``objective`` override the ``tuning`` section. Returns the paths of the
+    result files, the best trial and its score (a distributed worker returns its role only).
+    """
+    tuning = dataclasses.replace(exp.tuning, **{k: v for k, v in (("max_trials", max_trials),
+                                                                  ("objective", objective)) if v is not None})
+    exp = dataclasses.replace(exp, tuning=tuning)
+    out = Path(out_dir).resolve()
+    hp = fixed_hyperparameters(exp.model.name, tuning.fixed)
+    searched = sorted(set(entry(exp.model.name).space(hp.copy())) & set(exp.model.options))
+    if searched:
+        logger.warning("model.options %s override what the search draws for them; fix a "
+                       "hyperparameter with tuning.fixed instead", ", ".join(searched))
+    fixed_options = dict(exp.model.options)
+    if exp.data.format == "tfrecord" and "classes" in entry(exp.model.name).options():
+        fixed_options.setdefault("classes", len(loader.classes(exp.data)))
+    train_cfg = exp.training
+    keras.utils.set_random_seed(train_cfg.seed)
+    steps_per_epoch = loader.steps(exp.data, exp.data.train_split)
+    train_ds = loader.split(exp.data, exp.data.train_split, training=True).apply(
+        tf.data.experimental.assert_cardinality(steps_per_epoch))
+    val_ds = loader.split(exp.data, exp.data.val_split).apply(
+        tf.data.experimental.assert_cardinality(loader.steps(exp.data, exp.data.val_split)))
+    _prepare_dir(exp, out, overwrite)  # after the data checks: a typo leaves no directory behind
+    goal = kt.Objective(tuning.objective, direction(tuning))
+    callbacks = [_CheckObjective(tuning.objective)]
+    es = train_cfg.early_stopping
+    if es.enabled:
+        callbacks.append(keras.callbacks.EarlyStopping(tuning.objective, min_delta=es.min_delta,
+                                                       patience=es.patience, mode=goal.direction))
+    strategy = None if train_cfg.strategy == "default" else training.strategy_from(train_cfg.strategy)
+
+    with training.precision(train_cfg.mixed_precision):
+        hypermodel = _HyperModel(exp.model.name, compile_fn=_compile_fn(exp, steps_per_epoch),
+                                 **fixed_options)
+        tuner = kt.BayesianOptimization(
+            hypermodel, objective=goal, max_trials=tuning.max_trials,
+            num_initial_points=tuning.num_initial_points,
+            seed=tuning.seed + 1 if tuning.seed >= 0 else tuning.seed,  # KerasTuner draws a random seed for 0
+            hyperparameters=hp, tune_new_entries=True,
+            executions_per_trial=tuning.executions_per_trial, distribution_strategy=strategy,
+            directory=str(out.parent), project_name=out.name, overwrite=False)
+        verbose = 1 if train_cfg.verbose == "auto" else train_cfg.verbose  # KerasTuner's display needs a number
+        tuner.search(train_ds, validation_data=val_ds, epochs=tuning.epochs, callbacks=callbacks,
+                     verbose=verbose)
+
+    if is_worker():
+        return {"role": "worker", "tuner_id": os.environ.get("KERASTUNER_TUNER_ID"), "out_dir": str(out)}
+    return write_results(exp, tuner.oracle, out)
+
+
+def write_results(exp: cfg.Experiment, oracle, out: Path) -> dict:
+    """The result files of a finished search, and its summary printed."""
+    out = Path(out)
+    trials = _write_trials(oracle, out / "trials.csv")
+    best = oracle.get_best_trials(1)
+    if not best or best[0].score is None:
+        raise RuntimeError(f"{out}: no trial completed; see the trial_*/trial.json messages")
+    best = best[0]
+    tuned = best_experiment(exp, best.hyperparameters)
+    best_exp_path = out / "best_experiment.yaml"
+    cfg.save(tuned, best_exp_path)
+    reloaded = cfg.load(best_exp_path)  # what `fer-keras train` will read
+    if cfg.to_dict(reloaded) != cfg.to_dict(tuned):
+        raise RuntimeError(f"{best_exp_path}: does not read back as written")
+    best_hp_path = out / "best_hyperparameters.yaml"
+    record = {
+        "trial_id": best.trial_id,
+        "objective": exp.tuning.objective,
+        "direction": oracle.objective.direction,
+        "score": float(best.score),
+        "best_step": best.best_step,
+        "hyperparameters": _plain(dict(best.hyperparameters.values)),
+        "model_options": _plain({k: v for k, v in tuned.model.options.items()
+                                 if k not in exp.model.options}),
+        "optimizer": {"name": tuned.training.optimizer.name,
+                      "learning_rate": tuned.training.optimizer.learning_rate},
+    }
+    best_hp_path.write_text(yaml.safe_dump(record, sort_keys=False))
+    done = sum(t.status == "COMPLETED" for t in trials)
+    print(f"tuned {exp.model.name}: {done}/{len(trials)} trials completed; best trial {best.trial_id} "
+          f"{exp.tuning.objective}={best.score:.4g} with {record['hyperparameters']}")
+    print(f"best experiment: {best_exp_path}\ntrials: {out / 'trials.csv'}")
+    return {"out_dir": str(out), "best_trial": best.trial_id, "best_score": float(best.score),
+            "best_hyperparameters": str(best_hp_path), "best_experiment": str(best_exp_path),
+            "trials": str(out / "trials.csv"), "completed": done, "total": len(trials)}

@@ -1,0 +1,157 @@
+"""Hyperparameter search: KerasTuner over a registry search space, resumable, with a best
+experiment YAML that the training engine reads back."""
+import csv
+
+import keras
+import pytest
+import yaml
+
+from fer_keras import config as cfg
+from fer_keras import tuning
+from fer_keras.cli import main
+
+FIXED = {"units": 8, "rnn_layers": 2}   # the tiny audio GRU; learning_rate and attention are searched
+
+
+def _experiment(root, verbose=0, **tuning_section):
+    return cfg.from_dict({
+        "name": "tiny_audio",
+        "data": {"root": root, "pipeline": {"inputs": ["lld"], "seq_len": 8, "batch_size": 8}},
+        "model": {"name": "audio_gru", "options": {"seq_len": 8}},
+        "training": {"verbose": verbose},
+        "tuning": {"max_trials": 2, "epochs": 1, "fixed": FIXED, "objective": "val_accuracy",
+                   **tuning_section},
+    })
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    """Count the trials that train (each fits its model once)."""
+    calls = []
+    real = tuning._HyperModel.fit
+
+    def fit(self, hp, model, *args, **kwargs):
+        calls.append(dict(hp.values))
+        return real(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(tuning._HyperModel, "fit", fit)
+    return calls
+
+
+def test_search_writes_best_experiment_and_resumes(prepared_afew, tmp_path, count_fits):
+    root, _ = prepared_afew
+    exp, out = _experiment(root), tmp_path / "search"
+    result = tuning.tune(exp, out)
+    assert len(count_fits) == 2
+    rows = _rows(result["trials"])
+    assert [r["trial_id"] for r in rows] == ["0", "1"]
+    assert all(r["status"] == "COMPLETED" for r in rows)
+    # fixed hyperparameters stay fixed in every trial (also in what the models were built with)
+    assert all(int(r["units"]) == 8 and int(r["rnn_layers"]) == 2 for r in rows)
+    assert all(v["units"] == 8 and v["rnn_layers"] == 2 for v in count_fits)
+
+    # the best trial is the one with the highest val_accuracy (objective direction auto -> max)
+    best = max(rows, key=lambda r: float(r["score"]))
+    assert result["best_score"] == pytest.approx(float(best["score"]))
+    record = yaml.safe_load(open(result["best_hyperparameters"]))
+    assert record["trial_id"] == best["trial_id"] and record["direction"] == "max"
+    assert record["hyperparameters"]["attention"] == (best["attention"] == "True")
+    assert record["hyperparameters"]["learning_rate"] == pytest.approx(float(best["learning_rate"]))
+
+    # best_experiment.yaml is a complete experiment the training engine reads, with the best values
+    tuned = cfg.load(result["best_experiment"])
+    assert tuned.model.name == "audio_gru"
+    assert tuned.model.options == {"seq_len": 8, "units": 8, "rnn_layers": 2,
+                                   "attention": best["attention"] == "True"}
+    assert tuned.training.optimizer.learning_rate == pytest.approx(float(best["learning_rate"]))
+    for section in ("data", "tuning", "evaluation"):
+        assert cfg.to_dict(tuned)[section] == cfg.to_dict(exp)[section]
+
+    # rerun with one more trial: the two finished trials are kept, one new trial runs
+    count_fits.clear()
+    again = tuning.tune(exp, out, max_trials=3)
+    assert len(count_fits) == 1
+    rows_again = _rows(again["trials"])
+    assert [r["trial_id"] for r in rows_again] == ["0", "1", "2"]
+    assert rows_again[:2] == rows  # the first two trials are not rerun
+    assert again["completed"] == 3 and int(rows_again[2]["units"]) == 8
+
+    # a finished search does nothing more when run again
+    count_fits.clear()
+    tuning.tune(exp, out, max_trials=3)
+    assert count_fits == []
+
+
+def test_fixed_hyperparameters_build_the_model(prepared_afew):
+    hp = tuning.fixed_hyperparameters("audio_gru", {"units": 8, "attention": False})
+    assert hp.values == {"units": 8, "attention": False}
+    exp = _experiment(prepared_afew[0])
+    model = tuning._HyperModel("audio_gru", compile_fn=tuning._compile_fn(exp, 3), seq_len=8).build(hp)
+    grus = [layer for layer in model._flatten_layers() if layer.__class__.__name__ == "GRU"]
+    assert grus and all(layer.units == 8 for layer in grus)
+    assert model.compiled and isinstance(model.optimizer, keras.optimizers.Adam)  # training's, the space's LR
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+
+
+def test_fixed_names_outside_the_space_are_rejected():
+    with pytest.raises(ValueError, match="unitz not in the search space of 'audio_gru'"):
+        tuning.fixed_hyperparameters("audio_gru", {"unitz": 8})
+    # a conditional hyperparameter exists once its condition is fixed
+    hp = tuning.fixed_hyperparameters("vgg16_finetune", {"dense_layers": 2, "units_1": 256})
+    assert hp.values["units_1"] == 256
+    with pytest.raises(ValueError, match="units_1"):
+        tuning.fixed_hyperparameters("vgg16_finetune", {"dense_layers": 1, "units_1": 256})
+
+
+def test_compile_keys_go_to_the_optimizer():
+    training = cfg.from_dict({"training": {"optimizer": {"name": "rmsprop", "options": {"rho": 0.9, "momentum": 0.9}}}}).training
+    sgd = tuning.with_compile_args(training, optimizer="sgd", learning_rate=0.01).optimizer
+    assert (sgd.name, sgd.learning_rate, sgd.options) == ("sgd", 0.01, {"momentum": 0.9})
+    assert tuning.with_compile_args(training) is training
+
+
+def test_cli_tune(prepared_afew, tmp_path, capsys, monkeypatch):
+    root, _ = prepared_afew
+    path = tmp_path / "exp.yaml"
+    cfg.save(_experiment(root, verbose="auto"), path)  # KerasTuner's display and progress bars
+    out = tmp_path / "cli_search"
+    assert main(["tune", str(path), "--out", str(out), "--trials", "1", "--objective", "val_loss"]) == 0
+    assert "best trial 0 val_loss=" in capsys.readouterr().out
+    assert cfg.load(out / "best_experiment.yaml").tuning.objective == "val_loss"
+    assert len(_rows(out / "trials.csv")) == 1
+
+    # another objective on the same directory is another search: refused, or started afresh
+    assert main(["tune", str(path), "--out", str(out), "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "different search" in err and "\n" not in err
+    assert main(["tune", str(path), "--out", str(out), "--trials", "1", "--overwrite"]) == 0
+    assert yaml.safe_load(open(out / "best_hyperparameters.yaml"))["objective"] == "val_accuracy"
+
+    # bad input: one line and exit code 2, no search directory left behind
+    for argv, message in [
+        (["--model", "no_such_model", "--data", root], "unknown model 'no_such_model'"),
+        (["--model", "audio_gru"], "--model needs --data"),
+        ([str(tmp_path / "missing.yaml")], "does not exist"),
+        ([str(path), "--trials", "0"], "max_trials must be a positive number"),
+        ([str(path), "--data", str(tmp_path / "nowhere")], "no manifest.json"),
+    ]:
+        assert main(["tune", *argv, "--out", str(tmp_path / "bad")]) == 2, argv
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_tune_model_builds_a_default_experiment(prepared_afew, tmp_path, monkeypatch):
+    root, _ = prepared_afew
+    seen = {}
+    monkeypatch.setattr(tuning, "tune", lambda exp, out, **kw: seen.update(exp=exp, out=out, **kw) or {})
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "--model", "audio_gru", "--data", root, "--trials", "4"]) == 0
+    exp = seen["exp"]
+    assert (exp.model.name, exp.data.root, seen["out"], seen["max_trials"]) == \
+        ("audio_gru", root, "runs/tune/audio_gru", 4)
+    assert list(exp.data.pipeline.inputs) == ["lld"] and exp.data.pipeline.seq_len == 80
