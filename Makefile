@@ -59,8 +59,9 @@ tune:
 # The main job on the built-in demo data: synthetic AFEW -> prepare -> train vggface_bgru from
 # scratch -> evaluate (predictions, metrics, confusion matrices, report in runs/demo).
 DEMO_DATA := $(DATA)/demo_prepared
+DEMO_RUN ?= runs/demo
 demo:
 	$(BIN)/fer-keras synth afew $(DATA)/demo_source --train-per-class 4 --val-per-class 2
 	$(BIN)/fer-keras prepare afew $(DATA)/demo_source $(DEMO_DATA) -j $(JOBS)
-	$(BIN)/fer-keras train experiments/demo/vggface_bgru_synthetic.yaml --run-dir runs/demo \
+	$(BIN)/fer-keras train experiments/demo/vggface_bgru_synthetic.yaml --run-dir $(DEMO_RUN) \
 		--set data.root=$(DEMO_DATA)

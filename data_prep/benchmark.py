@@ -16,7 +16,6 @@ import time
 
 import data_prep  # noqa: F401  (loads openSMILE before TensorFlow)
 import cv2
-import numpy as np
 
 
 def _iou(a, b) -> float:

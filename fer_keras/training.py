@@ -58,8 +58,9 @@ class RunDir:
         return self.root / "backup" / f"stage-{i}"
 
 
-def build_model(exp: cfg.Experiment, trainable=None):
-    """The experiment's registry model; ``trainable`` overrides the model's option."""
+def model_options(exp: cfg.Experiment, trainable=None) -> dict:
+    """The builder options of the experiment's model: its YAML options, the class count of the
+    data, and ``trainable`` when a stage sets it."""
     options = dict(exp.model.options)
     if "classes" in entry(exp.model.name).options():
         classes = len(loader.classes(exp.data))
@@ -68,8 +69,25 @@ def build_model(exp: cfg.Experiment, trainable=None):
                              f"{exp.data.root} has {classes} classes")
     if trainable is not None:
         options["trainable"] = trainable
+    return options
+
+
+def build_model(exp: cfg.Experiment, trainable=None):
+    """The experiment's registry model; ``trainable`` overrides the model's option."""
     spec = entry(exp.model.name)
-    return spec.builder(**spec.options(**options))
+    return spec.builder(**spec.options(**model_options(exp, trainable)))
+
+
+def datasets(exp: cfg.Experiment):
+    """``(train, val, steps per epoch)``; known lengths give the progress bars a total (a wrong
+    count fails loudly) and keep Keras' per-output losses right."""
+    data = exp.data
+    steps = loader.steps(data, data.train_split)
+    train = loader.split(data, data.train_split, training=True).apply(
+        tf.data.experimental.assert_cardinality(steps))
+    val = loader.split(data, data.val_split).apply(
+        tf.data.experimental.assert_cardinality(loader.steps(data, data.val_split)))
+    return train, val, steps
 
 
 def schedule(training: cfg.TrainingConfig, learning_rate, steps_per_epoch):
@@ -133,17 +151,17 @@ def precision(mixed):
         keras.mixed_precision.set_global_policy(previous)
 
 
-class _CheckMonitor(keras.callbacks.Callback):
+class CheckMonitor(keras.callbacks.Callback):
     """Fail after the first epoch if the monitored metric does not exist; Keras would only
-    warn, and the run would end without a best checkpoint."""
+    warn, and the run would end without a best checkpoint (a search, with failed trials)."""
 
-    def __init__(self, monitor):
+    def __init__(self, monitor, setting="training.monitor", error=ValueError):
         super().__init__()
-        self.monitor = monitor
+        self.monitor, self.setting, self.error = monitor, setting, error
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.monitor not in logs:
-            raise ValueError(f"training.monitor {self.monitor!r} is not logged; "
+            raise self.error(f"{self.setting} {self.monitor!r} is not logged; "
                              f"choose one of {', '.join(sorted(logs))}")
 
 
@@ -173,7 +191,7 @@ def _mode(training):
 def _callbacks(run: RunDir, training: cfg.TrainingConfig, stage: int):
     mode = _mode(training)
     callbacks = [
-        _CheckMonitor(training.monitor),
+        CheckMonitor(training.monitor),
         keras.callbacks.BackupAndRestore(str(run.backup(stage))),
         keras.callbacks.ModelCheckpoint(str(run.best), monitor=training.monitor, mode=mode,
                                         save_best_only=True,
@@ -237,12 +255,7 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
     training = exp.training
     run = prepare_run_dir(exp, run_dir)
     keras.utils.set_random_seed(training.seed)
-    steps_per_epoch = loader.steps(exp.data, exp.data.train_split)
-    # Known lengths give the progress bars a total (a wrong count fails loudly, not silently).
-    train_ds = loader.split(exp.data, exp.data.train_split, training=True).apply(
-        tf.data.experimental.assert_cardinality(steps_per_epoch))
-    val_ds = loader.split(exp.data, exp.data.val_split).apply(
-        tf.data.experimental.assert_cardinality(loader.steps(exp.data, exp.data.val_split)))
+    train_ds, val_ds, steps_per_epoch = datasets(exp)
     state = _state(run)
     strategy = strategy_from(training.strategy)
     epoch = sum(s.epochs for s in training.plan()[:state["stages_done"]])

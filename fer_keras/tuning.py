@@ -28,12 +28,10 @@ from pathlib import Path
 
 import keras
 import keras_tuner as kt
-import tensorflow as tf
 import yaml
 
 from fer_keras import config as cfg
 from fer_keras import training
-from fer_keras.data import loader
 from fer_keras.data.pipeline import INPUTS
 from fer_keras.models import entry
 from fer_keras.models.hypermodels import RegistryHyperModel
@@ -55,21 +53,6 @@ class _HyperModel(RegistryHyperModel):
         if validation_data is not None:
             validation_data = training._inputs_only(validation_data, names)
         return model.fit(training._inputs_only(x, names), *args, validation_data=validation_data, **kwargs)
-
-
-class _CheckObjective(keras.callbacks.Callback):
-    """Stop the whole search after the first epoch if the objective is not logged (KerasTuner
-    would count the trial as failed and go on drawing trials that fail the same way)."""
-
-    def __init__(self, objective):
-        super().__init__()
-        self.objective = objective
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.objective not in logs:
-            raise kt.errors.FatalValueError(
-                f"tuning.objective {self.objective!r} is not logged; choose one of "
-                f"{', '.join(sorted(logs))}")
 
 
 class _Recorder:
@@ -247,19 +230,13 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     if searched:
         logger.warning("model.options %s override what the search draws for them; fix a "
                        "hyperparameter with tuning.fixed instead", ", ".join(searched))
-    fixed_options = dict(exp.model.options)
-    if exp.data.format == "tfrecord" and "classes" in entry(exp.model.name).options():
-        fixed_options.setdefault("classes", len(loader.classes(exp.data)))
+    fixed_options = training.model_options(exp)
     train_cfg = exp.training
     keras.utils.set_random_seed(train_cfg.seed)
-    steps_per_epoch = loader.steps(exp.data, exp.data.train_split)
-    train_ds = loader.split(exp.data, exp.data.train_split, training=True).apply(
-        tf.data.experimental.assert_cardinality(steps_per_epoch))
-    val_ds = loader.split(exp.data, exp.data.val_split).apply(
-        tf.data.experimental.assert_cardinality(loader.steps(exp.data, exp.data.val_split)))
+    train_ds, val_ds, steps_per_epoch = training.datasets(exp)
     _prepare_dir(exp, out, overwrite)  # after the data checks: a typo leaves no directory behind
     goal = kt.Objective(tuning.objective, direction(tuning))
-    callbacks = [_CheckObjective(tuning.objective)]
+    callbacks = [training.CheckMonitor(tuning.objective, "tuning.objective", kt.errors.FatalValueError)]
     es = train_cfg.early_stopping
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(tuning.objective, min_delta=es.min_delta,

@@ -1,5 +1,4 @@
 """Bad input: a clear error naming the file and the problem, or a logged skip; never a stopped run."""
-import json
 import os
 import shutil
 

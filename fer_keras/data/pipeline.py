@@ -8,7 +8,7 @@ Per-frame targets (valence/arousal, action units) are chunked with the same indi
 frames, so every label stays on its frame.
 """
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tensorflow as tf
 
@@ -86,11 +86,21 @@ def _chunks(record, seq_len, per_frame=()):
     return tf.data.Dataset.from_tensor_slices({**per_chunk, **repeated})
 
 
+def _flip(frames, seed):
+    """Mirror all frames (T, H, W, C) left-right, or none, as the draw of ``seed`` says."""
+    shape = tf.shape(frames)
+
+    def mirror():  # reversing axis 1 of a (T*H, W, C) view is ~3x faster than axis 2 of 4-D
+        out = tf.reshape(tf.reverse(tf.reshape(frames, [-1, shape[2], shape[3]]), axis=[1]), shape)
+        return tf.ensure_shape(out, frames.shape)
+
+    return tf.cond(tf.random.stateless_uniform([], seed) < 0.5, mirror, lambda: frames)
+
+
 def _augment(frames, aug: Augment, seed):
     """Apply one random draw of ``aug`` to all frames (T, H, W, 3) float in [0, 255]."""
     if aug.flip:
-        flip = tf.random.stateless_uniform([], seed) < 0.5
-        frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+        frames = _flip(frames, seed)
     if aug.crop:
         side = tf.shape(frames)[1]
         keep = 1.0 - tf.random.stateless_uniform([], seed + 1, 0.0, aug.crop)
@@ -152,17 +162,23 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             real = tf.maximum(tf.cast(tf.reduce_sum(item["mask"]), tf.int32), 1)
             frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), item["frames"][:real],
                                fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+            resize = bool(cfg.image_size) and cfg.image_size != face_size
+            aug, seed = cfg.augment, tf.stack([tf.cast(cfg.seed, tf.int64), position])
+            if training and aug.flip and not resize:  # the same flip, on 4x fewer bytes
+                frames, aug = _flip(frames, seed), replace(aug, flip=False)
             frames = tf.cast(frames, tf.float32)
-            if cfg.image_size and cfg.image_size != face_size:
+            if resize:
                 frames = tf.image.resize(frames, (cfg.image_size, cfg.image_size))
             elif cfg.image_size:  # resizing to the prepared size is the identity
                 frames = tf.ensure_shape(frames, [None, cfg.image_size, cfg.image_size, 3])
-            if training:
-                frames = _augment(frames, cfg.augment, tf.stack([tf.cast(cfg.seed, tf.int64), position]))
+            if training and (resize or aug != Augment()):  # else in [0, 255]: nothing to clip
+                frames = _augment(frames, aug, seed)
             frames = tf.gather(frames, tf.minimum(tf.range(cfg.seq_len), real - 1))
             if cfg.padding == "zeros":
                 frames = frames * item["mask"][:, None, None, None]
-            x["frames"] = frames * scale + shift
+            if scale != 1.0:
+                frames = frames * scale
+            x["frames"] = frames + shift if shift else frames
         if "lld" in cfg.inputs:
             x["lld"] = item["lld"] * (item["mask"][:, None] if cfg.padding == "zeros" else 1.0)
         if "functionals" in cfg.inputs:

@@ -5,7 +5,6 @@ One trunk with options, named like keras-vggface's RESNET50/SENET50 (``conv2_1_1
 files load by name; SE-ResNet-50 is the same network as VGGFace SENet50, so one layout serves
 both the face and the ImageNet variants.
 """
-import keras
 from keras import layers
 
 from fer_keras.models.keras2_h5 import to_keras_name
