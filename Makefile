@@ -8,7 +8,7 @@ OUT ?= $(DATA)/afew_prepared
 JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-slow prepare-afew synth-afew bench-prepare train evaluate tune demo clean
+.PHONY: install test test-slow prepare-afew synth-afew bench-prepare bench-pipeline train evaluate tune demo clean
 
 install: $(BIN)/fer-keras
 
@@ -33,6 +33,10 @@ prepare-afew:
 
 bench-prepare:
 	$(BIN)/python -m data_prep.benchmark --out $(DATA)/bench_prepare
+
+# Shard pipeline vs one JPEG file per frame (sequences/s), and vggface_bgru steps/s with/without XLA.
+bench-pipeline:
+	$(BIN)/python -m fer_keras.data.benchmark --out $(DATA)/bench_pipeline $(ARGS)
 
 clean:
 	rm -rf $(DATA) runs .pytest_cache build *.egg-info

@@ -58,13 +58,14 @@ def test_results_json(prepared_afew, tmp_path):
                            "--seconds", "0.2", "--rounds", "1", "--xla", "skip", "-q"]) == 0
     with open(tmp_path / "results.json") as f:
         report = json.load(f)
-    assert {"dataset", "pipeline_config", "pipeline", "speedup", "speedup_storage_only", "cpu_speedup",
-            "same_output", "target_speedup", "cpu_count", "seconds"} <= set(report)
+    assert {"dataset", "pipeline_config", "pipeline", "speedup", "speedup_uncached", "speedup_storage_only",
+            "cpu_speedup", "cached_first_epoch_sequences_per_s", "same_output", "target_speedup", "cpu_count",
+            "seconds"} <= set(report)
     assert report["same_output"] is True
     assert set(report["pipeline"]) == set(benchmark.PIPELINES)
     for row in report["pipeline"].values():
         assert {"sequences_per_s", "frames_per_s", "batches_per_s", "real_frames_per_s",
-                "cpu_ms_per_sequence"} <= set(row)
+                "cpu_ms_per_sequence", "warmup_s"} <= set(row)
         assert row["sequences_per_s"] > 0
     folders = os.listdir(tmp_path / "frames" / "train")
     assert len(folders) == report["dataset"]["videos"]

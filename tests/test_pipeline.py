@@ -1,5 +1,6 @@
 """The shard pipeline: sequences, padding and masks, determinism, sequence-consistent augmentation."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import tensorflow as tf
@@ -57,3 +58,21 @@ def test_augmentation_is_the_same_on_every_frame():
         out = _augment(frames, aug, tf.constant([seed, 7], tf.int64)).numpy()
         assert np.allclose(out, out[:1])
         assert out.shape == (5, 24, 24, 3)
+
+
+def test_cache_gives_the_same_batches_every_epoch(prepared_afew):
+    """``cache: true`` keeps decoded frames; augmentation and shuffling still change per epoch,
+    exactly as without the cache (resized float frames and zero padding included)."""
+    out, manifest = prepared_afew
+    for cfg in (PipelineConfig(seq_len=8, batch_size=3, seed=5, augment=Augment(flip=True)),
+                PipelineConfig(seq_len=8, batch_size=3, seed=5, padding="zeros", image_size=40,
+                               augment=Augment(flip=True, crop=0.2, brightness=0.1))):
+        plain = collect(sequences(manifest, out, "val", cfg, training=True).repeat(2))
+        cached = collect(sequences(manifest, out, "val", replace(cfg, cache=True), training=True).repeat(2))
+        assert len(plain) == len(cached) and len(plain) % 2 == 0
+        for (xp, yp), (xc, yc) in zip(plain, cached):
+            np.testing.assert_array_equal(xp["frames"], xc["frames"])
+            np.testing.assert_array_equal(xp["mask"], xc["mask"])
+            np.testing.assert_array_equal(yp["category"], yc["category"])
+        half = len(cached) // 2  # the second epoch is a new draw, not a replay of the first
+        assert not all(np.array_equal(a[0]["frames"], b[0]["frames"]) for a, b in zip(cached[:half], cached[half:]))

@@ -4,6 +4,9 @@ shuffle by sequence, sequence-consistent augmentation, batch, prefetch.
 Videos are split into non-overlapping sequences of length L; the last one is padded by
 repeating its last frame (thesis 000) or with zeros (thesis 002), and a 0/1 ``mask`` marks
 the real steps. Chunking happens on the encoded JPEG bytes, so padding costs no decoding.
+With ``cache`` the decoded (and resized) real frames of every sequence are kept in memory after
+the first epoch, so later epochs skip reading and JPEG decoding, the bulk of the pipeline's work;
+random augmentation still happens after the cache, per epoch.
 Per-frame targets (valence/arousal, action units) are chunked with the same indices as the
 frames, so every label stays on its frame.
 """
@@ -41,7 +44,7 @@ class PipelineConfig:
     batch_size: int = 4
     shuffle_buffer: int = 512
     augment: Augment = field(default_factory=Augment)
-    cache: bool = False
+    cache: bool = False               # keep decoded frames in memory after the first epoch
     seed: int = 0
 
     def __post_init__(self):
@@ -145,10 +148,27 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
     classes = len(manifest["classes"])
     scale, shift = NORMALIZE[cfg.normalize]
     face_size = manifest.get("options", {}).get("face_size")
+    resize = bool(cfg.image_size) and cfg.image_size != face_size
+    frames_in = "frames" in cfg.inputs
+
+    def decode(item):
+        """The real frames (a prefix of the chunk) decoded and resized: uint8, or float32 when
+        resized. Padded steps are gathered later from the last real frame."""
+        real = tf.maximum(tf.cast(tf.reduce_sum(item["mask"]), tf.int32), 1)
+        frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), item["frames"][:real],
+                           fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+        if resize:
+            frames = tf.image.resize(tf.cast(frames, tf.float32), (cfg.image_size, cfg.image_size))
+        elif cfg.image_size:  # resizing to the prepared size is the identity
+            frames = tf.ensure_shape(frames, [None, cfg.image_size, cfg.image_size, 3])
+        return {**item, "frames": frames}
+
     ds = dataset_from_manifest(manifest, root, split, decode=False)
     ds = ds.filter(lambda r: r["num_frames"] > 0)
     ds = ds.flat_map(lambda r: _chunks(r, cfg.seq_len, per_frame))
-    if cfg.cache:
+    if cfg.cache:  # decode before the cache; without it after the shuffle, whose buffer stays small
+        if frames_in:
+            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.cache()
     if training:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
@@ -156,29 +176,15 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
 
     def to_example(position, item):
         x = {"mask": item["mask"]}
-        if "frames" in cfg.inputs:
-            # Only the real frames (a prefix of the chunk) are decoded, resized and augmented;
-            # padded steps then repeat the last one (zeros padding masks them out below).
-            real = tf.maximum(tf.cast(tf.reduce_sum(item["mask"]), tf.int32), 1)
-            frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), item["frames"][:real],
-                               fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-            resize = bool(cfg.image_size) and cfg.image_size != face_size
+        if frames_in:
+            frames = item["frames"] if cfg.cache else decode(item)["frames"]
             aug, seed = cfg.augment, tf.stack([tf.cast(cfg.seed, tf.int64), position])
             if training and aug.flip and not resize:  # the same flip, on 4x fewer bytes
                 frames, aug = _flip(frames, seed), replace(aug, flip=False)
-            frames = tf.cast(frames, tf.float32)
-            if resize:
-                frames = tf.image.resize(frames, (cfg.image_size, cfg.image_size))
-            elif cfg.image_size:  # resizing to the prepared size is the identity
-                frames = tf.ensure_shape(frames, [None, cfg.image_size, cfg.image_size, 3])
             if training and (resize or aug != Augment()):  # else in [0, 255]: nothing to clip
-                frames = _augment(frames, aug, seed)
-            frames = tf.gather(frames, tf.minimum(tf.range(cfg.seq_len), real - 1))
-            if cfg.padding == "zeros":
-                frames = frames * item["mask"][:, None, None, None]
-            if scale != 1.0:
-                frames = frames * scale
-            x["frames"] = frames + shift if shift else frames
+                frames = _augment(tf.cast(frames, tf.float32), aug, seed)
+            # padded steps repeat the last real frame; uint8 unless augmented or resized
+            x["frames"] = tf.gather(frames, tf.minimum(tf.range(cfg.seq_len), tf.shape(frames)[0] - 1))
         if "lld" in cfg.inputs:
             x["lld"] = item["lld"] * (item["mask"][:, None] if cfg.padding == "zeros" else 1.0)
         if "functionals" in cfg.inputs:
@@ -197,5 +203,21 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             return x, y, {t: item["mask"] if t in PER_FRAME else tf.ones(()) for t in cfg.targets}
         return x, y
 
-    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+    @tf.function(jit_compile=True)
+    def normalise(frames, mask):
+        """Cast, zero the padded steps and scale a whole batch in one fused pass (XLA): the
+        float32 copies, not the decoding, bound the pipeline once decoded frames are cached."""
+        frames = tf.cast(frames, tf.float32)
+        if cfg.padding == "zeros":
+            frames = frames * mask[:, :, None, None, None]
+        if scale != 1.0:
+            frames = frames * scale
+        return frames + shift if shift else frames
+
+    def normalise_batch(x, *rest):
+        return ({**x, "frames": normalise(x["frames"], x["mask"])}, *rest)
+
+    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(cfg.batch_size)
+    if frames_in:
+        ds = ds.map(normalise_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
