@@ -135,6 +135,7 @@ def test_sample_weights_carry_the_frame_mask(labelled):
 
 def test_fit_hands_the_mask_to_each_per_frame_loss(labelled):
     out, manifest = labelled
+    keras.utils.set_random_seed(0)  # the masked/unmasked gap below depends on the initial weights
     lld = keras.Input((4, LLD), name="lld")
     mask = keras.Input((4,), name="mask")
     h = keras.layers.Dense(8, activation="tanh")(
