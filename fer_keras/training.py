@@ -284,6 +284,9 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
             state = {"stages_done": i + 1, "epochs_done": epoch,
                      "steps_per_epoch": steps_per_epoch}
             run.state.write_text(json.dumps(state, indent=2))
+        backups = run.root / "backup"  # BackupAndRestore removes each stage's folder when it ends
+        if backups.is_dir() and not any(backups.iterdir()):
+            backups.rmdir()
         if model is not None or not run.last.is_file():
             if model is None:
                 model = build_model(exp)

@@ -137,6 +137,7 @@ def test_killed_run_continues_from_last_epoch(prepared_afew, tmp_path):
     assert resumed == list(range(resumed[0], 8))
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 8
+    assert not (run / "backup").exists()  # the finished run leaves no resume state behind
     model = keras.models.load_model(run / "checkpoints" / "last.keras", compile=False)
     assert model.name
 
