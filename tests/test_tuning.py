@@ -155,3 +155,39 @@ def test_cli_tune_model_builds_a_default_experiment(prepared_afew, tmp_path, mon
     assert (exp.model.name, exp.data.root, seen["out"], seen["max_trials"]) == \
         ("audio_gru", root, "runs/tune/audio_gru", 4)
     assert list(exp.data.pipeline.inputs) == ["lld"] and exp.data.pipeline.seq_len == 80
+
+
+CLI = "import data_prep, sys; from fer_keras.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_distributed_search_chief_and_worker(prepared_afew, tmp_path):
+    """KerasTuner's chief/worker mode on this machine's loopback: the worker runs the trials
+    the chief's oracle hands out, and the chief writes the result files when they are done."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    root, _ = prepared_afew
+    path, out = tmp_path / "exp.yaml", tmp_path / "shared_search"
+    cfg.save(_experiment(root), path)
+    with socket.socket() as s:  # a free port on the loopback
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    argv = [sys.executable, "-c", CLI, "tune", str(path), "--out", str(out)]
+    procs = {role: subprocess.Popen(argv, env={**env, "KERASTUNER_TUNER_ID": role}, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for role in ("chief", "tuner0")}
+    try:
+        logs = {role: p.communicate(timeout=300)[0] for role, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+    assert procs["tuner0"].returncode == 0, logs["tuner0"][-3000:]
+    assert procs["chief"].returncode == 0, logs["chief"][-3000:]
+    assert "worker tuner0: no trials left" in logs["tuner0"]
+    assert "best experiment:" in logs["chief"]
+    rows = _rows(out / "trials.csv")
+    assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    assert cfg.load(out / "best_experiment.yaml").name == "tiny_audio_tuned"
