@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import math
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -184,6 +185,14 @@ def monitor_mode(name, mode="auto"):
     return "max" if any(k in name for k in ("acc", "ccc", "auc", "f1")) else "min"
 
 
+def verbosity(training: cfg.TrainingConfig) -> int:
+    """Keras ``verbose``: "auto" is a progress bar on a terminal and one line per epoch
+    otherwise, so a run logged to a file (CI, ``nohup``) stays readable."""
+    if training.verbose != "auto":
+        return training.verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
 def _mode(training):
     return monitor_mode(training.monitor, training.monitor_mode)
 
@@ -278,7 +287,7 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
                         stage.epochs, stage.trainable)
             model.fit(_inputs_only(train_ds, names), validation_data=_inputs_only(val_ds, names),
                       initial_epoch=epoch, epochs=epoch + stage.epochs,
-                      callbacks=_callbacks(run, training, i), verbose=training.verbose, shuffle=False)
+                      callbacks=_callbacks(run, training, i), verbose=verbosity(training), shuffle=False)
             epoch += stage.epochs
             model.save_weights(run.stage_weights(i))
             state = {"stages_done": i + 1, "epochs_done": epoch,

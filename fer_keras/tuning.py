@@ -253,9 +253,8 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
             hyperparameters=hp, tune_new_entries=True,
             executions_per_trial=tuning.executions_per_trial, distribution_strategy=strategy,
             directory=str(out.parent), project_name=out.name, overwrite=False)
-        verbose = 1 if train_cfg.verbose == "auto" else train_cfg.verbose  # KerasTuner's display needs a number
         tuner.search(train_ds, validation_data=val_ds, epochs=tuning.epochs, callbacks=callbacks,
-                     verbose=verbose)
+                     verbose=training.verbosity(train_cfg))  # KerasTuner's display needs a number
 
     if is_worker():
         return {"role": "worker", "tuner_id": os.environ.get("KERASTUNER_TUNER_ID"), "out_dir": str(out)}

@@ -162,3 +162,11 @@ def test_cached_hdf5_features_train_a_cascade(tmp_path):
     training.train(exp, tmp_path / "run", evaluate=False)
     assert training.build_model(exp).outputs[0].shape[-1] == 3  # classes from the file
     assert len(history(tmp_path / "run")) == 2
+
+
+def test_auto_verbosity_is_one_line_per_epoch_off_a_terminal(monkeypatch):
+    auto, quiet = config.TrainingConfig(), config.TrainingConfig(verbose=0)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert training.verbosity(auto) == 2 and training.verbosity(quiet) == 0
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert training.verbosity(auto) == 1

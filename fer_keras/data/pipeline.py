@@ -161,14 +161,15 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             frames = tf.image.resize(tf.cast(frames, tf.float32), (cfg.image_size, cfg.image_size))
         elif cfg.image_size:  # resizing to the prepared size is the identity
             frames = tf.ensure_shape(frames, [None, cfg.image_size, cfg.image_size, 3])
-        return {**item, "frames": frames}
+        return frames
 
     ds = dataset_from_manifest(manifest, root, split, decode=False)
     ds = ds.filter(lambda r: r["num_frames"] > 0)
     ds = ds.flat_map(lambda r: _chunks(r, cfg.seq_len, per_frame))
     if cfg.cache:  # decode before the cache; without it after the shuffle, whose buffer stays small
         if frames_in:
-            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.map(lambda item: {**item, "frames": decode(item)}, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
         ds = ds.cache()
     if training:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
@@ -177,7 +178,7 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
     def to_example(position, item):
         x = {"mask": item["mask"]}
         if frames_in:
-            frames = item["frames"] if cfg.cache else decode(item)["frames"]
+            frames = item["frames"] if cfg.cache else decode(item)
             aug, seed = cfg.augment, tf.stack([tf.cast(cfg.seed, tf.int64), position])
             if training and aug.flip and not resize:  # the same flip, on 4x fewer bytes
                 frames, aug = _flip(frames, seed), replace(aug, flip=False)
