@@ -18,6 +18,7 @@ builder alone; the learning-rate schedule continues over the optimiser's global 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -26,13 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from fer_keras import config as cfg
 from fer_keras import losses as fer_losses
 from fer_keras.data import loader
+from fer_keras.data.pipeline import Augment
 from fer_keras.metrics import CCCMetric
 from fer_keras.models import entry
+from fer_keras.models.layers import Standardize
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +93,46 @@ def datasets(exp: cfg.Experiment):
     val = loader.split(data, data.val_split).apply(
         tf.data.experimental.assert_cardinality(loader.steps(data, data.val_split)))
     return train, val, steps
+
+
+def feature_statistics(exp: cfg.Experiment, names) -> dict:
+    """Per-feature ``(mean, std)`` of inputs ``names`` over the training split: the real steps of
+    per-frame inputs (LLDs; padding excluded) and one row per video of per-video inputs
+    (functionals). A constant feature gets std 1."""
+    data = exp.data
+    pipeline = dataclasses.replace(data.pipeline, inputs=tuple(names), augment=Augment(), cache=False)
+    ds = loader.split(dataclasses.replace(data, pipeline=pipeline), data.train_split, with_meta=True)
+    total = {n: [0.0, 0.0, 0] for n in names}  # sum, sum of squares, count (float64 in NumPy)
+    for x, _, meta in ds.as_numpy_iterator():
+        for n in names:
+            rows = x[n][x["mask"] > 0] if x[n].ndim == 3 else x[n][meta["sequence"] == 0]
+            rows = rows.astype(np.float64)
+            acc = total[n]
+            acc[0], acc[1], acc[2] = acc[0] + rows.sum(0), acc[1] + (rows ** 2).sum(0), acc[2] + len(rows)
+    stats = {}
+    for n, (s, sq, count) in total.items():
+        if not count:
+            raise ValueError(f"{data.root}: the {data.train_split} split has no {n} to standardise")
+        mean = s / count
+        std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
+        stats[n] = (mean, np.where(std > 1e-8, std, 1.0))
+    return stats
+
+
+def standardize(model, exp: cfg.Experiment, stats=None) -> dict:
+    """Set the statistics of the model's ``Standardize`` layers (``standardize_<input>``) from the
+    training split, or from ``stats`` already computed; returns the statistics used."""
+    found = {layer.name.removeprefix("standardize_"): layer for layer in model.layers
+             if isinstance(layer, Standardize)}
+    missing = sorted(set(found) - set(stats or {}))
+    if missing:
+        stats = {**(stats or {}), **feature_statistics(exp, missing)}
+    for name, layer in found.items():
+        mean, std = stats[name]
+        layer.mean.assign(mean.astype("float32"))
+        layer.std.assign(std.astype("float32"))
+        logger.info("standardised %s with the %s split's statistics", name, exp.data.train_split)
+    return stats or {}
 
 
 def schedule(training: cfg.TrainingConfig, learning_rate, steps_per_epoch):
@@ -278,6 +322,8 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
                 _transfer(previous, model)
             elif i > 0:
                 model.load_weights(run.stage_weights(i - 1))
+            else:  # a fresh run (a resumed stage 0 gets them back from its backup)
+                standardize(model, exp)
             opt = optimizer(training, steps_per_epoch, stage.learning_rate)
             compile_model(model, training, opt, jit_compile=training.xla)
             model.optimizer.build(model.trainable_variables)

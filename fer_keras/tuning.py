@@ -46,9 +46,16 @@ SEARCH_SECTIONS = ("data", "model", "training", "tuning")
 
 class _HyperModel(RegistryHyperModel):
     """A registry HyperModel whose ``fit`` feeds each model only the inputs it takes (the
-    loader always yields ``mask`` and may yield more, and a search space can change them)."""
+    loader always yields ``mask`` and may yield more, and a search space can change them) and
+    sets its feature standardisation from the training split (computed once per search)."""
+
+    def __init__(self, name, *, experiment, **kwargs):
+        super().__init__(name, **kwargs)
+        self.experiment = experiment
+        self.statistics = None
 
     def fit(self, hp, model, x, *args, validation_data=None, **kwargs):
+        self.statistics = training.standardize(model, self.experiment, self.statistics)
         names = list(model.input.keys()) if isinstance(model.input, dict) else None
         if validation_data is not None:
             validation_data = training._inputs_only(validation_data, names)
@@ -244,7 +251,7 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     strategy = None if train_cfg.strategy == "default" else training.strategy_from(train_cfg.strategy)
 
     with training.precision(train_cfg.mixed_precision):
-        hypermodel = _HyperModel(exp.model.name, compile_fn=_compile_fn(exp, steps_per_epoch),
+        hypermodel = _HyperModel(exp.model.name, experiment=exp, compile_fn=_compile_fn(exp, steps_per_epoch),
                                  **fixed_options)
         tuner = kt.BayesianOptimization(
             hypermodel, objective=goal, max_trials=tuning.max_trials,

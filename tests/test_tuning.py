@@ -91,7 +91,7 @@ def test_fixed_hyperparameters_build_the_model(prepared_afew):
     hp = tuning.fixed_hyperparameters("audio_gru", {"units": 8, "attention": False})
     assert hp.values == {"units": 8, "attention": False}
     exp = _experiment(prepared_afew[0])
-    model = tuning._HyperModel("audio_gru", compile_fn=tuning._compile_fn(exp, 3), seq_len=8).build(hp)
+    model = tuning._HyperModel("audio_gru", experiment=exp, compile_fn=tuning._compile_fn(exp, 3), seq_len=8).build(hp)
     grus = [layer for layer in model._flatten_layers() if layer.__class__.__name__ == "GRU"]
     assert grus and all(layer.units == 8 for layer in grus)
     assert model.compiled and isinstance(model.optimizer, keras.optimizers.Adam)  # training's, the space's LR

@@ -9,6 +9,7 @@ import keras
 from keras import layers
 
 from fer_keras.models.backbones import build_backbone, set_trainable_blocks
+from fer_keras.models.layers import standardized
 from fer_keras.models.sequence import dense_stack, task_heads
 
 
@@ -35,10 +36,12 @@ def image_classifier(*, backbone, input_size=None, weights=None, global_pool=Fal
 
 
 def vector_classifier(*, input_dim, input_name="functionals", hidden=(1024,), dropout=0.5,
-                      batchnorm=False, tasks=("category",), classes=7, name="vector_classifier"):
-    """Thesis 000's whole-video audio FFN: functionals -> Dense(1024) -> dropout 0.5 -> softmax 7."""
+                      batchnorm=False, tasks=("category",), classes=7, standardize=False,
+                      name="vector_classifier"):
+    """Thesis 000's whole-video audio FFN: functionals -> Dense(1024) -> dropout 0.5 -> softmax 7
+    (``standardize``: z-scored with training-split statistics first)."""
     inputs = keras.Input((input_dim,), name=input_name)
-    x = dense_stack(inputs, hidden, dropout=dropout, batchnorm=batchnorm, prefix="head_fc")
+    x = dense_stack(standardized(inputs, standardize, input_name), hidden, dropout=dropout, batchnorm=batchnorm, prefix="head_fc")
     outputs = task_heads(x, None, tasks=tasks, classes=classes, temporal="last")
     return keras.Model({input_name: inputs}, outputs, name=name)
 

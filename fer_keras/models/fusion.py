@@ -11,7 +11,7 @@ import keras
 from keras import layers
 
 from fer_keras.models.backbones import default_size
-from fer_keras.models.layers import AsMask
+from fer_keras.models.layers import AsMask, standardized
 from fer_keras.models.sequence import dense_stack, frame_features, rnn_stack, task_heads
 
 
@@ -19,8 +19,9 @@ def early_fusion(*, option=2, backbone="vggface_vgg16", input_size=None, weights
                  global_pool=False, feature="fc6", skip_mismatch=False, trainable="all", lld_dim=25,
                  seq_len=80, audio_units=64, audio_layers=4, audio_attention=True, visual_units=128,
                  visual_layers=2, visual_bidirectional=True, units=128, rnn_layers=2,
-                 bidirectional=False, fc=(), classes=7, temporal="mean", name=None):
-    """Inputs ``frames`` (B, T, H, W, 3), ``lld`` (B, T, D) and ``mask`` (B, T); output ``category``."""
+                 bidirectional=False, fc=(), classes=7, temporal="mean", standardize=False, name=None):
+    """Inputs ``frames`` (B, T, H, W, 3), ``lld`` (B, T, D) and ``mask`` (B, T); output ``category``.
+    ``standardize`` z-scores the LLDs with training-split statistics (layers.Standardize)."""
     if option not in (1, 2, 3, 4):
         raise ValueError(f"early fusion option must be 1, 2, 3 or 4 (thesis 000 §3.5), got {option!r}")
     size = input_size or default_size(backbone)
@@ -34,8 +35,10 @@ def early_fusion(*, option=2, backbone="vggface_vgg16", input_size=None, weights
     if option == 4:
         visual = rnn_stack(visual, mask, units=visual_units, depth=visual_layers,
                            bidirectional=visual_bidirectional, prefix="visual_gru")
-    audio = lld if option == 1 else rnn_stack(lld, mask, units=audio_units, depth=audio_layers,
-                                              attention=audio_attention, prefix="audio_gru")
+    audio = standardized(lld, standardize, "lld")
+    if option != 1:
+        audio = rnn_stack(audio, mask, units=audio_units, depth=audio_layers, attention=audio_attention,
+                          prefix="audio_gru")
     x = layers.Concatenate(name="fusion_concat")([visual, audio])
     if option == 3:
         x = dense_stack(x, fc, prefix="fusion_fc")

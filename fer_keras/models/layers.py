@@ -67,3 +67,27 @@ class MaskedTemporalPool(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="fer_keras")
+class Standardize(keras.layers.Layer):
+    """``(x - mean) / std`` per feature (last axis), for openSMILE LLDs and functionals.
+
+    Thesis 000 does not say how it scaled its audio features, and raw openSMILE values span
+    several orders of magnitude. The statistics are non-trainable weights that the training
+    engine sets from the training split (``fer_keras.training.standardize``) before the first
+    epoch, so they are saved and restored with the model; until then the layer is the identity.
+    """
+
+    def build(self, input_shape):
+        dim = (input_shape[-1],)
+        self.mean = self.add_weight(shape=dim, initializer="zeros", trainable=False, name="mean")
+        self.std = self.add_weight(shape=dim, initializer="ones", trainable=False, name="std")
+
+    def call(self, x):
+        return (x - ops.cast(self.mean, x.dtype)) / ops.cast(self.std, x.dtype)
+
+
+def standardized(x, enabled: bool, input_name: str):
+    """``x`` through a ``standardize_<input name>`` layer when ``enabled``."""
+    return Standardize(name=f"standardize_{input_name}")(x) if enabled else x

@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 from fer_keras.models.backbones import build_backbone, default_size, set_trainable_blocks
-from fer_keras.models.layers import AsMask, MaskedTemporalPool
+from fer_keras.models.layers import AsMask, MaskedTemporalPool, standardized
 
 RNNS = {"gru": layers.GRU, "lstm": layers.LSTM}
 TASKS = ("category", "va", "au")
@@ -99,12 +99,14 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
                    input_name="features", seq_len=None, fc=(), fc_dropout=0.0, rnn="gru", units=128,
                    rnn_layers=2, bidirectional=False, rnn_dropout=0.0, recurrent_dropout=0.0,
                    attention=False, dropout=0.0, tasks=("category",), classes=7, num_aus=11,
-                   temporal="mean", head_units=(), head_dropout=0.0, name="sequence_model"):
+                   temporal="mean", head_units=(), head_dropout=0.0, standardize=False,
+                   name="sequence_model"):
     """Build a CNN+RNN (``backbone`` set; input ``frames``) or RNN-on-vectors model (``input_dim``
     set; input ``input_name``), both with a ``mask`` input of shape (B, T).
 
     ``rnn=None`` skips the recurrence (thesis 000's per-frame CNN classification); ``fc`` adds
     per-frame dense layers before the RNN (thesis 001's VGG16-GRU fc 4096, AlexNet-GRU's two).
+    ``standardize`` z-scores the vector input with training-split statistics (layers.Standardize).
     """
     if temporal not in TEMPORAL:
         raise ValueError(f"temporal must be one of {TEMPORAL}, got {temporal!r}")
@@ -122,7 +124,7 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
                            skip_mismatch=skip_mismatch, trainable=trainable, init=init)
     else:
         data_in = keras.Input((seq_len, input_dim), name=input_name)
-        x = data_in
+        x = standardized(data_in, standardize, input_name)
     x = dense_stack(x, fc, dropout=fc_dropout, prefix="frame_fc")
     if rnn is not None:
         x = rnn_stack(x, mask, rnn=rnn, units=units, depth=rnn_layers, bidirectional=bidirectional,
