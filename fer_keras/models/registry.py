@@ -68,15 +68,15 @@ for short, bk in T000_BACKBONES.items():
                  f"{bk['backbone']} per frame -> 2x{variant.upper()}(128) -> per-frame logits -> masked mean",
                  ss.thesis000_visual, T000_SMALL, **bk, **opts, input_size=112, seq_len=40)
 register("audio_ffn", classifier.vector_classifier, "000 §3.4 / §6.4 Audio (whole video)",
-         "openSMILE functionals -> Dense(1024) -> dropout 0.5 -> softmax 7",
+         "z-scored openSMILE functionals -> Dense(1024) -> dropout 0.5 -> softmax 7",
          ss.thesis000_audio_ffn, dict(input_dim=16), input_dim=1582, standardize=True)
 register("audio_gru", sequence.sequence_model, "000 §3.4 / §6.4 Audio Run Six",
-         "per-clip LLDs -> 4xGRU(64) + attention -> per-frame logits -> masked mean",
+         "z-scored per-clip LLDs -> 4xGRU(64) + attention -> per-frame logits -> masked mean",
          ss.thesis000_audio_gru, dict(seq_len=5), input_dim=25, input_name="lld", units=64,
          rnn_layers=4, attention=True, seq_len=80, standardize=True)
 for option in (1, 2, 3, 4):
     register(f"early_fusion_{option}", fusion.early_fusion, f"000 §3.5 / §6.5 Early Fusion option {option}",
-             "VGGFace fc6 per frame fused with audio LLDs per 40 ms clip", ss.thesis000_fusion,
+             "VGGFace fc6 per frame fused with z-scored audio LLDs per 40 ms clip", ss.thesis000_fusion,
              dict(input_size=32, seq_len=3), option=option, input_size=112, standardize=True)
 
 # --- thesis 001: 4K valence/arousal -----------------------------------------------------------
