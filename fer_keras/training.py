@@ -102,20 +102,17 @@ def feature_statistics(exp: cfg.Experiment, names) -> dict:
     data = exp.data
     pipeline = dataclasses.replace(data.pipeline, inputs=tuple(names), augment=Augment(), cache=False)
     ds = loader.split(dataclasses.replace(data, pipeline=pipeline), data.train_split, with_meta=True)
-    total = {n: [0.0, 0.0, 0] for n in names}  # sum, sum of squares, count (float64 in NumPy)
+    rows = {n: [] for n in names}
     for x, _, meta in ds.as_numpy_iterator():
         for n in names:
-            rows = x[n][x["mask"] > 0] if x[n].ndim == 3 else x[n][meta["sequence"] == 0]
-            rows = rows.astype(np.float64)
-            acc = total[n]
-            acc[0], acc[1], acc[2] = acc[0] + rows.sum(0), acc[1] + (rows ** 2).sum(0), acc[2] + len(rows)
+            rows[n].append(x[n][x["mask"] > 0] if x[n].ndim == 3 else x[n][meta["sequence"] == 0])
     stats = {}
-    for n, (s, sq, count) in total.items():
-        if not count:
+    for n, parts in rows.items():
+        values = np.concatenate(parts).astype(np.float64) if parts else np.empty((0,))
+        if not len(values):
             raise ValueError(f"{data.root}: the {data.train_split} split has no {n} to standardise")
-        mean = s / count
-        std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
-        stats[n] = (mean, np.where(std > 1e-8, std, 1.0))
+        std = values.std(0)
+        stats[n] = (values.mean(0), np.where(std > 1e-8, std, 1.0))
     return stats
 
 
