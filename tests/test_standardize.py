@@ -74,3 +74,13 @@ def test_training_sets_the_statistics_and_keeps_them(prepared_afew, tmp_path):
         np.testing.assert_allclose(layer.std.numpy(), _std(lld), rtol=1e-4, atol=1e-5)
     off = _experiment(root, "audio_gru", ["lld"], seq_len=8, units=8, rnn_layers=1, standardize=False)
     assert not any(isinstance(layer, Standardize) for layer in training.build_model(off).layers)
+
+
+def test_standardize_computes_in_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = models.build("audio_ffn", input_dim=4)
+        assert model.get_layer("standardize_functionals").compute_dtype == "float32"
+        assert model.get_layer("head_fc1").compute_dtype == "bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

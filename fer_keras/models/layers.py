@@ -89,5 +89,6 @@ class Standardize(keras.layers.Layer):
 
 
 def standardized(x, enabled: bool, input_name: str):
-    """``x`` through a ``standardize_<input name>`` layer when ``enabled``."""
-    return Standardize(name=f"standardize_{input_name}")(x) if enabled else x
+    """``x`` through a ``standardize_<input name>`` layer when ``enabled``; in float32 also under
+    mixed precision, as raw openSMILE values lose their digits in float16."""
+    return Standardize(name=f"standardize_{input_name}", dtype="float32")(x) if enabled else x
