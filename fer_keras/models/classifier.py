@@ -41,7 +41,8 @@ def vector_classifier(*, input_dim, input_name="functionals", hidden=(1024,), dr
     """Thesis 000's whole-video audio FFN: functionals -> Dense(1024) -> dropout 0.5 -> softmax 7
     (``standardize``: z-scored with training-split statistics first)."""
     inputs = keras.Input((input_dim,), name=input_name)
-    x = dense_stack(standardized(inputs, standardize, input_name), hidden, dropout=dropout, batchnorm=batchnorm, prefix="head_fc")
+    x = standardized(inputs, standardize, input_name)
+    x = dense_stack(x, hidden, dropout=dropout, batchnorm=batchnorm, prefix="head_fc")
     outputs = task_heads(x, None, tasks=tasks, classes=classes, temporal="last")
     return keras.Model({input_name: inputs}, outputs, name=name)
 
