@@ -51,11 +51,17 @@ def load_wav(path) -> tuple[AudioSegment, np.ndarray]:
     return seg, samples(seg)
 
 
-def clip_bounds_ms(frame_index: np.ndarray, fps: float) -> np.ndarray:
-    """(n, 2) start/end in ms of the clip under each kept frame: one frame period (40 ms at 25 fps)."""
-    idx = np.asarray(frame_index, np.float64)
-    period = 1000.0 / fps
-    return np.stack([idx * period, (idx + 1) * period], 1)
+def clip_bounds_ms(times: np.ndarray, durations: np.ndarray, audio_start: float = 0.0) -> np.ndarray:
+    """(n, 2) start/end in ms, from the start of the wav, of the clip under each frame: the time the
+    frame is shown (40 ms at 25 fps), placed by its presentation time, never by index / nominal fps."""
+    start = (np.asarray(times, np.float64) - audio_start) * 1000.0
+    return np.stack([start, start + np.asarray(durations, np.float64) * 1000.0], 1)
+
+
+def covered(bounds_ms: np.ndarray, audio_ms: float) -> np.ndarray:
+    """Which clips have audio under them: their centre lies inside [0, audio_ms) of the wav."""
+    centre = bounds_ms.mean(1)
+    return (centre >= 0) & (centre < audio_ms)
 
 
 class AudioFeatures:
@@ -89,23 +95,26 @@ class AudioFeatures:
         return {"lld_dim": self.lld_dim, "lld_names": self.lld_names,
                 "functionals_dim": self.functionals_dim, "functionals_names": self.functionals_names}
 
-    def clips(self, seg: AudioSegment, frame_index: np.ndarray, fps: float) -> list[AudioSegment]:
-        """The pydub clip under each kept frame (empty where the audio ends before the video)."""
-        return [seg[start:end] for start, end in clip_bounds_ms(frame_index, fps)]
+    def clips(self, seg: AudioSegment, bounds_ms: np.ndarray) -> list[AudioSegment]:
+        """The pydub clip under each frame (empty where there is no audio under it)."""
+        return [seg[max(0, int(round(start))):max(0, int(round(end)))] for start, end in bounds_ms]
 
-    def lld(self, wav_path, frame_index: np.ndarray, fps: float) -> tuple[np.ndarray, int]:
-        """(kept frames, lld_dim) float32 LLDs and the number of NaN entries that were set to 0."""
+    def lld(self, wav_path, bounds_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """LLDs of the clips `bounds_ms` (see clip_bounds_ms): (frames, lld_dim) float32, the 0/1
+        mask of clips with audio under them (the others are zeros), and the NaN entries set to 0."""
         seg, signal = load_wav(wav_path)
         sr = seg.frame_rate
-        if self.lld_mode == "clip":
-            rows = [self._clip_lld(clip, sr) for clip in self.clips(seg, frame_index, fps)]
-            out = np.stack(rows) if rows else np.zeros((0, self.lld_dim))
-        else:
-            out = self._context_lld(signal, sr, clip_bounds_ms(frame_index, fps))
-        out = np.asarray(out, np.float32).reshape(len(frame_index), self.lld_dim)
+        mask = covered(bounds_ms, 1000.0 * len(signal) / sr)
+        out = np.zeros((len(bounds_ms), self.lld_dim), np.float32)
+        if mask.any():
+            if self.lld_mode == "clip":
+                rows = np.stack([self._clip_lld(clip, sr) for clip in self.clips(seg, bounds_ms[mask])])
+            else:
+                rows = self._context_lld(signal, sr, bounds_ms[mask])
+            out[mask] = rows
         nan = np.isnan(out)
         out[nan] = 0.0
-        return out, int(nan.sum())
+        return out, mask.astype(np.int64), int(nan.sum())
 
     def _clip_lld(self, clip: AudioSegment, sr: int) -> np.ndarray:
         signal = samples(clip)

@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from fer_keras.data.schema import UNLABELLED, VideoRecord, serialize
 
-from .audio import AudioFeatures
+from .audio import AudioFeatures, clip_bounds_ms
 from .errors import BadInput
-from .face import LANDMARK_WEIGHTS, FaceDetector, align
+from .face import DEFAULT_MIN_FACE, LANDMARK_WEIGHTS, FaceDetector, align, check_min_face_size
 from .store import PreparedStore
-from .video import VideoStream, extract_wav
+from .video import VideoStream, extract_audio
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class PrepareOptions:
     face_size: int = 112
     margin: float = 0.0
     min_confidence: float = 0.9
-    min_face_size: int = 20
+    min_face_size: float = DEFAULT_MIN_FACE  # fraction of the shorter side (< 1) or pixels (>= 20)
+    fps: float | None = None  # resample to this constant rate; None keeps the source's own frames
     landmark_weights: tuple = LANDMARK_WEIGHTS
     image_format: str = "jpeg"
     jpeg_quality: int = 95
@@ -67,6 +68,25 @@ class PrepareOptions:
     jobs: int = 1
     detect_batch: int = 32
     shard_size: int = 32
+
+    def __post_init__(self):
+        """Refuse, before any video is touched, every value that could not work."""
+        def need(ok, what):
+            if not ok:
+                raise ValueError(f"prepare option {what}")
+        need(16 <= self.face_size <= 1024, f"face_size must be 16..1024 px, got {self.face_size}")
+        need(0 <= self.margin <= 1, f"margin must be 0..1 (a fraction of the crop side), got {self.margin}")
+        need(0 < self.min_confidence < 1, f"min_confidence must be in (0, 1), got {self.min_confidence}")
+        check_min_face_size(self.min_face_size)
+        need(self.fps is None or 1 <= self.fps <= 240, f"fps must be 1..240, got {self.fps}")
+        need(len(self.landmark_weights) == 5 and all(int(w) == w and w >= 0 for w in self.landmark_weights)
+             and sum(self.landmark_weights) > 0, f"landmark_weights must be 5 integers >= 0, got {self.landmark_weights}")
+        need(self.image_format in ("jpeg", "png"), f"image_format must be 'jpeg' or 'png', got {self.image_format!r}")
+        need(1 <= self.jpeg_quality <= 100, f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
+        need(8000 <= self.sample_rate <= 48000, f"sample_rate must be 8000..48000 Hz, got {self.sample_rate}")
+        need(self.lld_mode in ("context", "clip"), f"lld_mode must be 'context' or 'clip', got {self.lld_mode!r}")
+        for name in RUN_SETTINGS:
+            need(int(getattr(self, name)) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
 
     def content(self) -> dict:
         """The options that define the prepared data (a rerun must match them)."""
@@ -83,8 +103,6 @@ class VideoPreparer:
     """Holds the detector and the openSMILE extractors; turns one SourceVideo into a record."""
 
     def __init__(self, opts: PrepareOptions, dataset: str, classes):
-        if opts.image_format not in ("jpeg", "png"):
-            raise ValueError(f"image_format must be 'jpeg' or 'png', got {opts.image_format!r}")
         self.opts, self.dataset, self.classes = opts, dataset, list(classes)
         self.detector = FaceDetector(opts.min_confidence, opts.min_face_size)
         self.audio = opts.audio_features()
@@ -113,9 +131,9 @@ class VideoPreparer:
 
     def _prepare(self, item: SourceVideo, entry: dict) -> tuple[dict, bytes | None]:
         o = self.opts
-        stream = VideoStream(item.path)
+        stream = VideoStream(item.path, o.fps)
         faces, kept, dropped = [], [], []
-        for start, batch in stream.batches(o.detect_batch):
+        for start, batch, _ in stream.batches(o.detect_batch):
             for i, (frame, face) in enumerate(zip(batch, self.detector.detect(batch))):
                 if face is None:
                     dropped.append(start + i)
@@ -123,32 +141,51 @@ class VideoPreparer:
                 faces.append(self._encode(align(frame, face.landmarks, o.face_size, o.margin, o.landmark_weights)))
                 kept.append(start + i)
         total = len(kept) + len(dropped)
-        entry.update(frames_total=total, frames_kept=len(kept), frames_dropped=len(dropped),
-                     dropped_index=dropped, fps=stream.fps, has_audio=stream.has_audio)
+        info = stream.info
+        entry.update(frames_total=total, frames_kept=len(kept), frames_dropped=len(dropped), dropped_index=dropped,
+                     fps=stream.fps, nominal_fps=info.nominal_fps, variable_frame_rate=_variable(stream.durations),
+                     duration=float(sum(stream.durations)), size=[stream.width, stream.height],
+                     source_size=[info.width, info.height], rotation=info.rotation, has_audio=info.has_audio)
         if total == 0:
             raise BadInput(item.path, "corrupt", "the video has no decodable frames")
         if not kept:
-            raise BadInput(item.path, "no_face", f"no face found in any of its {total} frames")
+            raise BadInput(item.path, "no_face", f"no face found in any of its {total} frames "
+                           f"({stream.width}x{stream.height}, min_face_size {o.min_face_size})")
         kept_index = np.asarray(kept, np.int64)
+        times = np.asarray(stream.times)[kept_index]
         lld = np.zeros((len(kept), self.audio.lld_dim), np.float32)
+        audio_mask = np.zeros(len(kept), np.int64)
         functionals = np.zeros(self.audio.functionals_dim, np.float32)
-        if stream.has_audio:
+        if info.has_audio:
             with tempfile.TemporaryDirectory() as tmp:
                 wav = os.path.join(tmp, "audio.wav")
-                extract_wav(item.path, wav, o.sample_rate)
-                lld, nan_filled = self.audio.lld(wav, kept_index, stream.fps)
+                track = extract_audio(item.path, wav, o.sample_rate, info.audio)
+                bounds = clip_bounds_ms(times, np.asarray(stream.durations)[kept_index], track.start)
+                lld, audio_mask, nan_filled = self.audio.lld(wav, bounds)
                 functionals = self.audio.functionals(wav)
-            entry["lld_nan_filled"] = nan_filled
+            uncovered = int(len(kept) - audio_mask.sum())
+            entry.update(lld_nan_filled=nan_filled, audio={"source": track.source, "start": track.start,
+                                                           "end": track.end, "frames_without_audio": uncovered})
+            if uncovered:
+                entry["flags"].append({"reason": "partial_audio", "message": (
+                    f"{uncovered} of {len(kept)} kept frames have no audio under them (audio {track.start:.2f}-"
+                    f"{track.end:.2f} s, frames {times[0]:.2f}-{times[-1]:.2f} s); their LLDs are zeros, audio_mask 0")})
         else:
             entry["flags"].append({"reason": "no_audio",
                                    "message": "no audio track; frames kept, LLDs are zeros"})
         record = VideoRecord(
             video_id=item.video_id, label=item.label, fps=stream.fps, face_size=o.face_size, frames=faces,
-            frame_index=kept_index, audio_lld=lld, audio_functionals=functionals,
-            has_audio=stream.has_audio, source_frames=total, dataset=self.dataset,
+            frame_index=kept_index, frame_time=times, audio_lld=lld, audio_mask=audio_mask,
+            audio_functionals=functionals, has_audio=info.has_audio, source_frames=total, dataset=self.dataset,
         )
         entry["status"] = "ok"
         return entry, serialize(record)
+
+
+def _variable(durations) -> bool:
+    """A variable frame rate: display durations (the last one aside) differ by more than 1%."""
+    d = np.asarray(durations[:-1])
+    return bool(len(d) > 1 and (d.max() - d.min()) > 0.01 * np.median(d))
 
 
 _worker: VideoPreparer | None = None

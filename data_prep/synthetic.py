@@ -12,15 +12,17 @@ from __future__ import annotations
 import colorsys
 import json
 import os
+import subprocess
 import tempfile
 import wave
 from dataclasses import asdict, dataclass
 
 import cv2
-import imageio_ffmpeg
 import numpy as np
 
 from fer_keras.classes import AFEW
+
+from .video import FFMPEG
 
 TRUTH_FILE = "synthetic_truth.json"
 AFEW_SPLITS = {"train": "Train_AFEW", "val": "Val_AFEW", "test": "Test_AFEW"}
@@ -39,6 +41,7 @@ class SyntheticSpec:
     height: int = 128
     fps: float = 25.0
     sample_rate: int = 22050
+    face_height: float = 0.4  # face box height / frame height
     seed: int = 0
     broken: bool = True  # add the faceless clip, the silent clip and the corrupt file
 
@@ -47,11 +50,14 @@ def _face_sprite() -> tuple[np.ndarray, np.ndarray]:
     """The astronaut's head and a soft elliptical alpha mask around it."""
     import skimage.data
 
-    head = skimage.data.astronaut()[20:220, 140:310]  # face box is about x 182-265, y 64-171
+    head = skimage.data.astronaut()[20:220, 140:310]  # face box is about x 182-265, y 64-171 of the photo
     h, w = head.shape[:2]
     mask = np.zeros((h, w), np.float32)
     cv2.ellipse(mask, (w // 2, h // 2 + 8), (int(w * 0.42), int(h * 0.47)), 0, 0, 360, 1.0, -1)
     return head, cv2.GaussianBlur(mask, (0, 0), 6)[..., None]
+
+
+SPRITE_FACE_PX = 107  # height of the face box inside the 200 px head sprite
 
 
 def class_colour(k: int, n: int = len(AFEW)) -> np.ndarray:
@@ -70,22 +76,29 @@ def _background(rng, h, w) -> np.ndarray:
     return np.clip(base + ramp + noise, 0, 255)
 
 
-def render_frames(rng, spec: SyntheticSpec, label: int, n: int, face_frames: set[int]):
-    """Yield n RGB frames; the face (tinted with the class colour) appears in `face_frames` only."""
+def render_frames(rng, width: int, height: int, label: int, n: int, face_frames: set[int],
+                  face_height: float = 0.4):
+    """Yield n RGB frames; the face (tinted with the class colour) appears in `face_frames` only.
+
+    `face_height` is the face box's height as a fraction of the frame height (it breathes by
+    +-13% and drifts sideways), so faces keep realistic sizes at any resolution.
+    """
     head, mask = _face_sprite()
     tint = class_colour(label)
-    bg = _background(rng, spec.height, spec.width)
+    bg = _background(rng, height, width)
     phase, speed = rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.08, 0.16)
+    base = face_height * height / (SPRITE_FACE_PX * 0.74)
     for i in range(n):
         frame = bg.copy()
         if i in face_frames:
-            scale = spec.height / head.shape[0] * (0.74 + 0.1 * np.sin(speed * i + phase[0]))
+            scale = base * (0.74 + 0.1 * np.sin(speed * i + phase[0]))
             sprite = cv2.resize(head, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
             alpha = cv2.resize(mask, (sprite.shape[1], sprite.shape[0]))[..., None]
-            sprite = 0.75 * sprite + 0.25 * tint
+            sprite = (0.75 * sprite + 0.25 * tint)[:height, :width]
+            alpha = alpha[:height, :width]
             sh, sw = sprite.shape[:2]
-            cx = (spec.width - sw) / 2 + (spec.width - sw) / 2 * 0.8 * np.sin(speed * i * 1.3 + phase[1])
-            x0, y0 = int(np.clip(cx, 0, spec.width - sw)), int((spec.height - sh) / 2)
+            cx = (width - sw) / 2 + (width - sw) / 2 * 0.8 * np.sin(speed * i * 1.3 + phase[1])
+            x0, y0 = int(np.clip(cx, 0, width - sw)), int((height - sh) / 2)
             region = frame[y0:y0 + sh, x0:x0 + sw]
             frame[y0:y0 + sh, x0:x0 + sw] = alpha * sprite + (1 - alpha) * region
         yield np.clip(frame, 0, 255).astype(np.uint8)
@@ -101,25 +114,77 @@ def render_audio(rng, label: int, seconds: float, sample_rate: int) -> np.ndarra
     return (np.clip(np.stack([mono, mono], 1), -1, 1) * 32767).astype(np.int16)
 
 
-def write_clip(path, frames, spec: SyntheticSpec, audio: np.ndarray | None) -> None:
-    """Write frames (and optional audio) as an Xvid AVI, the codec AFEW ships in."""
+def segment_times(segments) -> np.ndarray:
+    """Presentation times of consecutive segments of (frames, fps): a variable-frame-rate timeline."""
+    times, t = [], 0.0
+    for n, fps in segments:
+        times += [t + i / fps for i in range(n)]
+        t += n / fps
+    return np.asarray(times)
+
+
+def _setpts(segments) -> str:
+    """An ffmpeg setpts expression that puts frame N at its time in `segments` (nested ifs)."""
+    expr, start, first = "", 0.0, 0
+    pieces = []
+    for n, fps in segments:
+        pieces.append((first + n, f"{start!r}+(N-{first})/{fps!r}"))
+        start += n / fps
+        first += n
+    expr = pieces[-1][1]
+    for limit, piece in reversed(pieces[:-1]):
+        expr = f"if(lt(N,{limit}),{piece},{expr})"
+    return f"setpts='({expr})/TB'"
+
+
+def write_video(path, frames, width: int, height: int, segments=((0, 25.0),), codec: str = "libxvid",
+                audio: np.ndarray | None = None, sample_rate: int = 22050, audio_start: float = 0.0,
+                rotation: int = 0) -> None:
+    """Encode frames with the bundled ffmpeg, as real cameras and releases write them.
+
+    `segments` ((frames, fps), ...) sets each frame's presentation time: one segment is a constant
+    rate, several make a variable-frame-rate clip (as phones record). `audio` (samples, channels)
+    int16 starts `audio_start` seconds after the first frame (AAC in MP4/MOV/MKV, PCM in AVI);
+    `rotation` (90, 180, 270) stores the frames turned and adds display-rotation metadata, so a
+    player shows them upright, like a phone held upright.
+    """
+    path = str(path)
+    cfr = len(segments) == 1
+    k = (rotation // 90) % 4
+    coded_w, coded_h = (height, width) if k % 2 else (width, height)
     with tempfile.TemporaryDirectory() as tmp:
-        wav = None
+        target = os.path.join(tmp, "coded" + os.path.splitext(path)[1]) if k else path
+        cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{coded_w}x{coded_h}",
+               "-r", repr(float(segments[0][1])), "-i", "pipe:0"]
         if audio is not None:
             wav = os.path.join(tmp, "audio.wav")
             with wave.open(wav, "wb") as w:
                 w.setnchannels(audio.shape[1])
                 w.setsampwidth(2)
-                w.setframerate(spec.sample_rate)
-                w.writeframes(audio.tobytes())
-        writer = imageio_ffmpeg.write_frames(
-            str(path), (spec.width, spec.height), fps=spec.fps, codec="libxvid", quality=10, ffmpeg_log_level="error",
-            audio_path=wav, audio_codec="pcm_s16le" if wav else None, macro_block_size=1,
-        )
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+                w.setframerate(sample_rate)
+                w.writeframes(np.ascontiguousarray(audio, np.int16).tobytes())
+            cmd += ["-itsoffset", repr(float(audio_start)), "-i", wav, "-map", "0:v", "-map", "1:a"]
+            if audio.shape[1] == 6:
+                cmd += ["-channel_layout", "5.1"]
+            cmd += ["-c:a", "pcm_s16le" if path.lower().endswith(".avi") else "aac"]
+        if not cfr:
+            cmd += ["-vf", _setpts(segments), "-fps_mode", "passthrough", "-video_track_timescale", "90000"]
+        cmd += ["-c:v", codec, "-pix_fmt", "yuv420p"]
+        cmd += ["-q:v", "3"] if codec in ("libxvid", "mpeg4") else ["-crf", "20", "-preset", "veryfast"]
+        cmd.append(target)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            for frame in frames:
+                proc.stdin.write(np.ascontiguousarray(np.rot90(frame, -k) if k else frame).tobytes())
+        finally:
+            proc.stdin.close()
+            err = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise RuntimeError(f"ffmpeg could not write {path}: {err.strip()[-300:]}")
+        if k:  # the display matrix is set when remuxing (ffmpeg's -display_rotation input option)
+            subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                            "-display_rotation", str(90 * k), "-i", target, "-c", "copy", path], check=True)
 
 
 def write_afew(out, spec: SyntheticSpec | None = None) -> dict:
@@ -151,7 +216,8 @@ def write_afew(out, spec: SyntheticSpec | None = None) -> dict:
                 gap = int(rng.integers(1, n - gap_len))
                 faces = [i for i in range(n) if not gap <= i < gap + gap_len]
             audio = None if kind == "no_audio" else render_audio(rng, label, n / spec.fps, spec.sample_rate)
-            write_clip(path, render_frames(rng, spec, label, n, set(faces)), spec, audio)
+            frames = render_frames(rng, spec.width, spec.height, label, n, set(faces), spec.face_height)
+            write_video(path, frames, spec.width, spec.height, ((n, spec.fps),), "libxvid", audio, spec.sample_rate)
         videos.append({"id": vid, "split": split, "label": label, "label_name": AFEW[label], "kind": kind,
                        "path": os.path.relpath(path, out), "frames": n if kind != "corrupt" else 0,
                        "face_frames": faces, "has_audio": kind not in ("no_audio", "corrupt")})

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-SCHEMA_VERSION = 1
+# 2: per-frame presentation time (`frame_time`, s) and `audio_mask`; version 1 records still parse.
+SCHEMA_VERSION = 2
 UNLABELLED = -1
 
 
@@ -25,7 +26,9 @@ class VideoRecord:
     face_size: int
     frames: list[bytes]  # encoded face crops (JPEG or PNG), one per kept frame
     frame_index: np.ndarray  # source frame index (0-based) of each kept frame
-    audio_lld: np.ndarray  # (kept frames, lld_dim) float32; zeros when the video has no audio
+    audio_lld: np.ndarray  # (kept frames, lld_dim) float32; zeros where no audio is under a frame
+    frame_time: np.ndarray | None = None  # presentation time (s) of each kept frame; None: index / fps
+    audio_mask: np.ndarray | None = None  # 1 where audio lies under the frame; None: has_audio
     audio_functionals: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     has_audio: bool = True
     source_frames: int = 0
@@ -54,6 +57,11 @@ def serialize(rec: VideoRecord) -> bytes:
             f"video {rec.video_id}: {n} frames but {len(rec.frame_index)} indices "
             f"and {len(rec.audio_lld)} LLD rows"
         )
+    frame_time = rec.frame_time if rec.frame_time is not None else np.asarray(rec.frame_index) / rec.fps
+    audio_mask = rec.audio_mask if rec.audio_mask is not None else np.full(n, int(rec.has_audio))
+    if len(frame_time) != n or len(audio_mask) != n:
+        raise ValueError(f"video {rec.video_id}: {n} frames but {len(frame_time)} times "
+                         f"and {len(audio_mask)} audio mask entries")
     per_frame = {"va": rec.valence_arousal, "au": rec.action_units}
     per_frame = {k: np.asarray(v, np.float32) for k, v in per_frame.items() if v is not None}
     for name, rows in per_frame.items():
@@ -79,6 +87,8 @@ def serialize(rec: VideoRecord) -> bytes:
     lists = {
         "frames": tf.train.FeatureList(feature=[_bytes([f]) for f in rec.frames]),
         "frame_index": tf.train.FeatureList(feature=[_ints([i]) for i in rec.frame_index]),
+        "frame_time": tf.train.FeatureList(feature=[_floats([t]) for t in frame_time]),
+        "audio_mask": tf.train.FeatureList(feature=[_ints([m]) for m in audio_mask]),
         "audio_lld": tf.train.FeatureList(feature=[_floats(row) for row in rec.audio_lld]),
         **{k: tf.train.FeatureList(feature=[_floats(row) for row in v]) for k, v in per_frame.items()},
     }
@@ -96,6 +106,8 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
     do `va` and `au_dim` (its "labels"), which add the per-frame ``va`` (frames, 2) and ``au``
     (frames, au_dim) labels. A record whose label rows do not match its frames (or that lacks
     them) fails at iteration with its video id, instead of misaligning labels and frames.
+    Version 1 records (before presentation times) get ``frame_time = frame_index / fps`` and an
+    ``audio_mask`` equal to ``has_audio``, which is what they assumed.
     """
     context_spec = {
         "video_id": tf.io.FixedLenFeature([], tf.string),
@@ -111,6 +123,8 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
     sequence_spec = {
         "frames": tf.io.FixedLenSequenceFeature([], tf.string),
         "frame_index": tf.io.FixedLenSequenceFeature([], tf.int64),
+        "frame_time": tf.io.FixedLenSequenceFeature([], tf.float32, allow_missing=True),
+        "audio_mask": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
         "audio_lld": tf.io.FixedLenSequenceFeature([lld_dim], tf.float32),
     }
     per_frame = {"va": 2} if va else {}
@@ -122,6 +136,11 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
         serialized, context_features=context_spec, sequence_features=sequence_spec
     )
     kept = tf.shape(sequence["frames"])[0]
+    v1 = tf.equal(tf.shape(sequence["frame_time"])[0], 0)  # a schema-1 record: derive both
+    sequence["frame_time"] = tf.cond(
+        v1, lambda: tf.cast(sequence["frame_index"], tf.float32) / context["fps"], lambda: sequence["frame_time"])
+    sequence["audio_mask"] = tf.cond(
+        v1, lambda: tf.fill([kept], context["has_audio"]), lambda: sequence["audio_mask"])
     for name in per_frame:
         rows = tf.shape(sequence[name])[0]
         check = tf.debugging.Assert(tf.equal(rows, kept), [
