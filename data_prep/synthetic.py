@@ -123,10 +123,9 @@ def segment_times(segments) -> np.ndarray:
     return np.asarray(times)
 
 
-def _setpts(segments) -> str:
-    """An ffmpeg setpts expression that puts frame N at its time in `segments` (nested ifs)."""
-    expr, start, first = "", 0.0, 0
-    pieces = []
+def _setpts(segments, start: float = 0.0) -> str:
+    """An ffmpeg setpts expression that puts frame N at `start` + its time in `segments` (nested ifs)."""
+    pieces, first = [], 0
     for n, fps in segments:
         pieces.append((first + n, f"{start!r}+(N-{first})/{fps!r}"))
         start += n / fps
@@ -139,14 +138,14 @@ def _setpts(segments) -> str:
 
 def write_video(path, frames, width: int, height: int, segments=((0, 25.0),), codec: str = "libxvid",
                 audio: np.ndarray | None = None, sample_rate: int = 22050, audio_start: float = 0.0,
-                rotation: int = 0) -> None:
+                rotation: int = 0, sar: tuple = (1, 1)) -> None:
     """Encode frames with the bundled ffmpeg, as real cameras and releases write them.
 
     `segments` ((frames, fps), ...) sets each frame's presentation time: one segment is a constant
     rate, several make a variable-frame-rate clip (as phones record). `audio` (samples, channels)
     int16 starts `audio_start` seconds after the first frame (AAC in MP4/MOV/MKV, PCM in AVI);
     `rotation` (90, 180, 270) stores the frames turned and adds display-rotation metadata, so a
-    player shows them upright, like a phone held upright.
+    player shows them upright, like a phone held upright. `sar` is the stored pixel aspect ratio.
     """
     path = str(path)
     cfr = len(segments) == 1
@@ -154,6 +153,8 @@ def write_video(path, frames, width: int, height: int, segments=((0, 25.0),), co
     coded_w, coded_h = (height, width) if k % 2 else (width, height)
     with tempfile.TemporaryDirectory() as tmp:
         target = os.path.join(tmp, "coded" + os.path.splitext(path)[1]) if k else path
+        # audio before the video is written as video that starts late (ffmpeg drops negative times)
+        video_start = -audio_start if audio is not None and audio_start < 0 else 0.0
         cmd = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{coded_w}x{coded_h}",
                "-r", repr(float(segments[0][1])), "-i", "pipe:0"]
@@ -164,12 +165,18 @@ def write_video(path, frames, width: int, height: int, segments=((0, 25.0),), co
                 w.setsampwidth(2)
                 w.setframerate(sample_rate)
                 w.writeframes(np.ascontiguousarray(audio, np.int16).tobytes())
-            cmd += ["-itsoffset", repr(float(audio_start)), "-i", wav, "-map", "0:v", "-map", "1:a"]
+            cmd += ["-itsoffset", repr(max(0.0, audio_start)), "-i", wav, "-map", "0:v", "-map", "1:a"]
             if audio.shape[1] == 6:
                 cmd += ["-channel_layout", "5.1"]
             cmd += ["-c:a", "pcm_s16le" if path.lower().endswith(".avi") else "aac"]
-        if not cfr:
-            cmd += ["-vf", _setpts(segments), "-fps_mode", "passthrough", "-video_track_timescale", "90000"]
+        timed = not cfr or video_start > 0  # frame times set one by one, in a timebase every rate fits
+        filters = ["settb=1/90000", _setpts(segments, video_start)] if timed else []
+        if tuple(sar) != (1, 1):
+            filters.append(f"setsar={sar[0]}/{sar[1]}")
+        if filters:
+            cmd += ["-vf", ",".join(filters)]
+        if timed:
+            cmd += ["-fps_mode", "passthrough", "-enc_time_base:v", "1/90000", "-video_track_timescale", "90000"]
         cmd += ["-c:v", codec, "-pix_fmt", "yuv420p"]
         cmd += ["-q:v", "3"] if codec in ("libxvid", "mpeg4") else ["-crf", "20", "-preset", "veryfast"]
         cmd.append(target)
@@ -225,3 +232,79 @@ def write_afew(out, spec: SyntheticSpec | None = None) -> dict:
     with open(os.path.join(out, TRUTH_FILE), "w") as f:
         json.dump(truth, f, indent=1)
     return truth
+
+
+@dataclass
+class ClipSpec:
+    """One real-world-like clip: resolution, frame timing, codec, audio placement, orientation."""
+
+    name: str
+    width: int  # as displayed (after rotation and pixel aspect)
+    height: int
+    segments: tuple = ((75, 25.0),)  # (frames, fps) runs: several make a variable frame rate
+    codec: str = "libx264"
+    face_height: float = 0.3
+    gap: tuple = (20, 26)  # frames [a, b) without a face
+    audio_channels: int = 2  # 0: no audio track; 6: 5.1 with the tone in the centre channel only
+    audio_start: float = 0.0  # seconds after the first frame (negative: before it)
+    audio_seconds: float | None = None  # None: as long as the video
+    tone: tuple = (1.0, 1.4)  # a loud 1 kHz tone over these seconds of the video timeline
+    rotation: int = 0  # display rotation: the clip is stored turned, like a phone held upright
+    sar: tuple = (1, 1)  # pixel aspect ratio of the stored frames (PAL 4:3 DVD: 16:15)
+
+
+# The clips that real-world preparation is tested on (tests/test_real_world_video.py) and that
+# `fer-keras synth clips` writes: resolutions of AFEW and web video, phone timing and orientation.
+REAL_WORLD_CLIPS = (
+    ClipSpec("phone_vfr.mp4", 640, 360, segments=((40, 30.0), (20, 15.0), (30, 24.0)), tone=(1.6, 2.0)),
+    ClipSpec("late_audio.mp4", 640, 360, segments=((100, 25.0),), audio_start=2.0, tone=(2.6, 3.0)),
+    ClipSpec("early_audio.mp4", 640, 360, segments=((60, 25.0),), audio_start=-1.0, audio_seconds=2.0,
+             tone=(0.4, 0.8)),
+    ClipSpec("phone_rotated.mp4", 360, 640, segments=((60, 30.0),), rotation=90, tone=(0.8, 1.2)),
+    ClipSpec("afew_720x576.avi", 768, 576, codec="libxvid", sar=(16, 15), face_height=0.25, tone=(1.2, 1.6)),
+    ClipSpec("web_1280x720.mp4", 1280, 720, segments=((75, 30.0),), audio_channels=6, face_height=0.22),
+)
+
+
+def tone_audio(rng, seconds: float, sample_rate: int, tone: tuple, offset: float, channels: int) -> np.ndarray:
+    """Quiet noise with a loud 1 kHz tone at video time `tone`; the audio's 0 is video time `offset`."""
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate + offset
+    mono = rng.normal(0, 0.003, t.size) + 0.5 * np.sin(2 * np.pi * 1000 * t) * ((t >= tone[0]) & (t < tone[1]))
+    pcm = (np.clip(mono, -1, 1) * 32767).astype(np.int16)
+    if channels == 6:  # FL FR FC LFE BL BR: speech sits in the centre channel
+        quiet = (rng.normal(0, 0.003, (t.size, 6)) * 32767).astype(np.int16)
+        quiet[:, 2] = pcm
+        return quiet
+    return np.repeat(pcm[:, None], channels, 1)
+
+
+def write_real_world_clips(out, clips=REAL_WORLD_CLIPS, seed: int = 0) -> dict:
+    """Write `clips` under `out` with ffmpeg; return (and save) their ground truth."""
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    truth = []
+    for clip in clips:
+        times = segment_times(clip.segments)
+        n = len(times)
+        faces = [i for i in range(n) if not clip.gap[0] <= i < clip.gap[1]]
+        frames = render_frames(rng, clip.width, clip.height, 3, n, set(faces), clip.face_height)
+        coded_w = round(clip.width * clip.sar[1] / clip.sar[0])
+        if coded_w != clip.width:  # store anamorphic: squeezed, with the aspect in the stream
+            frames = (cv2.resize(f, (coded_w, clip.height), interpolation=cv2.INTER_AREA) for f in frames)
+        end = times[-1] + 1.0 / clip.segments[-1][1]
+        audio = None
+        if clip.audio_channels:
+            seconds = clip.audio_seconds if clip.audio_seconds is not None else end - max(0.0, clip.audio_start)
+            audio = tone_audio(rng, seconds, 48000, clip.tone, clip.audio_start, clip.audio_channels)
+        path = os.path.join(out, clip.name)
+        write_video(path, frames, coded_w, clip.height, clip.segments, clip.codec, audio, 48000,
+                    clip.audio_start, clip.rotation, clip.sar)
+        shift = max(0.0, -clip.audio_start) if audio is not None else 0.0  # ffmpeg's timeline starts at 0
+        truth.append({**asdict(clip), "path": clip.name, "frame_times": (times + shift).tolist(),
+                      "face_frames": faces, "end": end + shift,
+                      "audio": None if audio is None else {
+                          "start": clip.audio_start + shift, "seconds": len(audio) / 48000,
+                          "tone": [clip.tone[0] + shift, clip.tone[1] + shift]}})
+    with open(os.path.join(out, TRUTH_FILE), "w") as f:
+        json.dump({"clips": truth}, f, indent=1)
+    return {"clips": truth}
