@@ -17,9 +17,21 @@ def _synth(args) -> int:
 
     spec = SyntheticSpec(train_per_class=args.train_per_class, val_per_class=args.val_per_class,
                          test_clips=args.test_clips, min_frames=args.min_frames, max_frames=args.max_frames,
-                         seed=args.seed, broken=not args.no_broken)
+                         width=args.width, height=args.height, seed=args.seed, broken=not args.no_broken)
     truth = write_afew(args.out, spec)
-    print(f"wrote {len(truth['videos'])} synthetic AFEW videos under {args.out}")
+    print(f"wrote {len(truth['videos'])} synthetic AFEW videos ({args.width}x{args.height}) under {args.out}")
+    return 0
+
+
+def _synth_clips(args) -> int:
+    from data_prep.synthetic import TRUTH_FILE, write_real_world_clips
+
+    truth = write_real_world_clips(args.out, seed=args.seed)
+    for clip in truth["clips"]:
+        print(f"  {clip['path']:<22} {clip['width']}x{clip['height']}, {len(clip['frame_times'])} frames, "
+              f"{len(clip['segments'])} rate segment(s), audio start {clip['audio_start']:+.1f} s, "
+              f"rotation {clip['rotation']}")
+    print(f"wrote {len(truth['clips'])} real-world-like clips under {args.out} (ground truth: {TRUTH_FILE})")
     return 0
 
 
@@ -30,21 +42,23 @@ def _prepare(args) -> int:
     if len(args.paths) > 2:
         raise SystemExit("usage: fer-keras prepare afew [SRC] OUT")
     src, out = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-    if src is None:
-        from data_prep.synthetic import SyntheticSpec, write_afew
+    chosen = {"min_face_size": args.min_face_size} if args.min_face_size is not None else {}
+    try:  # every option is checked before anything is read or written
+        opts = PrepareOptions(
+            face_size=args.face_size, margin=args.margin, min_confidence=args.min_confidence,
+            fps=args.fps, image_format=args.image_format, **chosen,
+            jpeg_quality=args.jpeg_quality, sample_rate=args.sample_rate, lld_set=args.lld_set,
+            lld_level=args.lld_level, lld_mode=args.lld_mode, functionals_set=args.functionals_set,
+            functionals_level=args.functionals_level, jobs=args.jobs, detect_batch=args.detect_batch,
+            shard_size=args.shard_size,
+        )
+        if src is None:
+            from data_prep.synthetic import SyntheticSpec, write_afew
 
-        src = os.path.join(out, "synthetic_source")
-        if not os.path.isdir(src):
-            print(f"no SRC given: writing the synthetic AFEW dataset to {src}")
-            write_afew(src, SyntheticSpec(seed=args.seed))
-    opts = PrepareOptions(
-        face_size=args.face_size, margin=args.margin, min_confidence=args.min_confidence,
-        min_face_size=args.min_face_size, image_format=args.image_format, jpeg_quality=args.jpeg_quality,
-        sample_rate=args.sample_rate, lld_set=args.lld_set, lld_level=args.lld_level, lld_mode=args.lld_mode,
-        functionals_set=args.functionals_set, functionals_level=args.functionals_level,
-        jobs=args.jobs, detect_batch=args.detect_batch, shard_size=args.shard_size,
-    )
-    try:
+            src = os.path.join(out, "synthetic_source")
+            if not os.path.isdir(src):
+                print(f"no SRC given: writing the synthetic AFEW dataset to {src}")
+                write_afew(src, SyntheticSpec(seed=args.seed))
         manifest = afew.prepare(src, out, opts, progress=not args.quiet)
     except (afew.LayoutError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -243,10 +257,13 @@ def _tune(args) -> int:
     from fer_keras import config as cfg
     from fer_keras import tuning
 
+    overrides = _overrides(args.set)
+    if args.data:
+        overrides = cfg.merge(overrides, {"data": {"root": args.data}})
     if args.model is not None:
-        exp = tuning.default_experiment(args.model, args.data)
+        exp = tuning.default_experiment(args.model, args.data, overrides)
     else:
-        exp = cfg.load(args.config, {"data": {"root": args.data}} if args.data else None)
+        exp = cfg.load(args.config, overrides)
     out = args.out or os.path.join("runs", "tune", exp.name)
     result = tuning.tune(exp, out, max_trials=args.trials, objective=args.objective, overwrite=args.overwrite)
     if result.get("role") == "worker":
@@ -278,10 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-clips", type=int, default=3, help="unlabelled test clips (default 3)")
     s.add_argument("--min-frames", type=int, default=20, help="shortest clip in frames (default 20)")
     s.add_argument("--max-frames", type=int, default=36, help="longest clip in frames (default 36)")
+    s.add_argument("--width", type=int, default=160, help="frame width in px (default 160; AFEW is 720)")
+    s.add_argument("--height", type=int, default=128, help="frame height in px (default 128; AFEW is 576)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--no-broken", action="store_true",
                    help="leave out the faceless clip, the clip without audio and the corrupt file")
     s.set_defaults(func=_synth)
+    c = synth_sub.add_parser(
+        "clips", help="real-world-like clips: variable frame rate, late/early audio, rotation, 720x576, 1280x720",
+        description="Write the clips the real-world preparation tests use (H.264/AAC MP4s and an Xvid AVI; a "
+                    "variable-frame-rate phone clip, audio 2 s late and 1 s early, a rotated phone clip, an "
+                    "anamorphic 720x576 clip, 1280x720 with 5.1 audio) and their ground truth.")
+    c.add_argument("out", help="directory to write")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.set_defaults(func=_synth_clips)
 
     prep = sub.add_parser("prepare", help="detect, align and shard a dataset")
     prep_sub = prep.add_subparsers(dest="dataset", required=True)
@@ -296,7 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=0.0,
                    help="extra context around the template crop, as a fraction of its side on each edge (default 0)")
     p.add_argument("--min-confidence", type=float, default=0.9, help="MTCNN confidence to keep a face (default 0.9)")
-    p.add_argument("--min-face-size", type=int, default=20, help="smallest face MTCNN looks for, px (default 20)")
+    p.add_argument("--min-face-size", type=float, metavar="SIZE",
+                   help="smallest face to find: a fraction of the frame's shorter side (0 < SIZE < 1) or pixels "
+                        "(>= 20); detection runs on a copy scaled so it becomes 20 px (default 0.125: "
+                        "72 px at 720x576, 90 px at 1280x720)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="resample every video to this constant frame rate (theses 001/003: 25 or 30); "
+                        "default: keep each source frame once, at its own presentation time")
     p.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg", help="encoding of face crops")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of face crops (default 95)")
     p.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate in Hz (default 16000)")
@@ -384,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="experiment YAML")
     t.add_argument("--model", metavar="NAME", help="registry model instead of a YAML (default experiment)")
     t.add_argument("--data", metavar="DIR", help="prepared dataset (needed with --model; overrides data.root)")
+    t.add_argument("--set", nargs="+", metavar="SECTION.KEY=VALUE",
+                   help="override settings as train does, e.g. model.options.input_size=32 tuning.epochs=1")
     t.add_argument("--out", metavar="DIR", help="search directory (default runs/tune/<experiment name>)")
     t.add_argument("--trials", type=int, metavar="N", help="total trials (default tuning.max_trials)")
     t.add_argument("--objective", metavar="NAME", help="metric to optimise (default tuning.objective)")

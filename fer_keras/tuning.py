@@ -110,12 +110,14 @@ def direction(tuning: cfg.TuningConfig) -> str:
     return training.monitor_mode(tuning.objective, tuning.direction)
 
 
-def default_experiment(model_name, data_root) -> cfg.Experiment:
+def default_experiment(model_name, data_root, overrides: dict | None = None) -> cfg.Experiment:
     """An experiment for registry model ``model_name`` on the prepared dataset ``data_root``:
     the model's defaults, pipeline inputs, targets, sequence length and image size taken from
-    the model, everything else at the config defaults."""
+    the model (after ``overrides`` of its options, so ``model.options.input_size=32`` also sets the
+    pipeline's image size), everything else at the config defaults, then ``overrides`` merged in."""
+    overrides = overrides or {}
     spec = entry(model_name)
-    options = spec.options()
+    options = spec.options(**((overrides.get("model") or {}).get("options") or {}))
     model = spec.builder(**spec.options(**spec.small))  # small: only the input names matter
     names = [k for k in (model.input if isinstance(model.input, dict) else {}) if k != "mask"]
     keras.backend.clear_session()
@@ -127,9 +129,8 @@ def default_experiment(model_name, data_root) -> cfg.Experiment:
         pipeline["seq_len"] = options["seq_len"]
     if "frames" in names and options.get("input_size"):
         pipeline["image_size"] = options["input_size"]
-    return cfg.from_dict({"name": model_name, "model": {"name": model_name},
-                          "data": {"root": str(data_root), "pipeline": pipeline}},
-                         f"default experiment for {model_name}")
+    base = {"name": model_name, "model": {"name": model_name}, "data": {"root": str(data_root), "pipeline": pipeline}}
+    return cfg.from_dict(cfg.merge(base, overrides), f"default experiment for {model_name}")
 
 
 def _search_settings(exp: cfg.Experiment) -> dict:

@@ -157,6 +157,21 @@ def test_cli_tune_model_builds_a_default_experiment(prepared_afew, tmp_path, mon
     assert list(exp.data.pipeline.inputs) == ["lld"] and exp.data.pipeline.seq_len == 80
 
 
+def test_cli_tune_takes_set_as_train_does(prepared_afew, tmp_path, monkeypatch):
+    """`--set model.options.input_size=32` also sizes the pipeline's frames, so vggface_bgru can be
+    tried at a small size on the demo data."""
+    root, _ = prepared_afew
+    seen = {}
+    monkeypatch.setattr(tuning, "tune", lambda exp, out, **kw: seen.update(exp=exp) or {})
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "--model", "vggface_bgru", "--data", root, "--set", "model.options.input_size=32",
+                 "data.pipeline.seq_len=8", "tuning.epochs=1"]) == 0
+    exp = seen["exp"]
+    assert exp.model.options["input_size"] == 32 and exp.data.pipeline.image_size == 32
+    assert exp.data.pipeline.seq_len == 8 and exp.tuning.epochs == 1 and exp.data.root == root
+    assert main(["tune", "--model", "vggface_bgru", "--data", root, "--set", "tuning.epoch=1"]) == 2
+
+
 CLI = "import data_prep, sys; from fer_keras.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
