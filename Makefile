@@ -53,19 +53,21 @@ evaluate:
 	$(BIN)/fer-keras evaluate $(RUN)
 
 # fer-keras tune: Bayesian search over MODEL's registry search space into runs/tune/<MODEL>
-# (rerun to resume); ARGS adds options, e.g. ARGS="--objective val_accuracy --out runs/tune/x".
+# (rerun to resume) on TUNE_DATA; ARGS adds options, e.g. ARGS="--objective val_accuracy",
+# ARGS="--set model.options.input_size=32 data.pipeline.seq_len=8" (a small size for a CPU).
 MODEL ?= vggface_bgru
 TRIALS ?= 10
+TUNE_DATA ?= $(DATA)/afew_prepared
 ARGS ?=
 tune:
-	$(BIN)/fer-keras tune --model $(MODEL) --data $(DATA)/afew_prepared --trials $(TRIALS) $(ARGS)
+	$(BIN)/fer-keras tune --model $(MODEL) --data $(TUNE_DATA) --trials $(TRIALS) $(ARGS)
 
 # The main job on the built-in demo data: synthetic AFEW -> prepare -> train vggface_bgru from
 # scratch -> evaluate (predictions, metrics, confusion matrices, report in runs/demo).
 DEMO_DATA := $(DATA)/demo_prepared
 DEMO_RUN ?= runs/demo
 demo:
-	$(BIN)/fer-keras synth afew $(DATA)/demo_source --train-per-class 4 --val-per-class 2
+	$(BIN)/fer-keras synth afew $(DATA)/demo_source --train-per-class 4 --val-per-class 2 --width 720 --height 576
 	$(BIN)/fer-keras prepare afew $(DATA)/demo_source $(DEMO_DATA) -j $(JOBS)
 	$(BIN)/fer-keras train experiments/demo/vggface_bgru_synthetic.yaml --run-dir $(DEMO_RUN) \
 		--set data.root=$(DEMO_DATA)

@@ -29,6 +29,30 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class FrameLabels:
+    """A video's per-frame annotations as samples: times (s, on the video's timeline) and values.
+
+    They are placed on the kept frames by presentation time, never by index / nominal fps: each
+    frame takes the sample nearest to its time, and a frame more than half an annotation period
+    from every sample (outside the annotated span) is dropped, never given another moment's label.
+    """
+
+    times: np.ndarray  # (samples,) increasing
+    va: np.ndarray | None = None  # (samples, 2) valence, arousal
+    au: np.ndarray | None = None  # (samples, n_aus); losses.AU_UNKNOWN where not annotated
+
+    def nearest(self, frame_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index of the nearest sample, whether it is within half a period) for each frame time."""
+        times = np.asarray(self.times, np.float64)
+        right = np.clip(np.searchsorted(times, frame_times), 1, max(1, len(times) - 1))
+        left = right - 1
+        idx = np.where(np.abs(times[left] - frame_times) <= np.abs(times[right] - frame_times), left, right)
+        idx = np.minimum(idx, len(times) - 1)
+        half = np.median(np.diff(times)) / 2 if len(times) > 1 else np.inf
+        return idx, np.abs(times[idx] - frame_times) <= half + 1e-6
+
+
+@dataclass
 class SourceVideo:
     """One video of a dataset layout; `source` is its path relative to the dataset root."""
 
@@ -37,6 +61,7 @@ class SourceVideo:
     video_id: str
     label: int = UNLABELLED
     source: str = ""
+    labels: FrameLabels | None = None  # per-frame annotations, where the dataset has them
 
     @property
     def key(self) -> str:
@@ -151,6 +176,15 @@ class VideoPreparer:
         if not kept:
             raise BadInput(item.path, "no_face", f"no face found in any of its {total} frames "
                            f"({stream.width}x{stream.height}, min_face_size {o.min_face_size})")
+        va = au = None
+        if item.labels is not None:
+            nearest, labelled = item.labels.nearest(np.asarray(stream.times)[kept])
+            kept, faces = [k for k, ok in zip(kept, labelled) if ok], [f for f, ok in zip(faces, labelled) if ok]
+            entry.update(frames_unlabelled=int((~labelled).sum()), frames_kept=len(kept))
+            if not kept:
+                raise BadInput(item.path, "no_labels", "no kept frame lies inside the annotated time span")
+            va, au = (None if v is None else np.asarray(v, np.float32)[nearest[labelled]]
+                      for v in (item.labels.va, item.labels.au))
         kept_index = np.asarray(kept, np.int64)
         times = np.asarray(stream.times)[kept_index]
         lld = np.zeros((len(kept), self.audio.lld_dim), np.float32)
@@ -177,6 +211,7 @@ class VideoPreparer:
             video_id=item.video_id, label=item.label, fps=stream.fps, face_size=o.face_size, frames=faces,
             frame_index=kept_index, frame_time=times, audio_lld=lld, audio_mask=audio_mask,
             audio_functionals=functionals, has_audio=info.has_audio, source_frames=total, dataset=self.dataset,
+            valence_arousal=va, action_units=au,
         )
         entry["status"] = "ok"
         return entry, serialize(record)
@@ -205,13 +240,19 @@ def _run_worker(item: SourceVideo):
 
 
 def prepare_videos(items: list[SourceVideo], out, dataset: str, classes, opts: PrepareOptions,
-                   source: str = "", skipped: list[dict] | None = None, progress: bool = True) -> dict:
-    """Prepare every item into `out`; finished items of an earlier run are skipped. Returns the manifest."""
+                   source: str = "", skipped: list[dict] | None = None, progress: bool = True,
+                   frame_labels: dict | None = None) -> dict:
+    """Prepare every item into `out`; finished items of an earlier run are skipped. Returns the manifest.
+
+    `frame_labels` ({"va": bool, "au_dim": int}) declares the per-frame labels the items carry.
+    """
     preparer = VideoPreparer(opts, dataset, classes) if opts.jobs <= 1 else None
     audio = preparer.audio if preparer else opts.audio_features()
     header = {"dataset": dataset, "classes": list(classes), "source": os.path.abspath(source) if source else "",
               "options": opts.content(), "audio": {**audio.info(), "sample_rate": opts.sample_rate,
                                                    "lld_mode": opts.lld_mode}}
+    if frame_labels:
+        header["labels"] = dict(frame_labels)
     store = PreparedStore(out, header, opts.shard_size)
     for entry in skipped or []:
         if not store.is_done(entry["key"]):

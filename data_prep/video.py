@@ -16,7 +16,7 @@ import subprocess
 import threading
 import warnings
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import imageio_ffmpeg
@@ -30,7 +30,6 @@ _STREAM = re.compile(r"^\s*Stream #\d+:\d+.*?: (Video|Audio): (.*)$")
 _SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
 _RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)\b")
 _ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees", re.IGNORECASE)
-_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(\S+)\s+pts_time:(\S+)\s+duration:\s*(\S+)\s+duration_time:(\S+)"
                        r".*?\bs:(\d+)x(\d+)")
 _LOG_PREFIX = re.compile(r"^\s*\[[^\]]* @ 0x[0-9a-f]+\]\s*")  # "[in#0 @ 0x55...] ": differs every run
@@ -55,11 +54,8 @@ class SourceInfo:
     width: int  # coded size of the first video stream
     height: int
     nominal_fps: float  # the container's rate (tbr), which a VFR clip does not keep
-    average_fps: float | None  # the header's average rate, where stated
     rotation: float  # display rotation in degrees (phones), applied when decoding
-    duration: float | None  # seconds, where stated
     audio: str | None  # description of the first audio stream ("aac ..., 48000 Hz, 5.1, ..."), None if none
-    header: list[str] = field(default_factory=list, repr=False)
 
     @property
     def has_audio(self) -> bool:
@@ -71,7 +67,7 @@ def probe(path) -> SourceInfo:
     proc = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True)
     lines = proc.stderr.decode(errors="replace").splitlines()
     video = audio = None
-    rotation, duration = 0.0, None
+    rotation = 0.0
     for line in lines:
         m = _STREAM.match(line)
         if m and m.group(1) == "Video" and video is None and "attached pic" not in line:
@@ -80,8 +76,6 @@ def probe(path) -> SourceInfo:
             audio = m.group(2)
         elif video is not None and audio is None and (r := _ROTATION.search(line)):
             rotation = float(r.group(1))
-        elif (d := _DURATION.search(line)) and duration is None:
-            duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
     if video is None:
         failure = next((_clean(ln) for ln in lines if any(f in ln for f in _FAILURE)), None)
         detail = f"ffmpeg cannot decode this file ({failure})" if failure else "no video stream"
@@ -91,8 +85,7 @@ def probe(path) -> SourceInfo:
     if size is None or not (rates.get("tbr") or rates.get("fps")):
         raise BadInput(path, "corrupt", f"ffmpeg reports no frame size or rate for its video stream ({video[:120]})")
     return SourceInfo(width=int(size.group(1)), height=int(size.group(2)),
-                      nominal_fps=rates.get("tbr") or rates["fps"], average_fps=rates.get("fps"),
-                      rotation=rotation, duration=duration, audio=audio, header=lines)
+                      nominal_fps=rates.get("tbr") or rates["fps"], rotation=rotation, audio=audio)
 
 
 class VideoStream:
@@ -116,16 +109,12 @@ class VideoStream:
         self.width = self.height = 0
 
     @property
-    def has_audio(self) -> bool:
-        return self.info.has_audio
-
-    @property
     def fps(self) -> float:
         """The real average rate of the decoded frames (the resampling rate with `fps`)."""
         if self.resample_fps:
             return float(self.resample_fps)
         span = sum(self.durations)
-        return len(self.times) / span if span > 0 else self.info.nominal_fps
+        return round(len(self.times) / span, 6) if span > 0 else self.info.nominal_fps
 
     def _command(self) -> list[str]:
         chain = [f"fps={self.resample_fps}"] if self.resample_fps else []
@@ -148,16 +137,17 @@ class VideoStream:
                 info = infos.get()
                 if info is None:
                     break
-                if not self.width:
-                    self.width, self.height = info[3], info[4]
+                pts, duration, width, height = info
+                if not self.width:  # later frames come scaled to the first one's size
+                    self.width, self.height = width, height
                 data = _read_exactly(proc.stdout, self.width * self.height * 3)
                 if data is None:
                     break
-                t = info[1] if info[1] is not None else len(self.times) / self.info.nominal_fps
+                t = pts if pts is not None else len(self.times) / self.info.nominal_fps
                 if self.times:
                     self.durations.append(max(0.0, t - self.times[-1]))
                 self.times.append(t)
-                pending_duration = info[2]
+                pending_duration = duration
                 yield np.frombuffer(data, np.uint8).reshape(self.height, self.width, 3), t
             if self.times:  # the last frame is shown for its own duration, or the typical period
                 if not pending_duration or pending_duration <= 0:
@@ -199,7 +189,7 @@ def _read_exactly(pipe, n: int) -> bytes | None:
 
 
 def _read_showinfo(stderr, out: queue.Queue, log: list[str]) -> None:
-    """Parse ffmpeg's stderr: one (n, pts_time, duration_time, width, height) per showinfo line."""
+    """Parse ffmpeg's stderr: one (pts_time, duration_time, width, height) per showinfo line."""
     try:
         for raw in stderr:
             line = raw.decode(errors="replace")
@@ -208,7 +198,7 @@ def _read_showinfo(stderr, out: queue.Queue, log: list[str]) -> None:
                 log.append(line.rstrip())
                 continue
             pts = None if m.group(2).upper() == "NOPTS" else _float(m.group(3))
-            out.put((int(m.group(1)), pts, _float(m.group(5)), int(m.group(6)), int(m.group(7))))
+            out.put((pts, _float(m.group(5)), int(m.group(6)), int(m.group(7))))
     finally:
         out.put(None)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import read_failures
-from data_prep.prepare import PrepareOptions, SourceVideo, prepare_videos
+from data_prep.prepare import FrameLabels, PrepareOptions, SourceVideo, prepare_videos
 from data_prep.synthetic import write_real_world_clips
 from data_prep.video import VideoStream
 from fer_keras.data.schema import dataset_from_manifest
@@ -124,3 +124,25 @@ def test_fps_option_resamples_to_a_constant_rate(clips, tmp_path):
     assert entry["frames_total"] == math.ceil(duration * FPS - 1e-6) == 98
     assert manifest["options"]["fps"] == FPS and entry["fps"] == FPS and not entry["variable_frame_rate"]
     np.testing.assert_allclose(row["frame_time"], row["frame_index"] / FPS, atol=1e-4)
+
+
+def test_per_frame_labels_are_placed_by_presentation_time(clips, tmp_path):
+    """Annotations sampled every 10 ms from 0.5 to 3.0 s land on the VFR frames shown at those
+    times; frames outside the annotated span are dropped, never labelled from another moment."""
+    src, truth, _, _, _ = clips
+    clip = _by_name(truth)["phone_vfr"]
+    times = np.arange(0.5, 3.0 + 1e-9, 0.01)
+    labels = FrameLabels(times=times, va=np.stack([np.sin(times), np.cos(times)], 1))
+    item = SourceVideo(path=os.path.join(src, clip["path"]), split="train", video_id="phone_vfr", label=0,
+                       labels=labels)
+    out = str(tmp_path / "labelled")
+    manifest = prepare_videos([item], out, "clips", ["only"], PrepareOptions(functionals_set="none"),
+                              progress=False, frame_labels={"va": True, "au_dim": 0})
+    row = next(dataset_from_manifest(manifest, out, "train", decode=False).as_numpy_iterator())
+    frame_times = np.asarray(clip["frame_times"])
+    faces = frame_times[clip["face_frames"]]
+    inside = faces[(faces > 0.495) & (faces < 3.005)]
+    np.testing.assert_allclose(row["frame_time"], inside, atol=1e-3)
+    np.testing.assert_allclose(row["va"], np.stack([np.sin(inside), np.cos(inside)], 1), atol=0.006)
+    entry = manifest["videos"]["train/phone_vfr"]
+    assert entry["frames_unlabelled"] == len(faces) - len(inside) > 0 and entry["frames_kept"] == len(inside)
