@@ -169,7 +169,7 @@ class VideoPreparer:
         info = stream.info
         entry.update(frames_total=total, frames_kept=len(kept), frames_dropped=len(dropped), dropped_index=dropped,
                      fps=stream.fps, nominal_fps=info.nominal_fps, variable_frame_rate=_variable(stream.durations),
-                     duration=float(sum(stream.durations)), size=[stream.width, stream.height],
+                     duration=round(float(sum(stream.durations)), 6), size=[stream.width, stream.height],
                      source_size=[info.width, info.height], rotation=info.rotation, has_audio=info.has_audio)
         if total == 0:
             raise BadInput(item.path, "corrupt", "the video has no decodable frames")

@@ -6,6 +6,11 @@ unlabelled Test_AFEW/. Each clip shows the public-domain astronaut photo that sc
 class is learnable from both modalities: the face carries a class colour tint, and the audio is
 a voiced, syllable-modulated tone whose pitch depends on the class. Ground truth (which frames
 show a face, which clips are broken on purpose) goes to `synthetic_truth.json` beside the splits.
+
+Real-world-like clips (`write_real_world_clips`): the same face at 720x576 and 1280x720, a
+variable frame rate, audio that starts late or early, display rotation, anamorphic pixels and
+5.1 audio, written by one ffmpeg-based writer (`write_video`) in the codecs and containers such
+clips come in, with every frame's presentation time in their ground truth.
 """
 from __future__ import annotations
 

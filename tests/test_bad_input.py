@@ -91,3 +91,22 @@ def test_unknown_feature_set_is_refused_before_any_work(tmp_path, small_src):
     with pytest.raises(ValueError, match="unknown openSMILE feature set"):
         prepare(small_src, str(tmp_path / "out"), PrepareOptions(lld_set="eGeMAPSv99"), progress=False)
     assert not os.path.exists(tmp_path / "out" / "manifest.json")
+
+
+def test_a_file_with_audio_but_no_video_names_the_problem(tmp_path):
+    import wave
+
+    import numpy as np
+
+    from data_prep.errors import BadInput
+    from data_prep.video import VideoStream
+
+    path = tmp_path / "voice_only.mp4.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.zeros(1600, np.int16).tobytes())
+    with pytest.raises(BadInput, match="no video stream") as err:
+        VideoStream(path)
+    assert err.value.reason == "corrupt" and str(path) in str(err.value)

@@ -29,11 +29,22 @@ def test_every_prepare_option_is_documented():
 def test_synth_then_prepare(tmp_path, capsys):
     src, out = str(tmp_path / "src"), str(tmp_path / "out")
     assert main(["synth", "afew", src, "--train-per-class", "1", "--val-per-class", "0", "--test-clips", "1",
-                 "--max-frames", "21", "--no-broken"]) == 0
-    assert main(["prepare", "afew", src, out, "-q", "--functionals-set", "none"]) == 0
+                 "--max-frames", "21", "--no-broken", "--width", "720", "--height", "576"]) == 0
+    assert main(["prepare", "afew", src, out, "-q", "--functionals-set", "none", "--fps", "20",
+                 "--min-face-size", "0.2"]) == 0
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     assert manifest["splits"]["train"]["videos"] == 7 and manifest["splits"]["test"]["videos"] == 1
+    assert manifest["options"]["fps"] == 20 and manifest["options"]["min_face_size"] == 0.2
+    video = next(iter(manifest["videos"].values()))
+    assert video["size"] == [720, 576] and video["fps"] == 20
     assert "manifest:" in capsys.readouterr().out
+
+
+def test_synth_clips_writes_the_real_world_clips(tmp_path, capsys):
+    assert main(["synth", "clips", str(tmp_path)]) == 0
+    truth = json.load(open(tmp_path / "synthetic_truth.json"))
+    assert sorted(os.listdir(tmp_path)) == sorted([c["path"] for c in truth["clips"]] + ["synthetic_truth.json"])
+    assert "phone_vfr.mp4" in capsys.readouterr().out
 
 
 def test_models_command_lists_registry_with_counts(tmp_path, capsys):

@@ -62,3 +62,26 @@ def test_prepared_shards_parse_with_manifest_dimensions(prepared_afew):
         assert row["frames"].shape == (n, 112, 112, 3)
         assert row["audio_lld"].shape == (n, manifest["audio"]["lld_dim"])
         assert row["audio_functionals"].shape == (manifest["audio"]["functionals_dim"],)
+
+
+def test_presentation_times_and_audio_mask_round_trip():
+    rng = np.random.default_rng(3)
+    rec, _ = _record(rng)
+    rec.frame_time = np.array([0.0, 0.0667, 0.1, 0.2333, 0.3])  # a variable frame rate
+    rec.audio_mask = np.array([0, 0, 1, 1, 1])  # audio starts late
+    (got,) = _parse_all([serialize(rec)], lld_dim=7, functionals_dim=4, face_size=32, decode=False)
+    np.testing.assert_allclose(got["frame_time"], rec.frame_time, atol=1e-6)
+    np.testing.assert_array_equal(got["audio_mask"], rec.audio_mask)
+
+
+def test_schema_1_records_still_parse():
+    """A record written before schema 2 (no frame_time, no audio_mask) gets index / fps and has_audio."""
+    rng = np.random.default_rng(4)
+    rec, frames = _record(rng)
+    example = tf.train.SequenceExample.FromString(serialize(rec))
+    for name in ("frame_time", "audio_mask"):
+        del example.feature_lists.feature_list[name]
+    (got,) = _parse_all([example.SerializeToString()], lld_dim=7, functionals_dim=4, face_size=32)
+    np.testing.assert_allclose(got["frame_time"], rec.frame_index / 25.0, atol=1e-6)
+    np.testing.assert_array_equal(got["audio_mask"], [1] * 5)
+    np.testing.assert_array_equal(got["frames"], frames)
