@@ -61,7 +61,7 @@ def batched_detection(paths, batch=32):
     detector, out = FaceDetector(), {}
     for path in paths:
         boxes = []
-        for _, frames, _ in VideoStream(path).batches(batch):
+        for _, frames in VideoStream(path).batches(batch):
             boxes += [None if f is None else tuple(f.box) for f in detector.detect(frames)]
         out[path] = boxes
     return out
@@ -76,13 +76,10 @@ class FullResolutionBaseline:
         self.mtcnn, self.min_confidence = MTCNN(), min_confidence
 
     def detect(self, frames):
-        best = [None] * len(frames)
+        from .face import best_faces
+
         rows = self.mtcnn.detect_faces(list(frames), box_format="xyxy", output_type="numpy", min_face_size=20)
-        for row in np.asarray(rows).reshape(-1, 16):
-            j, conf = int(row[0]), float(row[5])
-            if conf >= self.min_confidence and (best[j] is None or best[j][0] < conf):
-                best[j] = (conf, row[1:5].copy(), np.stack([row[6:11], row[11:16]], 1))
-        return [None if b is None else b[1:] for b in best]
+        return [None if f is None else (f.box, f.landmarks) for f in best_faces(rows, len(frames), self.min_confidence)]
 
 
 class _Ours:

@@ -113,14 +113,7 @@ class FaceDetector:
         rows = self._mtcnn.detect_faces(  # float32 in: mtcnn would normalise uint8 to float64
             [f.astype(np.float32) for f in frames], box_format="xyxy", output_type="numpy", min_face_size=MTCNN_MIN_FACE
         )
-        to_full = np.array([width / small_w, height / small_h])
-        best: list[Face | None] = [None] * len(frames)
-        for row in np.asarray(rows).reshape(-1, 16):
-            i, conf = int(row[0]), float(row[5])
-            if conf < self.min_confidence or (best[i] is not None and best[i].confidence >= conf):
-                continue
-            landmarks = np.stack([row[6:11], row[11:16]], 1) * to_full
-            best[i] = Face(box=row[1:5] * np.tile(to_full, 2), confidence=conf, landmarks=landmarks)
+        best = best_faces(rows, len(frames), self.min_confidence, (width / small_w, height / small_h))
         if scaled:
             self._refine_landmarks(full_frames, best)
         return best
@@ -150,6 +143,20 @@ class FaceDetector:
             xs = w * landmarks[k, :5] + x1 - 1
             ys = h * landmarks[k, 5:] + y1 - 1
             faces[i].landmarks = np.stack([xs, ys], 1)
+
+
+def best_faces(rows, n: int, min_confidence: float, scale=(1.0, 1.0)) -> list[Face | None]:
+    """The most confident face (>= min_confidence) of each of `n` frames from mtcnn's numpy rows
+    (image, x1, y1, x2, y2, confidence, 5 x, 5 y), coordinates multiplied by `scale` (x, y)."""
+    scale = np.asarray(scale, np.float64)
+    best: list[Face | None] = [None] * n
+    for row in np.asarray(rows).reshape(-1, 16):
+        i, conf = int(row[0]), float(row[5])
+        if conf < min_confidence or (best[i] is not None and best[i].confidence >= conf):
+            continue
+        landmarks = np.stack([row[6:11], row[11:16]], 1) * scale
+        best[i] = Face(box=row[1:5] * np.tile(scale, 2), confidence=conf, landmarks=landmarks)
+    return best
 
 
 def _shrink(frame: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -44,10 +44,9 @@ class FrameLabels:
     def nearest(self, frame_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(index of the nearest sample, whether it is within half a period) for each frame time."""
         times = np.asarray(self.times, np.float64)
-        right = np.clip(np.searchsorted(times, frame_times), 1, max(1, len(times) - 1))
-        left = right - 1
+        right = np.minimum(np.searchsorted(times, frame_times), len(times) - 1)
+        left = np.maximum(right - 1, 0)
         idx = np.where(np.abs(times[left] - frame_times) <= np.abs(times[right] - frame_times), left, right)
-        idx = np.minimum(idx, len(times) - 1)
         half = np.median(np.diff(times)) / 2 if len(times) > 1 else np.inf
         return idx, np.abs(times[idx] - frame_times) <= half + 1e-6
 
@@ -158,7 +157,7 @@ class VideoPreparer:
         o = self.opts
         stream = VideoStream(item.path, o.fps)
         faces, kept, dropped = [], [], []
-        for start, batch, _ in stream.batches(o.detect_batch):
+        for start, batch in stream.batches(o.detect_batch):
             for i, (frame, face) in enumerate(zip(batch, self.detector.detect(batch))):
                 if face is None:
                     dropped.append(start + i)
@@ -166,7 +165,7 @@ class VideoPreparer:
                 faces.append(self._encode(align(frame, face.landmarks, o.face_size, o.margin, o.landmark_weights)))
                 kept.append(start + i)
         total = len(kept) + len(dropped)
-        info = stream.info
+        info, all_times, all_durations = stream.info, np.asarray(stream.times), np.asarray(stream.durations)
         entry.update(frames_total=total, frames_kept=len(kept), frames_dropped=len(dropped), dropped_index=dropped,
                      fps=stream.fps, nominal_fps=info.nominal_fps, variable_frame_rate=_variable(stream.durations),
                      duration=round(float(sum(stream.durations)), 6), size=[stream.width, stream.height],
@@ -178,7 +177,7 @@ class VideoPreparer:
                            f"({stream.width}x{stream.height}, min_face_size {o.min_face_size})")
         va = au = None
         if item.labels is not None:
-            nearest, labelled = item.labels.nearest(np.asarray(stream.times)[kept])
+            nearest, labelled = item.labels.nearest(all_times[kept])
             kept, faces = [k for k, ok in zip(kept, labelled) if ok], [f for f, ok in zip(faces, labelled) if ok]
             entry.update(frames_unlabelled=int((~labelled).sum()), frames_kept=len(kept))
             if not kept:
@@ -186,7 +185,7 @@ class VideoPreparer:
             va, au = (None if v is None else np.asarray(v, np.float32)[nearest[labelled]]
                       for v in (item.labels.va, item.labels.au))
         kept_index = np.asarray(kept, np.int64)
-        times = np.asarray(stream.times)[kept_index]
+        times = all_times[kept_index]
         lld = np.zeros((len(kept), self.audio.lld_dim), np.float32)
         audio_mask = np.zeros(len(kept), np.int64)
         functionals = np.zeros(self.audio.functionals_dim, np.float32)
@@ -194,7 +193,7 @@ class VideoPreparer:
             with tempfile.TemporaryDirectory() as tmp:
                 wav = os.path.join(tmp, "audio.wav")
                 track = extract_audio(item.path, wav, o.sample_rate, info.audio)
-                bounds = clip_bounds_ms(times, np.asarray(stream.durations)[kept_index], track.start)
+                bounds = clip_bounds_ms(times, all_durations[kept_index], track.start)
                 lld, audio_mask, nan_filled = self.audio.lld(wav, bounds)
                 functionals = self.audio.functionals(wav)
             uncovered = int(len(kept) - audio_mask.sum())

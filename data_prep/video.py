@@ -162,19 +162,18 @@ class VideoStream:
             detail = next((_clean(ln) for ln in reversed(log) if ln.strip()), f"exit code {rc}")
             raise BadInput(self.path, "corrupt", f"ffmpeg failed decoding frame {len(self.times)} ({detail[-200:]})")
 
-    def batches(self, size: int) -> Iterator[tuple[int, list[np.ndarray], list[float]]]:
-        """Yield (index of the first frame, up to `size` frames, their presentation times)."""
-        batch, times, start = [], [], 0
-        for i, (frame, t) in enumerate(self.frames()):
+    def batches(self, size: int) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """Yield (index of the first frame, up to `size` frames); their times are in `times`."""
+        batch, start = [], 0
+        for i, (frame, _) in enumerate(self.frames()):
             if not batch:
                 start = i
             batch.append(frame)
-            times.append(t)
             if len(batch) == size:
-                yield start, batch, times
-                batch, times = [], []
+                yield start, batch
+                batch = []
         if batch:
-            yield start, batch, times
+            yield start, batch
 
 
 def _read_exactly(pipe, n: int) -> bytes | None:

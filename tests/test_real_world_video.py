@@ -146,3 +146,11 @@ def test_per_frame_labels_are_placed_by_presentation_time(clips, tmp_path):
     np.testing.assert_allclose(row["va"], np.stack([np.sin(inside), np.cos(inside)], 1), atol=0.006)
     entry = manifest["videos"]["train/phone_vfr"]
     assert entry["frames_unlabelled"] == len(faces) - len(inside) > 0 and entry["frames_kept"] == len(inside)
+
+
+def test_nearest_annotation_sample_at_the_span_edges():
+    labels = FrameLabels(times=np.array([1.0, 1.1, 1.2]))
+    idx, ok = labels.nearest(np.array([0.0, 0.96, 1.04, 1.16, 1.24, 1.3]))
+    assert idx.tolist() == [0, 0, 0, 2, 2, 2] and ok.tolist() == [False, True, True, True, True, False]
+    idx, ok = FrameLabels(times=np.array([2.0])).nearest(np.array([0.0, 2.0]))  # one sample: no period
+    assert idx.tolist() == [0, 0] and ok.tolist() == [True, True]
