@@ -1,13 +1,21 @@
-"""Class orders, kept as data in one place so no model or pipeline hard-codes an order.
+"""Class orders and AU sets, kept as data in one place so no model or pipeline hard-codes them.
 
 Thesis 000 never gives its full AFEW order (only that Angry sits at one-hot index 1), so the
 toolkit uses the folder names of the AFEW 7.0 release in alphabetical order; a user who needs
-another order passes it explicitly and it is recorded in every manifest.
+another order passes it explicitly and it is recorded in every manifest. Thesis 002 fixes its
+BU-4DFE order (alphabetical, one-hot, §3.2.4); FER2013's is the one its CSV's integer labels use.
 """
 
 AFEW = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
+BU4DFE = ("angry", "disgust", "fear", "happy", "sad", "surprise")
+FER2013 = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 
-CLASS_ORDERS = {"afew": AFEW}
+CLASS_ORDERS = {"afew": AFEW, "bu4dfe": BU4DFE, "fer2013": FER2013}
+
+# OpenFace 2.x FeatureExtraction: intensity (AUxx_r, 0-5) and presence (AUxx_c, 0/1) columns, in the
+# order it writes them (sorted names). AU28 has presence only.
+OPENFACE_AU_INTENSITY = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
+OPENFACE_AU_PRESENCE = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 28, 45)
 
 
 def class_order(dataset: str) -> tuple[str, ...]:

@@ -118,15 +118,17 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
         "num_frames": tf.io.FixedLenFeature([], tf.int64),
         "source_frames": tf.io.FixedLenFeature([], tf.int64),
         "has_audio": tf.io.FixedLenFeature([], tf.int64),
-        "audio_functionals": tf.io.FixedLenFeature([functionals_dim], tf.float32),
     }
+    if functionals_dim:
+        context_spec["audio_functionals"] = tf.io.FixedLenFeature([functionals_dim], tf.float32)
     sequence_spec = {
         "frames": tf.io.FixedLenSequenceFeature([], tf.string),
         "frame_index": tf.io.FixedLenSequenceFeature([], tf.int64),
         "frame_time": tf.io.FixedLenSequenceFeature([], tf.float32, allow_missing=True),
         "audio_mask": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
-        "audio_lld": tf.io.FixedLenSequenceFeature([lld_dim], tf.float32),
     }
+    if lld_dim:  # a dataset without audio (BU-4DFE, FER2013) has none; TF cannot parse width 0
+        sequence_spec["audio_lld"] = tf.io.FixedLenSequenceFeature([lld_dim], tf.float32)
     per_frame = {"va": 2} if va else {}
     if au_dim:
         per_frame["au"] = au_dim
@@ -136,6 +138,8 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
         serialized, context_features=context_spec, sequence_features=sequence_spec
     )
     kept = tf.shape(sequence["frames"])[0]
+    if not lld_dim:
+        sequence["audio_lld"] = tf.zeros([kept, 0], tf.float32)
     v1 = tf.equal(tf.shape(sequence["frame_time"])[0], 0)  # a schema-1 record: derive both
     sequence["frame_time"] = tf.cond(
         v1, lambda: tf.cast(sequence["frame_index"], tf.float32) / context["fps"], lambda: sequence["frame_time"])
@@ -147,6 +151,8 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
             "video", context["video_id"], "has", rows, f"per-frame {name} rows for", kept, "frames"])
         with tf.control_dependencies([check]):
             sequence[name] = tf.identity(sequence[name])
+    if not functionals_dim:
+        context["audio_functionals"] = tf.zeros([0], tf.float32)
     out = {**context, **sequence}
     if decode:
         frames = tf.map_fn(
