@@ -222,19 +222,19 @@ def _variable(durations) -> bool:
     return bool(len(d) > 1 and (d.max() - d.min()) > 0.01 * np.median(d))
 
 
-_worker: VideoPreparer | None = None
+_worker = None
 
 
-def _init_worker(opts: PrepareOptions, dataset: str, classes, threads: int) -> None:
+def _init_worker(factory, threads: int) -> None:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     global _worker
-    _worker = VideoPreparer(opts, dataset, classes)
+    _worker = factory[0](*factory[1])
 
 
-def _run_worker(item: SourceVideo):
+def _run_worker(item):
     return _worker(item)
 
 
@@ -245,7 +245,8 @@ def prepare_videos(items: list[SourceVideo], out, dataset: str, classes, opts: P
 
     `frame_labels` ({"va": bool, "au_dim": int}) declares the per-frame labels the items carry.
     """
-    preparer = VideoPreparer(opts, dataset, classes) if opts.jobs <= 1 else None
+    factory = (VideoPreparer, (opts, dataset, classes))
+    preparer = factory[0](*factory[1]) if opts.jobs <= 1 else None
     audio = preparer.audio if preparer else opts.audio_features()
     header = {"dataset": dataset, "classes": list(classes), "source": os.path.abspath(source) if source else "",
               "options": opts.content(), "audio": {**audio.info(), "sample_rate": opts.sample_rate,
@@ -253,22 +254,37 @@ def prepare_videos(items: list[SourceVideo], out, dataset: str, classes, opts: P
     if frame_labels:
         header["labels"] = dict(frame_labels)
     store = PreparedStore(out, header, opts.shard_size)
+    return run_preparation(items, store, factory, opts.jobs, skipped, progress, preparer)
+
+
+def run_preparation(items, store: PreparedStore, factory, jobs: int = 1, skipped: list[dict] | None = None,
+                    progress: bool = True, preparer=None) -> dict:
+    """Prepare `items` into `store` with `factory` = (class, args) building a preparer per process.
+
+    A preparer turns an item into (manifest entry, record or None), or a list of them (a video
+    and its augmented copies). An item counts as done when every key in its `keys` (default: its
+    `key`) is in the manifest, so a run killed between a video and its copies redoes the video,
+    and the store ignores entries it already has. Ctrl-C or a crash still writes every finished
+    video as complete shards.
+    """
     for entry in skipped or []:
         if not store.is_done(entry["key"]):
             store.fail(entry)
-    todo = [it for it in items if not store.is_done(it.key)]
+    todo = [it for it in items if not all(store.is_done(k) for k in getattr(it, "keys", (it.key,)))]
     if len(todo) < len(items):
         log.info("resuming: %d of %d videos already prepared", len(items) - len(todo), len(items))
     bar_v = tqdm(total=len(items), initial=len(items) - len(todo), desc="videos", unit="video", disable=not progress)
     bar_f = tqdm(desc="frames", unit="frame", disable=not progress)
     try:
-        for entry, record in _results(todo, opts, preparer, dataset, classes):
-            if record is None:
-                store.fail(entry)
-            else:
-                store.add(entry, record)
+        for result in _results(todo, jobs, factory, preparer):
+            pairs = result if isinstance(result, list) else [result]
+            for entry, record in pairs:
+                if record is None:
+                    store.fail(entry)
+                else:
+                    store.add(entry, record)
             bar_v.update()
-            bar_f.update(entry["frames_total"])
+            bar_f.update(pairs[0][0]["frames_total"])
     finally:  # on Ctrl-C too: whatever was finished is written as complete shards
         bar_v.close()
         bar_f.close()
@@ -276,14 +292,15 @@ def prepare_videos(items: list[SourceVideo], out, dataset: str, classes, opts: P
     return manifest
 
 
-def _results(todo, opts, preparer, dataset, classes):
-    if preparer is not None:
+def _results(todo, jobs, factory, preparer):
+    if jobs <= 1:
+        preparer = preparer or factory[0](*factory[1])
         for item in todo:
             yield preparer(item)
         return
-    threads = max(1, (os.cpu_count() or 1) // opts.jobs)
-    with ProcessPoolExecutor(opts.jobs, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(opts, dataset, classes, threads)) as pool:
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(factory, threads)) as pool:
         futures = [pool.submit(_run_worker, item) for item in todo]
         try:
             for fut in as_completed(futures):
@@ -291,4 +308,3 @@ def _results(todo, opts, preparer, dataset, classes):
         finally:
             for fut in futures:
                 fut.cancel()
-

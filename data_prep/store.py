@@ -80,17 +80,27 @@ class PreparedStore:
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, entry: dict, record: bytes) -> None:
-        """Queue a prepared video; a shard is written once `shard_size` videos of a split wait."""
+        """Queue a prepared video; a shard is written once `shard_size` videos of a split wait.
+
+        A video the manifest already has is ignored (a resumed item redoing what was written)."""
+        if self.is_done(entry["key"]):
+            return
         buf = self._buffers.setdefault(entry["split"], [])
         buf.append((entry, record))
         if len(buf) >= self.shard_size:
             self.flush(entry["split"])
 
-    def fail(self, entry: dict) -> None:
-        """Record a video that could not be used; it is skipped (not retried) on a rerun."""
+    def fail(self, entry: dict, save: bool = True) -> None:
+        """Record a video that could not be used; it is skipped (not retried) on a rerun.
+
+        `save=False` leaves the manifest to the next shard or close(): a source with many bad rows
+        would otherwise rewrite the whole manifest once per row. A kill before then redoes (and
+        logs again) only those failures.
+        """
         self._log_failure(entry, "skipped")
         self.manifest["videos"][entry["key"]] = entry
-        self._save()
+        if save:
+            self._save()
 
     def flush(self, split: str) -> None:
         buf = self._buffers.pop(split, [])

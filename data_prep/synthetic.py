@@ -51,7 +51,7 @@ class SyntheticSpec:
     broken: bool = True  # add the faceless clip, the silent clip and the corrupt file
 
 
-def _face_sprite() -> tuple[np.ndarray, np.ndarray]:
+def face_sprite() -> tuple[np.ndarray, np.ndarray]:
     """The astronaut's head and a soft elliptical alpha mask around it."""
     import skimage.data
 
@@ -74,7 +74,7 @@ def class_pitch(k: int) -> float:
     return 110.0 * 2 ** (k / 3.0)
 
 
-def _background(rng, h, w) -> np.ndarray:
+def background(rng, h, w) -> np.ndarray:
     base = rng.uniform(40, 200, 3)
     ramp = np.linspace(-30, 30, w)[None, :, None] * rng.uniform(-1, 1, 3)
     noise = cv2.GaussianBlur(rng.normal(0, 12, (h, w, 3)).astype(np.float32), (0, 0), 3)
@@ -88,9 +88,9 @@ def render_frames(rng, width: int, height: int, label: int, n: int, face_frames:
     `face_height` is the face box's height as a fraction of the frame height (it breathes by
     +-13% and drifts sideways), so faces keep realistic sizes at any resolution.
     """
-    head, mask = _face_sprite()
+    head, mask = face_sprite()
     tint = class_colour(label)
-    bg = _background(rng, height, width)
+    bg = background(rng, height, width)
     phase, speed = rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.08, 0.16)
     base = face_height * height / (SPRITE_FACE_PX * 0.74)
     for i in range(n):

@@ -35,6 +35,123 @@ def _synth_clips(args) -> int:
     return 0
 
 
+def _synth_bu4dfe(args) -> int:
+    from data_prep.synthetic_bu4dfe import Bu4dfeSpec, write_bu4dfe
+
+    spec = Bu4dfeSpec(subjects=tuple(args.subjects.split(",")), min_frames=args.min_frames,
+                      max_frames=args.max_frames, long_video=args.long_video, layout=args.layout,
+                      seed=args.seed, broken=not args.no_broken)
+    truth = write_bu4dfe(args.out, spec)
+    kinds = sorted({v["kind"] for v in truth["videos"]} - {"normal"})
+    print(f"wrote {len(truth['videos'])} synthetic BU-4DFE sequences ({args.layout} layout, 640x480, 25 fps) "
+          f"of {len(spec.subjects)} subjects under {args.out}; on purpose: {', '.join(kinds) or 'nothing'}"
+          f"{', missing ' + ', '.join(truth['missing']) if truth['missing'] else ''}")
+    return 0
+
+
+def _synth_fer2013(args) -> int:
+    from data_prep.synthetic_fer2013 import write_fer2013
+
+    truth = write_fer2013(args.out, per_class=tuple(args.per_class), seed=args.seed, malformed=not args.no_malformed)
+    rows = truth["rows"] if isinstance(truth, dict) and "rows" in truth else []
+    bad = sum(1 for r in rows if r.get("malformed"))
+    print(f"wrote {args.out}: {len(rows)} rows ({bad} malformed on purpose)")
+    return 0
+
+
+def _src_out(args, dataset):
+    if len(args.paths) > 2:
+        raise SystemExit(f"usage: fer-keras prepare {dataset} [SRC] OUT")
+    return (None, args.paths[0]) if len(args.paths) == 1 else args.paths
+
+
+def _prepare_bu4dfe(args) -> int:
+    from data_prep import bu4dfe
+    from data_prep.tracking import TrackOptions
+    from data_prep.trimming import TrimOptions
+
+    src, out = _src_out(args, "bu4dfe")
+    try:  # every option is checked before anything is read or written
+        opts = bu4dfe.Bu4dfeOptions(
+            face_detector=args.detector, face_size=args.face_size, image_format=args.image_format,
+            track=TrackOptions(cascade=args.cascade, tracker=args.tracker, extend=args.extend,
+                               extend_split=args.extend_split, detect_frames=args.detect_frames,
+                               min_face=args.haar_min_face),
+            trim=TrimOptions(threshold=args.trim_threshold, max_cut=args.trim_max_cut,
+                             end_frames=args.trim_end_frames, anomaly_frames=args.anomaly_frames,
+                             anomaly=args.anomaly),
+            trimming=not args.no_trim, keep_incomplete_subjects=args.keep_incomplete_subjects,
+            augment=args.augment, augment_methods=_names(args.augment_methods),
+            seed=args.seed, jobs=args.jobs, shard_size=args.shard_size)
+        if src is None:
+            from data_prep.synthetic_bu4dfe import write_bu4dfe
+
+            src = os.path.join(out, "synthetic_source")
+            if not os.path.isdir(src):
+                print(f"no SRC given: writing the synthetic BU-4DFE dataset to {src}")
+                write_bu4dfe(src)
+        manifest = bu4dfe.prepare(src, out, opts, openface_dir=args.openface, progress=not args.quiet)
+    except (bu4dfe.LayoutError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _summary(manifest, out)
+    print(f"split file: {os.path.join(out, 'splits.json')}")
+    return 0
+
+
+def _names(text):
+    from data_prep.augment import METHODS
+
+    return METHODS if text in (None, "all") else tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _prepare_fer2013(args) -> int:
+    from data_prep import fer2013
+
+    src, out = _src_out(args, "fer2013")
+    try:
+        opts = fer2013.Fer2013Options(image_size=args.image_size, interpolation=args.interpolation,
+                                      image_format=args.image_format, shard_size=args.shard_size)
+        if src is None:
+            from data_prep.synthetic_fer2013 import write_fer2013
+
+            src = os.path.join(out, "synthetic_fer2013.csv")
+            if not os.path.isfile(src):
+                os.makedirs(out, exist_ok=True)
+                print(f"no CSV given: writing a synthetic FER2013 CSV to {src}")
+                write_fer2013(src)
+        manifest = fer2013.prepare(src, out, opts, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _summary(manifest, out)
+    return 0
+
+
+def _summary(manifest, out):
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "shards"} for k, v in manifest["splits"].items()}))
+    print(f"manifest: {os.path.join(out, 'manifest.json')}; failures: {os.path.join(out, 'failures.jsonl')}")
+
+
+def _folds(args) -> int:
+    from fer_keras.data import loader, splits
+
+    info = loader.manifest(args.data)
+    videos = [(v["subject"], v["label"]) for v in info["videos"].values()
+              if v.get("status") == "ok" and v.get("subject") and v["split"] == args.split]
+    if not videos:
+        raise ValueError(f"{args.data}: no prepared video of split {args.split!r} records a subject; "
+                         "k-fold needs a dataset whose manifest has subjects (e.g. bu4dfe)")
+    test = sorted({v["subject"] for v in info["videos"].values() if v.get("subject") and v["split"] == "test"})
+    folds = splits.kfold(videos, args.k, args.seed, test=test)
+    out = args.out or os.path.join(args.data, f"splits-k{args.k}-seed{args.seed}.json")
+    splits.write(out, folds)
+    for i, fold in enumerate(folds["folds"]):
+        print(f"fold {i}: {len(fold)} subjects ({', '.join(fold[:6])}{' ...' if len(fold) > 6 else ''})")
+    print(f"split file: {out} (use it with data.folds={os.path.relpath(out, args.data)} data.fold=K)")
+    return 0
+
+
 def _prepare(args) -> int:
     from data_prep import afew
     from data_prep.prepare import PrepareOptions
@@ -63,8 +180,7 @@ def _prepare(args) -> int:
     except (afew.LayoutError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "shards"} for k, v in manifest["splits"].items()}))
-    print(f"manifest: {os.path.join(out, 'manifest.json')}; failures: {os.path.join(out, 'failures.jsonl')}")
+    _summary(manifest, out)
     return 0
 
 
@@ -309,6 +425,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out", help="directory to write")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c.set_defaults(func=_synth_clips)
+    b = synth_sub.add_parser(
+        "bu4dfe", help="synthetic BU-4DFE: <subject>_<emotion>_tex.avi (or frame folders) + OpenFace CSVs",
+        description="Write a synthetic BU-4DFE set: 640x480 25 fps videos of a real face whose expression rises "
+                    "from neutral to an apex and back, each with the CSV OpenFace 2.x FeatureExtraction writes; "
+                    "on purpose F016 lacks happiness, and there is an AU-peak anomaly, a tracker loss, a video "
+                    "without CSV and a corrupt file. Ground truth: synthetic_truth.json.")
+    b.add_argument("out", help="directory to write")
+    b.add_argument("--subjects", default="F001,F002,M001,F011,F016,F028,F044,M012,M028",
+                   help="comma-separated subject ids (default: test subjects and one per thesis fold, and F016)")
+    b.add_argument("--layout", choices=("video", "frames"), default="video",
+                   help="'video': <subject>_<emotion>_tex.avi (default); 'frames': <subject>/<Emotion>/000.jpg")
+    b.add_argument("--min-frames", type=int, default=48, help="shortest video in frames (default 48)")
+    b.add_argument("--max-frames", type=int, default=64, help="longest video in frames (default 64)")
+    b.add_argument("--long-video", type=int, default=150,
+                   help="frames of the first subject's happy video, longer than T=100 (default 150; 0: none)")
+    b.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    b.add_argument("--no-broken", action="store_true", help="leave out the videos broken on purpose")
+    b.set_defaults(func=_synth_bu4dfe)
+    r = synth_sub.add_parser("fer2013", help="synthetic fer2013.csv (emotion,pixels,Usage; 48x48 grey)")
+    r.add_argument("out", metavar="OUT.csv", help="CSV file to write")
+    r.add_argument("--per-class", type=int, nargs=3, default=(12, 3, 3), metavar=("TRAIN", "PUBLIC", "PRIVATE"),
+                   help="images per class for Training, PublicTest, PrivateTest (default 12 3 3)")
+    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    r.add_argument("--no-malformed", action="store_true", help="leave out the malformed rows")
+    r.set_defaults(func=_synth_fer2013)
 
     prep = sub.add_parser("prepare", help="detect, align and shard a dataset")
     prep_sub = prep.add_subparsers(dest="dataset", required=True)
@@ -348,6 +489,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset when SRC is omitted")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prepare)
+
+    q = prep_sub.add_parser(
+        "bu4dfe", help="prepare BU-4DFE as thesis 002: Haar + MedianFlow faces, OpenFace AU trimming, folds",
+        usage="fer-keras prepare bu4dfe [options] [SRC] OUT",
+        description="Prepare BU-4DFE (<subject>_<emotion>_tex.avi videos or <subject>/<Emotion>/ frame folders): "
+                    "neutral onset/offset frames cut by thesis 002's Algorithm 1 on OpenFace 2.x CSVs, the face "
+                    "found by a Haar cascade on the first frames and tracked (MedianFlow), 160x160 PNG crops, "
+                    "shards (train / test by the thesis's subjects; train_aug with --augment), manifest.json, "
+                    "failures.jsonl and splits.json (Fig. 3.6). With only OUT, a synthetic set is written to "
+                    "OUT/synthetic_source and prepared.")
+    q.add_argument("paths", nargs="+", metavar="[SRC] OUT", help="BU-4DFE root and output dir")
+    q.add_argument("--openface", metavar="DIR", help="folder of OpenFace CSVs (<video stem>.csv); default: beside each video")
+    q.add_argument("-j", "--jobs", type=int, default=1, help="videos prepared in parallel processes (default 1)")
+    q.add_argument("--detector", choices=("haar", "mtcnn"), default="haar",
+                   help="'haar': cascade on the first frames + tracker (thesis 002, default); "
+                        "'mtcnn': MTCNN on every frame + 5-point alignment")
+    q.add_argument("--cascade", default="haarcascade_frontalface_default.xml",
+                   help="Haar cascade: a file name bundled with OpenCV or a path (the thesis does not say which)")
+    q.add_argument("--haar-min-face", type=float, default=0.2,
+                   help="smallest face for the cascade: fraction of the shorter side (< 1) or pixels (default 0.2)")
+    q.add_argument("--tracker", choices=("medianflow", "csrt", "kcf"), default="medianflow", help="OpenCV tracker")
+    q.add_argument("--extend", type=int, default=10, help="pixels added to the box height (default 10, thesis)")
+    q.add_argument("--extend-split", choices=("down", "up", "both"), default="down",
+                   help="where the extension goes (the thesis does not say; default down: the jaw drops)")
+    q.add_argument("--detect-frames", type=int, default=5,
+                   help="first frames the cascade tries before it tries every later frame (default 5)")
+    q.add_argument("--face-size", type=int, default=160, help="side of the face crops (default 160)")
+    q.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="crop encoding (default png, lossless)")
+    q.add_argument("--no-trim", action="store_true", help="keep every frame (no Algorithm 1, no OpenFace needed)")
+    q.add_argument("--trim-threshold", type=float, default=0.5, help="neutral below this fraction of the max AU score (0.5)")
+    q.add_argument("--trim-max-cut", type=float, default=0.5, help="cut at most this fraction of the frames (0.5)")
+    q.add_argument("--trim-end-frames", type=int, default=10, help="always cut this many frames from the end (10)")
+    q.add_argument("--anomaly-frames", type=int, default=20, help="AU peak in the last N frames = anomaly (20)")
+    q.add_argument("--anomaly", choices=("keep", "exclude", "trim"), default="keep",
+                   help="an anomaly is kept untrimmed and flagged (default), excluded, or trimmed anyway")
+    q.add_argument("--keep-incomplete-subjects", action="store_true",
+                   help="keep the other videos of a subject that lacks an emotion (default: exclude it, as F016)")
+    q.add_argument("--augment", choices=("faithful", "corrected"),
+                   help="add one offline augmented copy of each training video per method (split train_aug): "
+                        "'faithful' as the thesis code does it, 'corrected' as the method names say")
+    q.add_argument("--augment-methods", metavar="M,M,...", default="all",
+                   help="comma-separated methods (default all nine; see data_prep/augment.py)")
+    q.add_argument("--shard-size", type=int, default=32, help="videos per TFRecord shard (default 32)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the random augmentations")
+    q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=_prepare_bu4dfe)
+
+    g = prep_sub.add_parser(
+        "fer2013", help="prepare fer2013.csv as single-frame records (thesis 002 fine-tuning)",
+        usage="fer-keras prepare fer2013 [options] [CSV] OUT",
+        description="Turn fer2013.csv (emotion,pixels,Usage) into single-frame records: Training -> train, "
+                    "PublicTest -> val, PrivateTest -> test; 48x48 grey becomes RGB at --image-size. Malformed "
+                    "rows are logged with their line number in failures.jsonl. With only OUT, a synthetic CSV "
+                    "is written and prepared.")
+    g.add_argument("paths", nargs="+", metavar="[CSV] OUT", help="fer2013.csv and output dir")
+    g.add_argument("--image-size", type=int, default=224, help="side of the RGB images (default 224 for VGGFace; 48 keeps it)")
+    g.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest", "area"), default="bicubic",
+                   help="resize interpolation (default bicubic)")
+    g.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="image encoding (default png)")
+    g.add_argument("--shard-size", type=int, default=1024, help="images per TFRecord shard (default 1024)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.set_defaults(func=_prepare_fer2013)
+
+    k = sub.add_parser(
+        "folds", help="write a subject-independent k-fold split file for a prepared dataset",
+        description="Group the training videos of a prepared dataset by subject and split the subjects into K "
+                    "folds, stratified by class where possible (scikit-learn StratifiedGroupKFold, seeded). "
+                    "Experiments name the file (data.folds) and a fold (data.fold).")
+    k.add_argument("data", metavar="DATA", help="prepared dataset (its manifest records subjects)")
+    k.add_argument("--k", type=int, default=5, help="number of folds (default 5)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the subject shuffle (default 0)")
+    k.add_argument("--split", default="train", help="split whose subjects are folded (default train)")
+    k.add_argument("--out", metavar="FILE", help="split file (default DATA/splits-k<K>-seed<SEED>.json)")
+    k.set_defaults(func=_user_errors(_folds))
 
     m = sub.add_parser("models", help="list the model registry with parameter counts",
                        description="Build each registry model (thesis input sizes unless --small) and print "

@@ -35,16 +35,31 @@ class DataConfig:
 
     ``format: tfrecord`` reads ``root/manifest.json`` and its shards; ``format: hdf5`` reads
     cached CNN features, where each split names a file under ``root`` (thesis 002 cascades).
+
+    ``fold: k`` trains on ``train_split`` without the subjects of fold k of the split file
+    ``folds`` (relative to ``root``) and validates on them (``val_split`` is then not read), so
+    every experiment names a fold and none re-draws one. ``augmentations`` adds the offline
+    augmented copies (split ``train_aug``) of the training videos: a list of method names or
+    ``all``; copies of validation-fold videos are never used.
     """
     root: str = "data/afew_prepared"
     format: str = "tfrecord"
     train_split: str = "train"
     val_split: str = "val"
     test_split: str | None = None
+    folds: str = "splits.json"
+    fold: int | None = None
+    augmentations: list | str = field(default_factory=list)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self):
         _choice("format", self.format, ("tfrecord", "hdf5"))
+        if self.fold is not None and (not isinstance(self.fold, int) or isinstance(self.fold, bool) or self.fold < 0):
+            raise ValueError(f"fold must be a fold number >= 0 or null, got {self.fold!r}")
+        if not (self.augmentations == "all" or isinstance(self.augmentations, (list, tuple))):
+            raise ValueError(f"augmentations must be a list of method names or 'all', got {self.augmentations!r}")
+        if (self.fold is not None or self.augmentations) and self.format != "tfrecord":
+            raise ValueError("fold and augmentations select records of a prepared (tfrecord) dataset")
 
 
 @dataclass

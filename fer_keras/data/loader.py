@@ -33,18 +33,44 @@ def classes(data):
     return list(manifest(data.root)["classes"])
 
 
+def selection(data, name, info=None) -> list[dict]:
+    """The manifest entries of the usable videos that split ``name`` reads.
+
+    A manifest split, or, with ``data.fold`` / ``data.augmentations``, the training or validation
+    part of a fold of the split file (fer_keras.data.splits)."""
+    info = info or manifest(data.root)
+    by_fold = (data.fold is not None or data.augmentations) and name in (data.train_split, data.val_split)
+    if by_fold:
+        from fer_keras.data import splits
+        if name == data.val_split and name != data.train_split and data.fold is None:
+            raise ValueError(f"{data.root}: augmentations without a fold leave no validation part; "
+                             f"val_split {name!r} is not the training split")
+        folds = splits.read(Path(data.root) / data.folds) if data.fold is not None else {"folds": [[]]}
+        part = "train" if name == data.train_split else "val"
+        keys = splits.fold_keys(info, folds, data.fold or 0, part, data.train_split, data.augmentations)
+        if not keys:
+            raise ValueError(f"{data.root}: fold {data.fold} leaves no {part} videos in split {data.train_split!r}")
+        return [info["videos"][k] for k in keys]
+    if name not in info["splits"]:
+        raise ValueError(f"{Path(data.root) / 'manifest.json'}: no split {name!r}; "
+                         f"it has {', '.join(info['splits'])}")
+    return [v for v in info["videos"].values()
+            if v["split"] == name and v.get("status") == "ok" and v.get("frames_kept", 0) > 0]
+
+
 def split(data, name, *, training=False, with_meta=False):
-    """The batched dataset of split ``name`` (a split of the manifest, or an HDF5 file)."""
+    """The batched dataset of split ``name`` (a split of the manifest, a fold part, or an HDF5 file)."""
     if data.format == "hdf5":
         from fer_keras.data.features import feature_sequences
         return feature_sequences(_hdf5_path(data, name), data.pipeline, training=training,
                                  with_meta=with_meta)
     from fer_keras.data.pipeline import sequences
     info = manifest(data.root)
-    if name not in info["splits"]:
-        raise ValueError(f"{Path(data.root) / 'manifest.json'}: no split {name!r}; "
-                         f"it has {', '.join(info['splits'])}")
-    return sequences(info, data.root, name, data.pipeline, training=training, with_meta=with_meta)
+    videos = selection(data, name, info)
+    shard_splits = sorted({v["split"] for v in videos}) or [name]
+    ids = [v["id"] for v in videos] if data.fold is not None or data.augmentations else None
+    return sequences(info, data.root, shard_splits, data.pipeline, training=training, with_meta=with_meta,
+                     ids=ids)
 
 
 def steps(data, name):
@@ -54,7 +80,6 @@ def steps(data, name):
         from fer_keras.data.features import count_sequences
         count = count_sequences(_hdf5_path(data, name), seq_len)
     else:
-        videos = manifest(data.root)["videos"].values()
-        count = sum(math.ceil(v["frames_kept"] / seq_len) for v in videos
-                    if v["split"] == name and v.get("status") == "ok" and v.get("frames_kept", 0) > 0)
+        from fer_keras.data.pipeline import sequences_per_video
+        count = sum(sequences_per_video(v["frames_kept"], data.pipeline) for v in selection(data, name))
     return max(1, math.ceil(count / batch))

@@ -10,17 +10,20 @@ random augmentation still happens after the cache, per epoch.
 Per-frame targets (valence/arousal, action units) are chunked with the same indices as the
 frames, so every label stays on its frame.
 """
+import math
 import os
 from dataclasses import dataclass, field, replace
 
 import tensorflow as tf
 
+from fer_keras.data.augment import Affine, augment_sequence, resolve
 from fer_keras.data.schema import dataset_from_manifest, frame_labels
 from fer_keras.losses import AU_UNKNOWN
 
 INPUTS = ("frames", "lld", "functionals")
 TARGETS = ("category", "va", "au")  # one-hot per video; (L, 2) and (L, n_aus) per frame
 PER_FRAME = ("va", "au")
+TRUNCATE = (None, "end", "start")
 NORMALIZE = {"unit": (1 / 255.0, 0.0), "symmetric": (2 / 255.0, -1.0), "none": (1.0, 0.0)}
 
 
@@ -44,7 +47,10 @@ class PipelineConfig:
     batch_size: int = 4
     shuffle_buffer: int = 512
     augment: Augment = field(default_factory=Augment)
+    affine: Affine | None = None      # ImageDataGenerator-style draw per sequence: fields or a preset name
     cache: bool = False               # keep decoded frames in memory after the first epoch
+    truncate: str | None = None       # None: a long video gives several sequences; "end" / "start":
+                                      # one sequence per video, losing that end (thesis 002: T = 100)
     seed: int = 0
 
     def __post_init__(self):
@@ -56,22 +62,38 @@ class PipelineConfig:
         unknown = sorted(set(self.targets) - set(TARGETS))
         if unknown or not self.targets:
             raise ValueError(f"targets must name some of {', '.join(TARGETS)}, got {tuple(self.targets)}")
+        if self.truncate not in TRUNCATE:
+            raise ValueError(f"truncate must be one of {', '.join(map(str, TRUNCATE))}, got {self.truncate!r}")
         if self.normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {self.normalize!r}")
         if isinstance(self.augment, dict):
             self.augment = Augment(**self.augment)
+        self.affine = resolve(self.affine)
 
 
-def _chunks(record, seq_len, per_frame=()):
+def sequences_per_video(frames: int, cfg: PipelineConfig) -> int:
+    """How many sequences a video of ``frames`` kept frames gives (steps per epoch need it)."""
+    if frames <= 0:
+        return 0
+    return 1 if cfg.truncate else math.ceil(frames / cfg.seq_len)
+
+
+def _chunks(record, seq_len, per_frame=(), truncate=None):
     """One video -> a dataset of its sequences (encoded frames, indices clipped for padding).
 
     ``per_frame`` names the frame labels to chunk alongside; padded AU steps get AU_UNKNOWN so
-    the masked AU loss skips them even without a sample weight.
+    the masked AU loss skips them even without a sample weight. With ``truncate`` a video gives
+    one sequence: its first ``seq_len`` frames ("end": the end is lost) or its last ("start").
     """
     n = tf.shape(record["frames"])[0]
-    count = tf.maximum((n + seq_len - 1) // seq_len, 1)
+    if truncate:
+        first = tf.maximum(n - seq_len, 0) if truncate == "start" else 0
+        n = tf.minimum(n, seq_len)
+        count = 1
+    else:
+        first, count = 0, tf.maximum((n + seq_len - 1) // seq_len, 1)
     steps = tf.range(count * seq_len)
-    index = tf.reshape(tf.minimum(steps, n - 1), (count, seq_len))
+    index = tf.reshape(first + tf.minimum(steps, n - 1), (count, seq_len))
     mask = tf.reshape(tf.cast(steps < n, tf.float32), (count, seq_len))
     per_chunk = {
         "frames": tf.gather(record["frames"], index),
@@ -121,8 +143,10 @@ def _augment(frames, aug: Augment, seed):
     return tf.clip_by_value(frames, 0.0, 255.0)
 
 
-def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, with_meta=False):
+def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, with_meta=False, ids=None):
     """Batched ``(inputs, targets)`` (or ``(inputs, targets, meta)``) for one split.
+
+    ``split`` is a manifest split or a list of them; ``ids`` keeps only those videos (a fold).
 
     ``inputs`` holds the configured inputs plus ``mask``; ``targets`` holds one entry per
     ``cfg.targets``: a one-hot ``category`` (all zeros for unlabelled videos), per-frame ``va``
@@ -150,12 +174,14 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
     face_size = manifest.get("options", {}).get("face_size")
     resize = bool(cfg.image_size) and cfg.image_size != face_size
     frames_in = "frames" in cfg.inputs
+    png = manifest.get("options", {}).get("image_format") == "png"
 
     def decode(item):
         """The real frames (a prefix of the chunk) decoded and resized: uint8, or float32 when
         resized. Padded steps are gathered later from the last real frame."""
         real = tf.maximum(tf.cast(tf.reduce_sum(item["mask"]), tf.int32), 1)
-        frames = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), item["frames"][:real],
+        decoder = tf.io.decode_png if png else tf.io.decode_jpeg
+        frames = tf.map_fn(lambda b: decoder(b, channels=3), item["frames"][:real],
                            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
         if resize:
             frames = tf.image.resize(tf.cast(frames, tf.float32), (cfg.image_size, cfg.image_size))
@@ -163,9 +189,9 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             frames = tf.ensure_shape(frames, [None, cfg.image_size, cfg.image_size, 3])
         return frames
 
-    ds = dataset_from_manifest(manifest, root, split, decode=False)
+    ds = dataset_from_manifest(manifest, root, split, decode=False, ids=ids)
     ds = ds.filter(lambda r: r["num_frames"] > 0)
-    ds = ds.flat_map(lambda r: _chunks(r, cfg.seq_len, per_frame))
+    ds = ds.flat_map(lambda r: _chunks(r, cfg.seq_len, per_frame, cfg.truncate))
     if cfg.cache:  # decode before the cache; without it after the shuffle, whose buffer stays small
         if frames_in:
             ds = ds.map(lambda item: {**item, "frames": decode(item)}, num_parallel_calls=tf.data.AUTOTUNE,
@@ -180,6 +206,9 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
         if frames_in:
             frames = item["frames"] if cfg.cache else decode(item)
             aug, seed = cfg.augment, tf.stack([tf.cast(cfg.seed, tf.int64), position])
+            if training and cfg.affine is not None:  # its own stream, independent of _augment's draws
+                frames = augment_sequence(frames, cfg.affine,
+                                          tf.random.experimental.stateless_fold_in(seed, 1))
             if training and aug.flip and not resize:  # the same flip, on 4x fewer bytes
                 frames, aug = _flip(frames, seed), replace(aug, flip=False)
             if training and (resize or aug != Augment()):  # else in [0, 255]: nothing to clip

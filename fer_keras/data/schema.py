@@ -170,15 +170,26 @@ def frame_labels(manifest: dict) -> tuple[bool, int]:
     return bool(labels.get("va", False)), int(labels.get("au_dim", 0))
 
 
-def dataset_from_manifest(manifest: dict, root, split: str, decode: bool = True) -> tf.data.Dataset:
-    """Records of one split of a prepared dataset, parsed, in shard order."""
-    shards = [os.path.join(root, s) for s in manifest["splits"][split]["shards"]]
+def dataset_from_manifest(manifest: dict, root, split, decode: bool = True, ids=None) -> tf.data.Dataset:
+    """Records of one split (or a list of splits) of a prepared dataset, parsed, in shard order.
+
+    ``ids`` keeps only the records of those video ids (a fold of a split file)."""
+    names = [split] if isinstance(split, str) else list(split)
+    shards = [os.path.join(root, s) for name in names for s in manifest["splits"].get(name, {}).get("shards", [])]
     ds = tf.data.TFRecordDataset(shards)
     va, au_dim = frame_labels(manifest)
-    return ds.map(
+    ds = ds.map(
         lambda x: parse(
             x, manifest["audio"]["lld_dim"], manifest["audio"]["functionals_dim"],
             manifest["options"]["face_size"], decode, va=va, au_dim=au_dim,
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+    if ids is not None:
+        ids = sorted(set(ids))
+        if not ids:
+            return ds.take(0)
+        keep = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(ids, tf.string), tf.ones([len(ids)], tf.int32)), default_value=0)
+        ds = ds.filter(lambda r: keep.lookup(r["video_id"]) > 0)
+    return ds
