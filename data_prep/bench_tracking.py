@@ -150,8 +150,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     trackers = [t.strip() for t in args.trackers.split(",") if t.strip()]
-    for tracker in trackers:
-        TrackOptions(tracker=tracker)  # a bad name fails here, before any video is written
+    for tracker in trackers:  # a bad name fails here, before any video is written
+        try:
+            TrackOptions(tracker=tracker)
+        except ValueError as e:
+            parser.error(str(e))
     os.makedirs(args.out, exist_ok=True)
     if args.src:
         paths = sorted(glob.glob(os.path.join(args.src, "*_tex.avi")))[:args.videos]

@@ -19,6 +19,7 @@ split ("train" or "test") and is written as `splits.json`. Offline augmentation 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import traceback
@@ -133,7 +134,7 @@ class Bu4dfeOptions:
         for name in ("jobs", "shard_size"):
             d.pop(name)
         d["augment_methods"] = list(d["augment_methods"]) if self.augment else []
-        return d
+        return json.loads(json.dumps(d))  # as the manifest stores it (tuples become lists)
 
 
 def _emotion(name: str) -> str | None:
@@ -413,6 +414,6 @@ def prepare(src, out, opts: Bu4dfeOptions | None = None, openface_dir=None, prog
               "options": opts.content(), "audio": {"lld_dim": 0, "functionals_dim": 0}, "subjects": True}
     store = PreparedStore(out, header, opts.shard_size)
     manifest = run_preparation(videos, store, (Bu4dfePreparer, (opts,)), opts.jobs, skipped, progress)
-    subjects = sorted({v["subject"] for v in manifest["videos"].values() if v.get("subject")})
+    subjects = sorted({v["subject"] for v in manifest["videos"].values() if v.get("subject") and v["status"] == "ok"})
     fold_files.write(os.path.join(out, fold_files.SPLITS_FILE), fold_files.thesis002(subjects))
     return manifest

@@ -15,6 +15,7 @@ clips come in, with every frame's presentation time in their ground truth.
 from __future__ import annotations
 
 import colorsys
+import functools
 import json
 import os
 import subprocess
@@ -51,8 +52,9 @@ class SyntheticSpec:
     broken: bool = True  # add the faceless clip, the silent clip and the corrupt file
 
 
+@functools.lru_cache(maxsize=1)
 def face_sprite() -> tuple[np.ndarray, np.ndarray]:
-    """The astronaut's head and a soft elliptical alpha mask around it."""
+    """The astronaut's head and a soft elliptical alpha mask around it (read once per process)."""
     import skimage.data
 
     head = skimage.data.astronaut()[20:220, 140:310]  # face box is about x 182-265, y 64-171 of the photo

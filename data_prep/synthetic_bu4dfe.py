@@ -74,8 +74,8 @@ class Bu4dfeSpec:
     def __post_init__(self):
         if self.layout not in ("video", "frames"):
             raise ValueError(f"layout must be 'video' or 'frames', got {self.layout!r}")
-        if not 24 <= self.min_frames <= self.max_frames:
-            raise ValueError(f"frames must satisfy 24 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        if not 40 <= self.min_frames <= self.max_frames:  # shorter, the apex would fall in the last 20 frames
+            raise ValueError(f"frames must satisfy 40 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
         if self.broken and len(self.subjects) < 2:
             raise ValueError("broken=True needs at least two subjects (the special videos are spread over them)")
 
@@ -102,7 +102,8 @@ def expression_curve(n: int, rng, anomaly: bool = False) -> np.ndarray:
     lead, rise, hold, fall = rng.uniform(0.12, 0.22), rng.uniform(0.12, 0.18), rng.uniform(0.18, 0.28), 0.15
     up = np.clip((t - lead) / rise, 0, 1)
     down = np.clip((t - lead - rise - hold) / fall, 0, 1)
-    curve = up * up * (3 - 2 * up) * (1 - down * down * (3 - 2 * down))
+    fading = 1 - 0.15 * np.clip((t - lead - rise) / hold, 0, 1)  # the apex is its first frames, not a tie
+    curve = up * up * (3 - 2 * up) * fading * (1 - down * down * (3 - 2 * down))
     if anomaly:
         tail = np.clip((np.arange(n) - (n - 12)) / 6, 0, 1)
         curve = np.maximum(curve, 1.3 * tail * tail * (3 - 2 * tail))

@@ -36,8 +36,9 @@ def bundled_cascades() -> list[str]:
 
 def _cascade_error(name: str, why: str) -> ValueError:
     bundled = ", ".join(bundled_cascades()) or (
-        "none: opencv-python 5.0 wheels ship no cascade files; install opencv-python<5 or Debian's opencv-data")
-    return ValueError(f"track option cascade: {why}: {name!r} (bundled cascades in {', '.join(CASCADE_DIRS)}: {bundled})")
+        "none: the OpenCV 5.0 wheels ship no cascade files; install OpenCV 4.x wheels or Debian's opencv-data")
+    folders = ", ".join(CASCADE_DIRS)
+    return ValueError(f"track option cascade: {why}: {name!r} (bundled cascades in {folders}: {bundled})")
 
 
 def cascade_path(name: str) -> str:
@@ -82,6 +83,11 @@ class TrackOptions:
     # When the tracker reports failure or its box is more than half outside the frame, run the cascade
     # on that frame and restart the tracker; False follows the face from the first detection only.
     redetect: bool = True
+    # MedianFlow can report success while its box has slid onto the background (a face leaving the
+    # frame fast, measured on the synthetic set). So the cascade checks the region under the box
+    # every `verify_every` tracked frames, and at once when the box jumps by more than half its
+    # width in one frame; no face there is a loss ("drift"). 0 never checks (the thesis's pipeline).
+    verify_every: int = 10
 
     def __post_init__(self):
         if not isinstance(self.cascade, str) or not self.cascade:
@@ -89,7 +95,7 @@ class TrackOptions:
         cascade_path(self.cascade)
         if not self.scale_factor > 1:
             raise ValueError(f"track option scale_factor must be > 1 (the pyramid step), got {self.scale_factor}")
-        for name, low in (("min_neighbors", 0), ("extend", 0), ("detect_frames", 1)):
+        for name, low in (("min_neighbors", 0), ("extend", 0), ("detect_frames", 1), ("verify_every", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"track option {name} must be an integer >= {low}, got {value!r}")
@@ -187,6 +193,21 @@ class FaceTracker:
         box = clip_box((x, y - up, w, h + self.opts.extend), width, height)
         return box if box[2] and box[3] else None
 
+    def face_under(self, frame: np.ndarray, box) -> bool:
+        """Whether the cascade finds a face of about the box's size in the region around `box`."""
+        height, width = frame.shape[:2]
+        x, y, w, h = box
+        x0, y0 = max(0, int(x - w / 4)), max(0, int(y - h / 4))
+        x1, y1 = min(width, int(x + w * 1.25)), min(height, int(y + h * 1.25))
+        self.cascade_runs += 1
+        gray = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+        if self.opts.equalize:
+            gray = cv2.equalizeHist(gray)
+        side = max(1, int(0.6 * min(w, h)))
+        found = self._cascade.detectMultiScale(gray, scaleFactor=self.opts.scale_factor,
+                                               minNeighbors=self.opts.min_neighbors, minSize=(side, side))
+        return len(found) > 0
+
     def track(self, frames: Iterable[np.ndarray]) -> Iterator[TrackedFace | None]:
         """Yield the face (or None) of each RGB uint8 (H, W, 3) frame; `events` fills as frames pass."""
         self.events, self.cascade_runs = [], 0
@@ -201,9 +222,17 @@ class FaceTracker:
                 box = clip_box(raw, width, height)
                 inside = box[2] * box[3] / max(raw[2] * raw[3], 1e-9) if ok else 0.0
                 if ok and inside >= 0.5:
-                    yield TrackedFace(box, "tracked")
-                    continue
-                reason = "tracker reported failure" if not ok else "box more than half outside the frame"
+                    since_check += 1
+                    jump = abs(box[0] + box[2] / 2 - last[0] - last[2] / 2) > last[2] / 2
+                    check = self.opts.verify_every and (jump or since_check >= self.opts.verify_every)
+                    last = box
+                    if not check or self.face_under(frame, box):
+                        since_check = 0 if check else since_check
+                        yield TrackedFace(box, "tracked")
+                        continue
+                    reason = "no face under the tracked box (drift" + (" after a jump)" if jump else ")")
+                else:
+                    reason = "tracker reported failure" if not ok else "box more than half outside the frame"
                 self._event(TrackEvent(i, "lost", None, reason))
                 tracker, searching_since, lost_for_good = None, i, not self.opts.redetect
             if lost_for_good:
@@ -219,7 +248,7 @@ class FaceTracker:
             source = "redetected" if found_before else "detected"
             found_before = True
             self._event(TrackEvent(i, source, box))
-            tracker = self._new_tracker()
+            tracker, last, since_check = self._new_tracker(), box, 0
             if tracker.init(bgr, box) is False:  # legacy trackers answer a bool; search again next frame
                 tracker, searching_since = None, i + 1
             yield TrackedFace(box, source)

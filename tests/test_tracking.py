@@ -41,8 +41,9 @@ def test_tracks_the_face_mtcnn_finds_on_every_frame(clip, tracked, mtcnn_boxes):
             assert face is not None and iou(face.box, ref) > 0.5, f"frame {i}: {face} vs MTCNN {ref}"
             x, y, w, h = face.box
             assert x >= 0 and y >= 0 and x + w <= 640 and y + h <= 480
-    # the cascade ran on the first frame, through the gap and on the frame the face came back only
-    assert tracker.cascade_runs == 1 + len(GAP) + 1
+    # the cascade ran on the first frame, through the gap and on the frame the face came back, plus
+    # one drift check in each run of 14 tracked frames (verify_every=10)
+    assert tracker.cascade_runs == 1 + len(GAP) + 1 + 2
 
 
 def test_events_tell_where_the_face_was_lost_and_found_again(tracked):
@@ -59,7 +60,7 @@ def test_without_redetect_the_face_stays_lost(clip):
     faces = list(tracker.track(clip))
     assert all(f is not None for f in faces[:15]) and all(f is None for f in faces[15:])
     assert [e.kind for e in tracker.events] == ["detected", "lost"]
-    assert tracker.cascade_runs == 1
+    assert tracker.cascade_runs == 1 + 1  # the first frame and one drift check at frame 10
 
 
 def test_face_leaving_the_frame_is_lost_and_never_boxed_outside():
@@ -105,7 +106,8 @@ def test_each_tracker_follows_the_face(clip, mtcnn_boxes, name):
 
 def test_bad_cascade_names_it_and_lists_the_bundled_ones(tmp_path):
     assert "haarcascade_frontalface_default.xml" in bundled_cascades()
-    with pytest.raises(ValueError, match=r"no such cascade file: 'haarcascade_nose\.xml'.*haarcascade_frontalface_alt2\.xml"):
+    listed = r"no such cascade file: 'haarcascade_nose\.xml'.*haarcascade_frontalface_alt2\.xml"
+    with pytest.raises(ValueError, match=listed):
         TrackOptions(cascade="haarcascade_nose.xml")
     for text in ("<opencv_storage><cascade>not a cascade", '<?xml version="1.0"?><opencv_storage></opencv_storage>'):
         broken = tmp_path / "broken.xml"  # malformed XML, then well-formed XML without a cascade
@@ -150,3 +152,37 @@ def test_iou():
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
     assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
     assert iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0
+
+
+class _StuckTracker:
+    """Stands in for MedianFlow sliding onto the background: success, and the box it was given
+    (moved by `jump` px after `after` updates)."""
+
+    def __init__(self, jump=0, after=0):
+        self.jump, self.after, self.updates = jump, after, 0
+
+    def init(self, frame, box):
+        self.box = box
+
+    def update(self, frame):
+        self.updates += 1
+        x, y, w, h = self.box
+        return True, (x + (self.jump if self.updates > self.after else 0), y, w, h)
+
+
+@pytest.mark.parametrize("jump", [0, 200])
+def test_drift_onto_the_background_is_caught(jump):
+    """A tracker that reports success on a box without a face is caught by the cascade check under
+    the box: every verify_every tracked frames, or at once when the box jumps by half its width."""
+    rng = np.random.default_rng(3)
+    frames = list(render_frames(rng, 640, 480, 0, 16, set(range(6)), 0.45))  # the face leaves at frame 6
+    tracker = FaceTracker(TrackOptions(verify_every=4))
+    tracker._new_tracker = lambda: _StuckTracker(jump=jump, after=6)
+    faces = list(tracker.track(frames))
+    assert all(f is not None for f in faces[:6])
+    lost = [e for e in tracker.events if e.kind == "lost"]
+    assert lost and "drift" in lost[0].detail
+    if jump:  # caught on the jump itself: the 7th update, frame 7
+        assert lost[0].frame == 7 and all(f is None for f in faces[7:])
+    else:  # checks at frames 4 (face there) and 8 (none): frames 6 and 7 pass unnoticed, no later one
+        assert lost[0].frame == 8 and all(f is None for f in faces[8:])

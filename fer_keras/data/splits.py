@@ -63,7 +63,7 @@ def kfold(videos: list[tuple[str, int]], k: int = 5, seed: int = 0, test=()) -> 
     groups = np.array([s for s, _ in pool])
     labels = np.array([y for _, y in pool])
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    folds = [sorted(set(groups[val])) for _, val in splitter.split(np.zeros(len(pool)), labels, groups)]
+    folds = [sorted({str(s) for s in groups[val]}) for _, val in splitter.split(np.zeros(len(pool)), labels, groups)]
     return {"protocol": "kfold", "source": f"StratifiedGroupKFold(n_splits={k}, shuffle=True, random_state={seed})",
             "k": k, "seed": seed, "test": sorted(test), "folds": folds, "unassigned": []}
 
@@ -96,8 +96,13 @@ def read(path) -> dict:
             splits = json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(splits.get("folds"), list):
-        raise ValueError(f"{path}: a split file needs a 'folds' list of subject lists")
+    def subjects(value):
+        return isinstance(value, list) and all(isinstance(s, str) for s in value)
+
+    if not (isinstance(splits, dict) and isinstance(splits.get("folds"), list)
+            and all(subjects(f) for f in splits["folds"]) and subjects(splits.get("test", []))):
+        raise ValueError(f"{path}: a split file is a mapping with 'folds', a list of subject-id lists "
+                         "(and 'test', a list of subject ids)")
     return check(splits, path)
 
 
