@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 SRC ?=
-OUT ?= $(DATA)/afew_prepared
+# OUT: output of a prepare-* target; each has its own default (data/<dataset>_prepared)
+OUT ?=
 JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-slow prepare-afew synth-afew bench-prepare bench-pipeline train evaluate tune demo clean
+.PHONY: install test test-slow prepare-afew synth-afew prepare-bu4dfe synth-bu4dfe prepare-fer2013 bench-prepare bench-prepare-bu4dfe bench-pipeline train evaluate tune demo clean
 
 install: $(BIN)/fer-keras
 
@@ -29,10 +30,30 @@ synth-afew:
 
 # With SRC unset the synthetic AFEW dataset is written and prepared.
 prepare-afew:
-	$(BIN)/fer-keras prepare afew $(SRC) $(OUT) -j $(JOBS)
+	$(BIN)/fer-keras prepare afew $(SRC) $(or $(OUT),$(DATA)/afew_prepared) -j $(JOBS)
+
+# BU-4DFE (thesis 002): with SRC unset the synthetic set is written to OUT/synthetic_source and prepared
+# (OUT defaults to data/bu4dfe_prepared); OPENFACE=DIR names the folder of OpenFace CSVs (default:
+# beside each video); ARGS adds options, e.g. ARGS="--augment faithful" or ARGS="--detector mtcnn".
+OPENFACE ?=
+synth-bu4dfe:
+	$(BIN)/fer-keras synth bu4dfe $(DATA)/synthetic_bu4dfe
+
+prepare-bu4dfe:
+	$(BIN)/fer-keras prepare bu4dfe $(SRC) $(or $(OUT),$(DATA)/bu4dfe_prepared) -j $(JOBS) $(if $(OPENFACE),--openface $(OPENFACE)) $(ARGS)
+
+# FER2013 (thesis 002's spatial fine-tuning): CSV=fer2013.csv; unset, a synthetic CSV is written and
+# prepared (OUT defaults to data/fer2013_prepared).
+CSV ?=
+prepare-fer2013:
+	$(BIN)/fer-keras prepare fer2013 $(CSV) $(or $(OUT),$(DATA)/fer2013_prepared) $(ARGS)
 
 bench-prepare:
 	$(BIN)/python -m data_prep.benchmark --out $(DATA)/bench_prepare
+
+# Haar on the first frames + MedianFlow tracking vs MTCNN on every frame (frames/s, same-face share).
+bench-prepare-bu4dfe:
+	$(BIN)/python -m data_prep.bench_tracking --out $(DATA)/bench_prepare_bu4dfe $(ARGS)
 
 # Shard pipeline vs one JPEG file per frame (sequences/s), and vggface_bgru steps/s with/without XLA.
 bench-pipeline:

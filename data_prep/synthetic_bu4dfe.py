@@ -63,7 +63,7 @@ class Bu4dfeSpec:
     subjects: tuple = ("F001", "F002", "M001", "F011", "F016", "F028", "F044", "M012", "M028")
     min_frames: int = 48
     max_frames: int = 64
-    long_video: int = 150  # frames of the first subject's happy video (0: none)
+    long_video: int = 240  # frames of the first subject's happy video: over T = 100 after trimming (0: none)
     width: int = 640
     height: int = 480
     face_height: float = 0.45  # face box height / frame height

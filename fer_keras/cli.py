@@ -438,18 +438,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'video': <subject>_<emotion>_tex.avi (default); 'frames': <subject>/<Emotion>/000.jpg")
     b.add_argument("--min-frames", type=int, default=48, help="shortest video in frames (default 48)")
     b.add_argument("--max-frames", type=int, default=64, help="longest video in frames (default 64)")
-    b.add_argument("--long-video", type=int, default=150,
-                   help="frames of the first subject's happy video, longer than T=100 (default 150; 0: none)")
+    b.add_argument("--long-video", type=int, default=240,
+                   help="frames of the first subject's happy video, over T=100 after trimming (default 240; 0: none)")
     b.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     b.add_argument("--no-broken", action="store_true", help="leave out the videos broken on purpose")
-    b.set_defaults(func=_synth_bu4dfe)
+    b.set_defaults(func=_user_errors(_synth_bu4dfe))
     r = synth_sub.add_parser("fer2013", help="synthetic fer2013.csv (emotion,pixels,Usage; 48x48 grey)")
     r.add_argument("out", metavar="OUT.csv", help="CSV file to write")
     r.add_argument("--per-class", type=int, nargs=3, default=(12, 3, 3), metavar=("TRAIN", "PUBLIC", "PRIVATE"),
                    help="images per class for Training, PublicTest, PrivateTest (default 12 3 3)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--no-malformed", action="store_true", help="leave out the malformed rows")
-    r.set_defaults(func=_synth_fer2013)
+    r.set_defaults(func=_user_errors(_synth_fer2013))
 
     prep = sub.add_parser("prepare", help="detect, align and shard a dataset")
     prep_sub = prep.add_subparsers(dest="dataset", required=True)

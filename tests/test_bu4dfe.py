@@ -57,13 +57,37 @@ def _reasons(failures, video_id):
 
 
 def test_manifest_matches_the_generators_truth(prepared):
-    truth, manifest, failures, _ = prepared
+    check_manifest(*prepared[:3])
+
+
+def test_faces_where_there_are_faces(prepared):
+    check_faces(*prepared)
+
+
+@pytest.mark.slow
+def test_make_prepare_bu4dfe_without_src(tmp_path):
+    """The acceptance run: `fer-keras prepare bu4dfe OUT` (make prepare-bu4dfe) writes the default
+    synthetic set (9 subjects, a 240-frame video) and prepares it with 2 workers."""
+    from fer_keras.cli import main
+
+    out = tmp_path / "out"
+    assert main(["prepare", "bu4dfe", str(out), "-q", "-j", "2"]) == 0
+    truth = json.loads((out / "synthetic_source" / "synthetic_truth.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    check_manifest(truth, manifest, failures)
+    check_faces(truth, manifest, failures, out)
+    assert max(v["frames_kept"] for v in manifest["videos"].values()) > 100  # T = 100 truncates one
+
+
+def check_manifest(truth, manifest, failures):
+    test_subjects = set(splits.THESIS002_TEST)
     videos = manifest["videos"]
     assert manifest["classes"] == list(BU4DFE)
     for video in truth["videos"]:
         entry = next(v for v in videos.values() if v["id"] == video["id"])
         assert entry["subject"] == video["subject"] and entry["label"] == video["label"]
-        assert entry["split"] == ("test" if video["subject"] == "F001" else "train")
+        assert entry["split"] == ("test" if video["subject"] in test_subjects else "train")
         if video["subject"] == "F016":
             assert entry["status"] == "failed" and _reasons(failures, video["id"]) == {("incomplete_subject", "skipped")}
             continue
@@ -88,15 +112,14 @@ def test_manifest_matches_the_generators_truth(prepared):
     assert "F016_happy_tex" not in {v["id"] for v in videos.values()}
 
 
-def test_faces_where_there_are_faces(prepared):
+def check_faces(truth, manifest, failures, out):
     """Kept frames show the face; a face that leaves the frame is lost, logged and re-detected."""
-    truth, manifest, failures, _ = prepared
     for video in truth["videos"]:
         entry = next(v for v in manifest["videos"].values() if v["id"] == video["id"])
         if entry["status"] != "ok":
             continue
         visible = np.asarray(video["face_visible"])
-        record_frames = _record(prepared[3], manifest, video["id"])["frame_index"]
+        record_frames = _record(out, manifest, video["id"])["frame_index"]
         assert all(visible[i] > 0 for i in record_frames), video["id"]  # never a crop of the background
         assert sum(visible[i] < 0.5 for i in record_frames) <= 2, video["id"]  # half-out: the tracker's last frames
         in_range = np.arange(entry["trim"].get("start", 0), entry["trim"].get("stop", video["frames"]))
