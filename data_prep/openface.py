@@ -64,7 +64,8 @@ class OpenFaceTrack:
     timestamp: np.ndarray  # float64 seconds
     confidence: np.ndarray  # float64, 0..1
     success: np.ndarray  # bool: OpenFace found and tracked the face
-    intensities: np.ndarray  # float32 (frames, len(au)), AUxx_r values
+    intensities: np.ndarray  # float64 (frames, len(au)), AUxx_r values as written (float32 would move
+    # scores that sit exactly at the trimming threshold to one side of it)
     au: tuple[int, ...]  # AU numbers of the intensity columns, in file order
 
 
@@ -226,7 +227,7 @@ def read_csv(path) -> OpenFaceTrack:
 
     table = np.asarray(data)
     return OpenFaceTrack(frame=table[:, 0].astype(np.int64), timestamp=table[:, 1], confidence=table[:, 2],
-                         success=table[:, 3] != 0, intensities=table[:, 4:].astype(np.float32),
+                         success=table[:, 3] != 0, intensities=table[:, 4:].astype(np.float64),
                          au=tuple(au for _, au in au_cols))
 
 

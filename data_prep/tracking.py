@@ -217,6 +217,7 @@ class FaceTracker:
         """Yield the face (or None) of each RGB uint8 (H, W, 3) frame; `events` fills as frames pass."""
         self.events, self.cascade_runs = [], 0
         tracker, found_before, searching_since, lost_for_good = None, False, 0, False
+        last, since_check = None, 0  # the previous tracked box, tracked frames since the last check
         for i, frame in enumerate(frames):
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise ValueError(f"frame {i}: expected an RGB uint8 (H, W, 3) array, got {frame.dtype} {frame.shape}")

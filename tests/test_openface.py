@@ -114,11 +114,11 @@ def test_reads_a_hand_written_real_format_file(tmp_path):
     np.testing.assert_allclose(track.timestamp, [0.0, 0.04, 0.08])
     np.testing.assert_allclose(track.confidence, [0.98, 0.03, 0.97])
     np.testing.assert_array_equal(track.success, [True, False, True])
-    assert track.intensities.dtype == np.float32 and track.intensities.shape == (3, 17)
+    assert track.intensities.dtype == np.float64 and track.intensities.shape == (3, 17)
     first = [0.12, 0, 1.5, 0, 0.3, 0, 0, 0, 2.75, 0, 0, 0.4, 0, 0, 1.1, 0, 4.2]
     np.testing.assert_allclose(track.intensities[0], first, rtol=1e-6)
     assert not track.intensities[1].any()
-    assert track.intensities[2, 8] == np.float32(3.05)
+    assert track.intensities[2, 8] == 3.05
 
 
 def test_reads_the_no_space_variant(tmp_path):
