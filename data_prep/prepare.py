@@ -262,15 +262,15 @@ def run_preparation(items, store: PreparedStore, factory, jobs: int = 1, skipped
     """Prepare `items` into `store` with `factory` = (class, args) building a preparer per process.
 
     A preparer turns an item into (manifest entry, record or None), or a list of them (a video
-    and its augmented copies). An item counts as done when every key in its `keys` (default: its
-    `key`) is in the manifest, so a run killed between a video and its copies redoes the video,
-    and the store ignores entries it already has. Ctrl-C or a crash still writes every finished
-    video as complete shards.
+    and its augmented copies). An item counts as done when it failed or every key in its `keys`
+    (default: its `key`) is in the manifest, so a run killed between a video and its copies
+    redoes the video, and the store ignores entries it already has. Ctrl-C or a crash still
+    writes every finished video as complete shards.
     """
     for entry in skipped or []:
         if not store.is_done(entry["key"]):
             store.fail(entry)
-    todo = [it for it in items if not all(store.is_done(k) for k in getattr(it, "keys", (it.key,)))]
+    todo = [it for it in items if not _done(store, it)]
     if len(todo) < len(items):
         log.info("resuming: %d of %d videos already prepared", len(items) - len(todo), len(items))
     bar_v = tqdm(total=len(items), initial=len(items) - len(todo), desc="videos", unit="video", disable=not progress)
@@ -290,6 +290,13 @@ def run_preparation(items, store: PreparedStore, factory, jobs: int = 1, skipped
         bar_f.close()
         manifest = store.close()
     return manifest
+
+
+def _done(store: PreparedStore, item) -> bool:
+    keys = getattr(item, "keys", (item.key,))
+    if not store.is_done(keys[0]):
+        return False
+    return store.manifest["videos"][keys[0]].get("status") != "ok" or all(store.is_done(k) for k in keys[1:])
 
 
 def _results(todo, jobs, factory, preparer):

@@ -48,7 +48,7 @@ EXPRESSION_BUMPS = {
     "surprise": [(65, 75, 14, 0, -5), (105, 75, 14, 0, -5), (85, 147, 16, 0, 6)],
 }
 FOLDER_NAMES = {e: e.capitalize() for e in BU4DFE}  # frame-image layout: F001/Angry/000.jpg
-KINDS = ("normal", "anomaly", "tracker_loss", "no_csv", "corrupt")
+# The kinds of video in the truth: "normal", "anomaly", "tracker_loss", "no_csv", "corrupt".
 
 
 @dataclass

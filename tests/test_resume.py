@@ -106,3 +106,37 @@ def test_killed_process_resumes(tmp_path, synthetic_afew, prepared_afew):
         {k: v["frames_kept"] for k, v in prepared_afew[1]["videos"].items()}
     ids = _shard_ids(out)
     assert len(ids) == len(set(ids)) == sum(v["status"] == "ok" for v in final["videos"].values())
+
+
+class _Item:
+    """A source with extra records (a video and its augmented copies), as bu4dfe's."""
+
+    def __init__(self, name, fails=False):
+        self.key, self.fails = f"train/{name}", fails
+        self.keys = [self.key, f"train_aug/{name}~flip"]
+
+
+class _Preparer:
+    calls: list = []
+
+    def __call__(self, item):
+        _Preparer.calls.append(item.key)
+        entry = {"key": item.key, "id": item.key, "split": "train", "frames_total": 1, "frames_kept": 1, "flags": []}
+        if item.fails:
+            return [({**entry, "status": "failed", "reason": "no_face", "message": "none"}, None)]
+        copy = {**entry, "key": item.keys[1], "id": item.keys[1], "split": "train_aug"}
+        return [({**entry, "status": "ok"}, b"x"), ({**copy, "status": "ok"}, b"y")]
+
+
+def test_items_with_copies_resume_once_and_failed_ones_are_not_retried(tmp_path):
+    from data_prep.prepare import run_preparation
+    from data_prep.store import PreparedStore
+
+    header = {"dataset": "toy", "classes": ["a"], "options": {}}
+    items = [_Item("ok1"), _Item("bad", fails=True), _Item("ok2")]
+    run_preparation(items, PreparedStore(tmp_path, header, shard_size=8), (_Preparer, ()), progress=False)
+    assert _Preparer.calls == ["train/ok1", "train/bad", "train/ok2"]
+    _Preparer.calls.clear()
+    manifest = run_preparation(items, PreparedStore(tmp_path, header, shard_size=8), (_Preparer, ()), progress=False)
+    assert _Preparer.calls == []  # done, failed included: nothing is redone
+    assert manifest["splits"]["train_aug"]["videos"] == 2 and manifest["videos"]["train/bad"]["status"] == "failed"

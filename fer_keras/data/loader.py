@@ -33,14 +33,18 @@ def classes(data):
     return list(manifest(data.root)["classes"])
 
 
+def _by_fold(data, name) -> bool:
+    """Whether split ``name`` is a part of a fold (or the training split plus augmented copies)."""
+    return bool(data.fold is not None or data.augmentations) and name in (data.train_split, data.val_split)
+
+
 def selection(data, name, info=None) -> list[dict]:
     """The manifest entries of the usable videos that split ``name`` reads.
 
     A manifest split, or, with ``data.fold`` / ``data.augmentations``, the training or validation
     part of a fold of the split file (fer_keras.data.splits)."""
     info = info or manifest(data.root)
-    by_fold = (data.fold is not None or data.augmentations) and name in (data.train_split, data.val_split)
-    if by_fold:
+    if _by_fold(data, name):
         from fer_keras.data import splits
         if name == data.val_split and name != data.train_split and data.fold is None:
             raise ValueError(f"{data.root}: augmentations without a fold leave no validation part; "
@@ -68,7 +72,7 @@ def split(data, name, *, training=False, with_meta=False):
     info = manifest(data.root)
     videos = selection(data, name, info)
     shard_splits = sorted({v["split"] for v in videos}) or [name]
-    ids = [v["id"] for v in videos] if data.fold is not None or data.augmentations else None
+    ids = [v["id"] for v in videos] if _by_fold(data, name) else None
     return sequences(info, data.root, shard_splits, data.pipeline, training=training, with_meta=with_meta,
                      ids=ids)
 
