@@ -81,6 +81,7 @@ def _prepare_bu4dfe(args) -> int:
                              end_frames=args.trim_end_frames, anomaly_frames=args.anomaly_frames,
                              anomaly=args.anomaly),
             trimming=not args.no_trim, keep_incomplete_subjects=args.keep_incomplete_subjects,
+            frames_fps=args.frames_fps, **({"mtcnn_min_face_size": args.min_face_size} if args.min_face_size else {}),
             augment=args.augment, augment_methods=_names(args.augment_methods),
             seed=args.seed, jobs=args.jobs, shard_size=args.shard_size)
         if src is None:
@@ -515,7 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the extension goes (the thesis does not say; default down: the jaw drops)")
     q.add_argument("--detect-frames", type=int, default=5,
                    help="first frames the cascade tries before it tries every later frame (default 5)")
+    q.add_argument("--min-face-size", type=float, metavar="SIZE",
+                   help="--detector mtcnn: smallest face, a fraction of the shorter side (< 1) or pixels (>= 20) "
+                        "(default 0.125)")
     q.add_argument("--face-size", type=int, default=160, help="side of the face crops (default 160)")
+    q.add_argument("--frames-fps", type=float, default=25.0,
+                   help="frame rate of frame-image folders, for frame times (default 25, BU-4DFE's)")
     q.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="crop encoding (default png, lossless)")
     q.add_argument("--no-trim", action="store_true", help="keep every frame (no Algorithm 1, no OpenFace needed)")
     q.add_argument("--trim-threshold", type=float, default=0.5, help="neutral below this fraction of the max AU score (0.5)")
