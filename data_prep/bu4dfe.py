@@ -106,6 +106,7 @@ class Bu4dfeOptions:
     seed: int = 0  # of the random augmentations (salt and pepper)
     jobs: int = 1
     shard_size: int = 32
+    verify: bool = False  # a rerun checks the kept shards' checksums and records too (sizes always)
 
     def __post_init__(self):
         def need(ok, what):
@@ -131,7 +132,7 @@ class Bu4dfeOptions:
     def content(self) -> dict:
         """The options that define the prepared data (a rerun must match them)."""
         d = asdict(self)
-        for name in ("jobs", "shard_size"):
+        for name in ("jobs", "shard_size", "verify"):
             d.pop(name)
         d["augment_methods"] = list(d["augment_methods"]) if self.augment else []
         return json.loads(json.dumps(d))  # as the manifest stores it (tuples become lists)
@@ -412,7 +413,7 @@ def prepare(src, out, opts: Bu4dfeOptions | None = None, openface_dir=None, prog
     header = {"dataset": "bu4dfe", "classes": list(BU4DFE), "source": os.path.abspath(src),
               "openface": os.path.abspath(openface_dir) if openface_dir else "beside each video",
               "options": opts.content(), "audio": {"lld_dim": 0, "functionals_dim": 0}, "subjects": True}
-    store = PreparedStore(out, header, opts.shard_size)
+    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
     manifest = run_preparation(videos, store, (Bu4dfePreparer, (opts,)), opts.jobs, skipped, progress)
     subjects = sorted({v["subject"] for v in manifest["videos"].values() if v.get("subject") and v["status"] == "ok"})
     fold_files.write(os.path.join(out, fold_files.SPLITS_FILE), fold_files.thesis002(subjects))

@@ -50,6 +50,7 @@ class Fer2013Options:
     image_format: str = "png"
     jpeg_quality: int = 95
     shard_size: int = 1024  # records per shard
+    verify: bool = False  # a rerun checks the kept shards' checksums and records too (sizes always)
     splits: dict = field(default_factory=lambda: dict(DEFAULT_SPLITS))  # Usage -> split name
 
     def __post_init__(self):
@@ -172,7 +173,7 @@ def prepare(csv_path, out, opts: Fer2013Options | None = None, progress: bool = 
     with _open(path) as f:
         header = {"dataset": "fer2013", "classes": list(FER2013), "source": path, "options": opts.content(),
                   "audio": {"lld_dim": 0, "functionals_dim": 0}}
-        store = PreparedStore(out, header, opts.shard_size)
+        store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
         bar = tqdm(total=_count_rows(path), desc="fer2013", unit="row", disable=not progress)
         try:
             for line, fields in _rows(f):

@@ -92,6 +92,7 @@ class PrepareOptions:
     jobs: int = 1
     detect_batch: int = 32
     shard_size: int = 32
+    verify: bool = False  # a rerun checks the kept shards' checksums and records too (sizes always)
 
     def __post_init__(self):
         """Refuse, before any video is touched, every value that could not work."""
@@ -114,7 +115,7 @@ class PrepareOptions:
 
     def content(self) -> dict:
         """The options that define the prepared data (a rerun must match them)."""
-        d = {k: v for k, v in asdict(self).items() if k not in RUN_SETTINGS}
+        d = {k: v for k, v in asdict(self).items() if k not in RUN_SETTINGS + ("verify",)}
         d["landmark_weights"] = list(d["landmark_weights"])
         return d
 
@@ -253,7 +254,7 @@ def prepare_videos(items: list[SourceVideo], out, dataset: str, classes, opts: P
                                                    "lld_mode": opts.lld_mode}}
     if frame_labels:
         header["labels"] = dict(frame_labels)
-    store = PreparedStore(out, header, opts.shard_size)
+    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
     return run_preparation(items, store, factory, opts.jobs, skipped, progress, preparer)
 
 

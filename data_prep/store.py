@@ -1,8 +1,11 @@
 """The prepared-dataset directory: shards, manifest.json and failures.jsonl (DESIGN.md contracts).
 
-A shard is written to a temporary name and renamed only when complete, and the manifest (the
-record of what is done) is rewritten atomically after every shard and every failure. A rerun
-therefore skips finished videos, deletes leftovers of a killed run, and never sees half a shard.
+A shard is written to a temporary name and renamed only when complete, its size, record count
+and SHA-256 go into the manifest's ``files``, and the manifest (the record of what is done) is
+rewritten atomically after every shard and every failure. A rerun therefore skips finished
+videos, deletes leftovers of a killed run, never sees half a shard, and first checks the shards
+it keeps (sizes; checksums and records with ``verify``): the videos of a missing or damaged shard
+are forgotten, so they are prepared again, and the repair is logged in failures.jsonl.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 
 import tensorflow as tf
 
+from fer_keras.data import integrity
 from fer_keras.data.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -39,12 +43,13 @@ def safe_join(root, *parts) -> str:
 class PreparedStore:
     """Accumulates finished videos per split into shards of `shard_size` videos."""
 
-    def __init__(self, out, header: dict, shard_size: int = 32):
+    def __init__(self, out, header: dict, shard_size: int = 32, verify: bool = False):
         self.out = os.path.abspath(out)
         self.shard_size = shard_size
         os.makedirs(self.out, exist_ok=True)
         self.manifest = self._load_or_start(header)
         self._buffers: dict[str, list[tuple[dict, bytes]]] = {}
+        self._repair(verify)
         self._remove_leftovers()
 
     # -- state ---------------------------------------------------------------------------------
@@ -65,6 +70,36 @@ class PreparedStore:
                 f"({', '.join(sorted(changed)) or 'dataset'}); use a new output directory"
             )
         return manifest
+
+    def _repair(self, verify: bool) -> None:
+        """Forget the shards that are missing or damaged, and their videos, so they are redone."""
+        files = self.manifest.setdefault("files", {})
+        by_shard = {}
+        for key, entry in self.manifest["videos"].items():
+            if entry.get("status") == "ok" and entry.get("shard"):
+                by_shard.setdefault(entry["shard"], []).append(key)
+        repaired = False
+        for split, info in self.manifest["splits"].items():
+            for rel in list(info["shards"]):
+                ids = {self.manifest["videos"][k]["id"] for k in by_shard.get(rel, [])}
+                problem = integrity.check_shard(self.out, rel, self.manifest, quick=not verify, expected_ids=ids)
+                if problem is None:
+                    continue
+                keys = by_shard.get(rel, [])
+                log.warning("%s; preparing its %d videos again", problem.line().split(";")[0], len(keys))
+                with open(os.path.join(self.out, FAILURES), "a") as f:
+                    f.write(json.dumps({"key": rel, "split": split, "path": problem.path, "reason": "damaged_shard",
+                                        "message": f"{problem.what}; its {len(keys)} videos are prepared again",
+                                        "action": "repaired"}) + "\n")
+                info["shards"].remove(rel)
+                files.pop(rel, None)
+                for key in keys:
+                    del self.manifest["videos"][key]
+                if os.path.exists(problem.path):
+                    os.remove(problem.path)
+                repaired = True
+        if repaired:
+            self._save()
 
     def _remove_leftovers(self) -> None:
         """Delete temporary files and shards that the manifest does not know (a killed run's)."""
@@ -107,13 +142,15 @@ class PreparedStore:
         if not buf:
             return
         info = self.manifest["splits"].setdefault(split, {"shards": []})
-        rel = f"{split}/{split}-{len(info['shards']):05d}.tfrecord"
+        taken = [int(s.rsplit("-", 1)[1].split(".")[0]) for s in info["shards"]]
+        rel = f"{split}/{split}-{max(taken, default=-1) + 1:05d}.tfrecord"  # after a repair: never a kept name
         path = safe_join(self.out, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with tf.io.TFRecordWriter(path + ".tmp") as writer:
             for _, record in buf:
                 writer.write(record)
         os.replace(path + ".tmp", path)
+        self.manifest.setdefault("files", {})[rel] = integrity.describe(path, len(buf))
         info["shards"].append(rel)
         for entry, _ in buf:
             entry["shard"] = rel

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import inspect
 import json
 import logging
@@ -10,6 +11,7 @@ import os
 import re
 import sys
 import textwrap
+import traceback
 
 
 def _synth(args) -> int:
@@ -83,7 +85,7 @@ def _prepare_bu4dfe(args) -> int:
             trimming=not args.no_trim, keep_incomplete_subjects=args.keep_incomplete_subjects,
             frames_fps=args.frames_fps, **({"mtcnn_min_face_size": args.min_face_size} if args.min_face_size else {}),
             augment=args.augment, augment_methods=_names(args.augment_methods),
-            seed=args.seed, jobs=args.jobs, shard_size=args.shard_size)
+            seed=args.seed, jobs=args.jobs, shard_size=args.shard_size, verify=args.verify)
         if src is None:
             from data_prep.synthetic_bu4dfe import write_bu4dfe
 
@@ -112,7 +114,8 @@ def _prepare_fer2013(args) -> int:
     src, out = _src_out(args, "fer2013")
     try:
         opts = fer2013.Fer2013Options(image_size=args.image_size, interpolation=args.interpolation,
-                                      image_format=args.image_format, shard_size=args.shard_size)
+                                      image_format=args.image_format, shard_size=args.shard_size,
+                                      verify=args.verify)
         if src is None:
             from data_prep.synthetic_fer2013 import write_fer2013
 
@@ -153,6 +156,26 @@ def _folds(args) -> int:
     return 0
 
 
+def _verify(args) -> int:
+    import time
+
+    from fer_keras.data import integrity
+
+    start = time.perf_counter()
+    if os.path.isfile(os.path.join(args.root, integrity.MANIFEST)) or not glob.glob(os.path.join(args.root, "*.h5")):
+        problems, read = integrity.check(args.root, quick=args.quick, jobs=args.jobs, records=args.records)
+    else:  # a folder of cached feature files
+        from fer_keras.data.features import check_folder
+        problems, read = check_folder(args.root, quick=args.quick)
+    took = time.perf_counter() - start
+    for problem in problems:
+        print(problem.line())
+    what = "sizes" if args.quick else "sizes, checksums and counts" + (", every record" if args.records else "")
+    print(f"{args.root}: {len(problems)} problem(s) in {read['files']} files ({read['bytes'] / 1e6:.1f} MB, "
+          f"{what} checked in {took:.1f} s, {read['bytes'] / 1e6 / max(took, 1e-9):.0f} MB/s)")
+    return 1 if problems else 0
+
+
 def _prepare(args) -> int:
     from data_prep import afew
     from data_prep.prepare import PrepareOptions
@@ -168,7 +191,7 @@ def _prepare(args) -> int:
             jpeg_quality=args.jpeg_quality, sample_rate=args.sample_rate, lld_set=args.lld_set,
             lld_level=args.lld_level, lld_mode=args.lld_mode, functionals_set=args.functionals_set,
             functionals_level=args.functionals_level, jobs=args.jobs, detect_batch=args.detect_batch,
-            shard_size=args.shard_size,
+            shard_size=args.shard_size, verify=args.verify,
         )
         if src is None:
             from data_prep.synthetic import SyntheticSpec, write_afew
@@ -221,6 +244,8 @@ def _user_errors(func):
         try:
             return func(args)
         except (FileNotFoundError, NotADirectoryError, ValueError) as err:
+            if getattr(args, "verbose", False):
+                traceback.print_exception(err)
             print(f"error: {err}", file=sys.stderr)
             return 2
     run.__name__, run.__doc__ = func.__name__, func.__doc__
@@ -237,10 +262,14 @@ def _run_dirs(paths):
 def _evaluate(args) -> int:
     _run_dirs([args.run_dir])
     import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
+    from fer_keras import config as cfg
+    from fer_keras.data.integrity import named_data_errors
     from fer_keras.evaluation import evaluate
 
-    result = evaluate(args.run_dir, split=args.split, checkpoint=args.checkpoint,
-                      aggregate_method=args.aggregate)
+    root = cfg.load(os.path.join(args.run_dir, "config.yaml")).data.root
+    with named_data_errors(root):
+        result = evaluate(args.run_dir, split=args.split, checkpoint=args.checkpoint,
+                          aggregate_method=args.aggregate)
     for name, path in result["paths"].items():
         print(f"{name + ':':<22} {path}")
     accuracy = result.get("accuracy")
@@ -349,10 +378,13 @@ def _train(args) -> int:
     from fer_keras import config as cfg
     from fer_keras import training
 
+    from fer_keras.data.integrity import named_data_errors
+
     exp = cfg.load(args.config, overrides)
     run_dir = args.run_dir or os.path.join("runs", exp.name)
     print(f"run directory: {run_dir}")
-    state = training.train(exp, run_dir, evaluate=not args.no_evaluate)
+    with named_data_errors(exp.data.root):
+        state = training.train(exp, run_dir, evaluate=not args.no_evaluate)
     result = state.get("evaluation")
     if result:
         paths = result.get("paths", {})
@@ -381,8 +413,11 @@ def _tune(args) -> int:
         exp = tuning.default_experiment(args.model, args.data, overrides)
     else:
         exp = cfg.load(args.config, overrides)
+    from fer_keras.data.integrity import named_data_errors
+
     out = args.out or os.path.join("runs", "tune", exp.name)
-    result = tuning.tune(exp, out, max_trials=args.trials, objective=args.objective, overwrite=args.overwrite)
+    with named_data_errors(exp.data.root):
+        result = tuning.tune(exp, out, max_trials=args.trials, objective=args.objective, overwrite=args.overwrite)
     if result.get("role") == "worker":
         print(f"worker {result['tuner_id']}: no trials left; the chief writes the results to {result['out_dir']}")
     return 0
@@ -488,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-batch", type=int, default=32, help="frames per MTCNN call (default 32)")
     p.add_argument("--shard-size", type=int, default=32, help="videos per TFRecord shard (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset when SRC is omitted")
+    p.add_argument("--verify", action="store_true",
+                   help="on a rerun, check the kept shards' checksums and records too (sizes are always checked); "
+                        "the videos of a missing or damaged shard are prepared again")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prepare)
 
@@ -539,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated methods (default all nine; see data_prep/augment.py)")
     q.add_argument("--shard-size", type=int, default=32, help="videos per TFRecord shard (default 32)")
     q.add_argument("--seed", type=int, default=0, help="seed of the random augmentations")
+    q.add_argument("--verify", action="store_true",
+                   help="on a rerun, check the kept shards' checksums and records too (sizes are always checked); "
+                        "the videos of a missing or damaged shard are prepared again")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=_prepare_bu4dfe)
 
@@ -555,6 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resize interpolation (default bicubic)")
     g.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="image encoding (default png)")
     g.add_argument("--shard-size", type=int, default=1024, help="images per TFRecord shard (default 1024)")
+    g.add_argument("--verify", action="store_true",
+                   help="on a rerun, check the kept shards' checksums and records too (sizes are always checked); "
+                        "the videos of a missing or damaged shard are prepared again")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     g.set_defaults(func=_prepare_fer2013)
 
@@ -569,6 +613,21 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--split", default="train", help="split whose subjects are folded (default train)")
     k.add_argument("--out", metavar="FILE", help="split file (default DATA/splits-k<K>-seed<SEED>.json)")
     k.set_defaults(func=_user_errors(_folds))
+
+    v = sub.add_parser(
+        "verify", help="check a prepared dataset (or a folder of feature files) before runs depend on it",
+        description="Check every file the manifest lists: present, of the recorded size and SHA-256, with as many "
+                    "records as the manifest has videos in it; with --records (and always for shards written before "
+                    "checksums) every record through TFRecord's CRCs and the schema parser, video ids as listed. "
+                    "Feature folders: features.json sizes and checksums, HDF5 layout. One line per problem (file, "
+                    "what is wrong, what to do), then a summary; exit 1 when anything is wrong.")
+    v.add_argument("root", metavar="ROOT", help="prepared dataset (manifest.json) or folder of *.h5 feature files")
+    v.add_argument("--quick", action="store_true", help="check presence and sizes only")
+    v.add_argument("--records", action="store_true",
+                   help="also parse every record (TFRecord CRCs, schema, video ids); without it only shards "
+                        "lacking a recorded checksum are parsed")
+    v.add_argument("-j", "--jobs", type=int, default=4, help="files checked in parallel (default 4)")
+    v.set_defaults(func=_user_errors(_verify))
 
     m = sub.add_parser("models", help="list the model registry with parameter counts",
                        description="Build each registry model (thesis input sizes unless --small) and print "

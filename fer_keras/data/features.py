@@ -7,6 +7,7 @@ thesis's VGGFace Flatten tap has 25,088 features per frame, about 10 MB per 100-
 so a fold with its offline augmentations does not fit in memory, while one row at a time plus
 a shuffle buffer of sequences does.
 """
+import glob
 import itertools
 import os
 import tempfile
@@ -16,6 +17,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from fer_keras.data import integrity
 from fer_keras.data.pipeline import PipelineConfig
 
 DATASETS = ("features", "masks", "labels", "names")
@@ -51,9 +53,38 @@ def write_features(path, features, masks, labels, names, classes) -> None:
             f.create_dataset("names", data=names, dtype=h5py.string_dtype("utf-8"))
             f.attrs["classes"] = np.array(list(classes), dtype=h5py.string_dtype("utf-8"))
         os.replace(tmp, path)
+        integrity.record_feature_file(path, len(names))
     except BaseException:
         os.remove(tmp)
         raise
+
+
+def check_folder(folder, quick: bool = False) -> tuple[list, dict]:
+    """`fer-keras verify` of a feature folder: each file against features.json (size, SHA-256,
+    videos) and its HDF5 layout; returns (problems, what was read)."""
+    index = integrity.feature_index(folder)
+    names = sorted(set(index) | {os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.h5"))})
+    problems = []
+    for name in names:
+        path = os.path.join(folder, name)
+        problem = integrity.quick_problem(folder, name, index.get(name), integrity.REWRITE_FEATURES)
+        if problem is None and not quick:
+            if name in index and integrity.sha256(path) != index[name]["sha256"]:
+                problem = integrity.Problem(path, "checksum differs from the one recorded when it was written",
+                                            integrity.REWRITE_FEATURES)
+            else:
+                try:
+                    videos = read_info(path).videos
+                except (ValueError, OSError) as err:
+                    problem = integrity.Problem(path, str(err).removeprefix(f"{path}: "), integrity.REWRITE_FEATURES)
+                else:
+                    if name in index and videos != index[name]["records"]:
+                        problem = integrity.Problem(path, f"{videos} videos, recorded {index[name]['records']}",
+                                                    integrity.REWRITE_FEATURES)
+        if problem:
+            problems.append(problem)
+    sizes = [os.path.getsize(os.path.join(folder, n)) for n in names if os.path.isfile(os.path.join(folder, n))]
+    return problems, {"files": len(names), "bytes": sum(sizes)}
 
 
 def _shape_problem(features, masks, labels, names, classes):

@@ -72,6 +72,8 @@ def split(data, name, *, training=False, with_meta=False):
     info = manifest(data.root)
     videos = selection(data, name, info)
     shard_splits = sorted({v["split"] for v in videos}) or [name]
+    from fer_keras.data.integrity import require
+    require(data.root, info, shard_splits)  # a missing or truncated shard: one line, before any work
     ids = [v["id"] for v in videos] if _by_fold(data, name) else None
     return sequences(info, data.root, shard_splits, data.pipeline, training=training, with_meta=with_meta,
                      ids=ids)
