@@ -9,7 +9,7 @@ OUT ?=
 JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-slow prepare-afew synth-afew prepare-bu4dfe synth-bu4dfe prepare-fer2013 bench-prepare bench-prepare-bu4dfe bench-pipeline train evaluate tune demo clean
+.PHONY: install test test-slow verify bench-verify prepare-afew synth-afew prepare-bu4dfe synth-bu4dfe prepare-fer2013 bench-prepare bench-prepare-bu4dfe bench-pipeline train evaluate tune demo clean
 
 install: $(BIN)/fer-keras
 
@@ -50,6 +50,15 @@ prepare-fer2013:
 
 bench-prepare:
 	$(BIN)/python -m data_prep.benchmark --out $(DATA)/bench_prepare
+
+# Check a prepared dataset (ROOT=DIR, default the demo's): sizes, SHA-256, counts; ARGS="--records" parses every record.
+ROOT ?= $(DATA)/demo_prepared
+verify:
+	$(BIN)/fer-keras verify $(ROOT) $(ARGS)
+
+# verify beside `cat FILES > /dev/null` on the same dataset, in one run (run make demo first for the default ROOT).
+bench-verify:
+	$(BIN)/python -m fer_keras.data.bench_verify $(ROOT)
 
 # Haar on the first frames + MedianFlow tracking vs MTCNN on every frame (frames/s, same-face share).
 bench-prepare-bu4dfe:

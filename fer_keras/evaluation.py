@@ -1,7 +1,8 @@
 """Evaluation engine: a trained run directory in; per-video predictions, metrics, confusion
 matrices and a thesis-style report out.
 
-``evaluate(run_dir)`` loads ``checkpoints/best.keras`` (or ``last.keras``), runs the split's
+``evaluate(run_dir)`` loads ``checkpoints/best.keras`` (or ``last.keras``; a damaged one is a
+ValueError naming it and what to do, see ``training.check_model_file``), runs the split's
 pipeline, predicts every sequence and aggregates the sequences of each video:
 
 - ``mean``: the mean of the sequence softmax outputs, each weighted by its number of valid
@@ -451,11 +452,10 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
     run's ``evaluation`` section; ``out_dir`` overrides the output directory. Returns the
     metrics written to metrics.json plus ``out_dir`` and ``paths`` (name -> file written).
     """
-    import keras
-
     import fer_keras.models  # noqa: F401  registers the custom layers before loading
     from fer_keras.data import loader
     from fer_keras.fusion import METRICS, PREDICTIONS
+    from fer_keras.training import checkpoint_todo, load_checkpoint
 
     run, exp = _load(run_dir)
     split = split or exp.evaluation.split
@@ -469,10 +469,11 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; training must run first "
                                 f"(evaluation reads checkpoints/{path.name})")
+    # a damaged checkpoint is one line naming it (DamagedFile, a ValueError), before anything is written
+    model = load_checkpoint(path, checkpoint_todo(run, checkpoint, len(exp.training.plan())))
     out = Path(out_dir) if out_dir is not None else output_dir(run.root, exp, split, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
 
-    model = keras.models.load_model(path, compile=False)
     classes = loader.classes(exp.data)
     ds = loader.split(exp.data, split, training=False, with_meta=True)
     outputs, targets, mask, seq_ids, seq_labels = _predict(model, ds)

@@ -8,7 +8,19 @@ Run directory::
     backup/stage-<i>/      BackupAndRestore state of the stage in progress (removed when done)
     logs/                  TensorBoard
     history.csv            one row per epoch, appended across stages and restarts
-    state.json             stages done, so a killed run continues where it stopped
+    state.json             stages done (so a killed run continues where it stopped), the size and
+                           SHA-256 of each stage-<i>.weights.h5, and ``best_since`` when best.keras
+                           had to be rebuilt
+
+Damaged files (a kill while writing, a full disk, bit rot on shared storage) are found before
+they are used. A ``.keras`` file is checked member by member against its zip CRC-32s and a stage
+weights file against the size and SHA-256 recorded in state.json (HDF5 has no checksums of its
+own), and a bad one is a ``DamagedFile`` (a ValueError) naming it and what to do. On resume, a
+damaged BackupAndRestore folder is removed with a warning and its stage restarts from the
+previous stage's weights (or from scratch), its epochs dropped from history.csv and redone; a
+damaged best.keras is removed and rebuilt from the epochs still to come (``best_since``); a
+damaged last.keras of a finished run is rebuilt from the last stage's weights. Stage weights and
+last.keras are written to a temporary name and renamed, so a kill never leaves them half-written.
 
 Stages (thesis 000's "Train epochs = 10, 20": the RNN/FC part first, then all layers) are
 separate ``fit`` calls on one epoch axis. Each rebuilds the model with its ``trainable``
@@ -22,7 +34,11 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import shutil
 import sys
+import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +49,7 @@ import tensorflow as tf
 from fer_keras import config as cfg
 from fer_keras import losses as fer_losses
 from fer_keras.data import loader
+from fer_keras.data.integrity import sha256
 from fer_keras.data.pipeline import Augment
 from fer_keras.metrics import CCCMetric
 from fer_keras.models import entry
@@ -61,6 +78,117 @@ class RunDir:
 
     def backup(self, i):
         return self.root / "backup" / f"stage-{i}"
+
+
+# --- damaged files ------------------------------------------------------------------------------
+
+REBUILD = "rerun training in this run directory to rebuild it"
+KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")  # what Model.save writes
+
+
+class DamagedFile(ValueError):
+    """A run-directory file that is there but cannot be what was written: truncated, changed, or
+    not the kind of file its name says. ``str()`` is one line: the file, the problem, what to do."""
+
+    def __init__(self, path, problem, todo=REBUILD):
+        self.path, self.problem, self.todo = Path(path), problem, todo
+        super().__init__(f"{path}: damaged: {problem}; {todo}")
+
+
+def _short(err, limit=160):
+    """An exception as a few words for a one-line message."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_model_file(path, todo=REBUILD):
+    """Raise ``DamagedFile`` unless ``path`` is a complete ``.keras`` archive: a zip whose every
+    member matches its CRC-32 and that holds what ``Model.save`` writes. Reads the whole file.
+
+    Measured with Keras 3.15: ``load_model`` on a truncated, empty or random file raises a
+    ValueError "File not found: ... Please ensure the file is an accessible `.keras` zip file"
+    (it is not a zip), and on a flipped byte ``zipfile.BadZipFile`` "Bad CRC-32 for file
+    'model.weights.h5'". A missing file is left to the caller (FileNotFoundError)."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise DamagedFile(path, f"truncated or not a Keras file ({_short(err)})", todo) from err
+    if bad is not None:
+        raise DamagedFile(path, f"truncated or changed after it was written ({bad} inside it fails "
+                                f"its CRC-32 check)", todo)
+    missing = [m for m in KERAS_MEMBERS if m not in names]
+    if missing:
+        raise DamagedFile(path, f"not a Keras file (no {', '.join(missing)} inside)", todo)
+
+
+def load_checkpoint(path, todo=REBUILD, compile=False):
+    """``keras.models.load_model`` of a checked ``.keras`` file; a damaged one is a ``DamagedFile``
+    naming it (custom layers must be registered: import fer_keras.models first)."""
+    check_model_file(path, todo)
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except zipfile.BadZipFile as err:  # changed between the check and the load
+        raise DamagedFile(path, f"truncated or not a Keras file ({_short(err)})", todo) from err
+
+
+def _record(path) -> dict:
+    """What state.json keeps of a weights file it relies on."""
+    return {"bytes": os.path.getsize(path), "sha256": sha256(path)}
+
+
+def _h5_problem(path):
+    """None, or what h5py raises opening ``path`` and reading every dataset in it: OSError
+    ("Unable to synchronously open file (truncated file: eof = ...)", "(file signature not
+    found)") for a truncated, empty or random file, RuntimeError or KeyError for a damaged
+    object header (measured with h5py 3.14). A flipped byte inside the weights themselves reads
+    without error; only a recorded checksum finds it."""
+    import h5py
+
+    def read(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            obj[()]
+        return None  # anything else stops visititems
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: missing")
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(read)
+    except (OSError, RuntimeError, KeyError) as err:
+        return _short(err)
+    return None
+
+
+def check_weights_file(path, record=None, todo=REBUILD):
+    """Raise ``DamagedFile`` unless ``path`` is an intact ``.weights.h5``: its size and SHA-256
+    as ``record`` (from state.json) says, or, without a record, an HDF5 file that reads."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {todo}")
+    if record:
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            raise DamagedFile(path, f"truncated or overwritten ({size} bytes; {record['bytes']} when "
+                                    f"written, as state.json records)", todo)
+        if sha256(path) != record["sha256"]:
+            raise DamagedFile(path, "changed after it was written (its SHA-256 is not the one "
+                                    "state.json records)", todo)
+        return
+    problem = _h5_problem(path)
+    if problem:
+        raise DamagedFile(path, f"truncated or not an HDF5 weights file ({problem})", todo)
+
+
+def _save_atomic(save, path):
+    """``save(tmp)`` then rename onto ``path``: a kill leaves the old file or the new, never half
+    of one (the temporary name keeps the suffix Keras requires)."""
+    path = Path(path)
+    tmp = path.with_name(f".partial-{path.name}")
+    save(tmp)
+    os.replace(tmp, path)
 
 
 def model_options(exp: cfg.Experiment, trainable=None) -> dict:
@@ -207,16 +335,21 @@ class CheckMonitor(keras.callbacks.Callback):
                              f"choose one of {', '.join(sorted(logs))}")
 
 
-def _best_so_far(history: Path, monitor, mode):
-    """The best monitored value of earlier epochs, so a resumed run keeps the best checkpoint."""
-    if not history.is_file():
-        return None
-    with history.open() as f:
-        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+def _best_of(values, mode):
     values = [v for v in values if math.isfinite(v)]
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
+
+
+def _best_so_far(history: Path, monitor, mode, since=0):
+    """The best monitored value of earlier epochs (from epoch ``since`` on: best.keras was rebuilt
+    from there), so a resumed run keeps the best checkpoint."""
+    if not history.is_file():
+        return None
+    with history.open() as f:
+        return _best_of([float(row[monitor]) for row in csv.DictReader(f)
+                         if row.get(monitor) and int(float(row["epoch"])) >= since], mode)
 
 
 def monitor_mode(name, mode="auto"):
@@ -238,14 +371,14 @@ def _mode(training):
     return monitor_mode(training.monitor, training.monitor_mode)
 
 
-def _callbacks(run: RunDir, training: cfg.TrainingConfig, stage: int):
+def _callbacks(run: RunDir, training: cfg.TrainingConfig, stage: int, best_since=0):
     mode = _mode(training)
+    threshold = _best_so_far(run.history, training.monitor, mode, best_since)
     callbacks = [
         CheckMonitor(training.monitor),
         keras.callbacks.BackupAndRestore(str(run.backup(stage))),
         keras.callbacks.ModelCheckpoint(str(run.best), monitor=training.monitor, mode=mode,
-                                        save_best_only=True,
-                                        initial_value_threshold=_best_so_far(run.history, training.monitor, mode)),
+                                        save_best_only=True, initial_value_threshold=threshold),
         keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.TensorBoard(str(run.logs)),
     ]
@@ -294,7 +427,174 @@ def prepare_run_dir(exp: cfg.Experiment, run_dir) -> RunDir:
 
 
 def _state(run: RunDir):
-    return json.loads(run.state.read_text()) if run.state.is_file() else {"stages_done": 0}
+    if not run.state.is_file():
+        return {"stages_done": 0}
+    try:
+        state = json.loads(run.state.read_text())
+        int(state["stages_done"])
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise DamagedFile(run.state, f"not the state training writes ({_short(err)})",
+                          "it records which stages are done, so this run cannot continue; train "
+                          "again in a new run directory") from err
+    return state
+
+
+def _write_state(run: RunDir, state):
+    tmp = run.state.with_name(f".partial-{run.state.name}")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, run.state)
+
+
+def _history_rows(history: Path):
+    """(header, rows) of history.csv, or (None, []) when there is none."""
+    if not history.is_file():
+        return None, []
+    with history.open(newline="") as f:
+        rows = list(csv.reader(f))
+    return (rows[0], rows[1:]) if rows else (None, [])
+
+
+def _epochs_logged(history: Path) -> int:
+    """One past the last epoch in history.csv (0 without one)."""
+    header, rows = _history_rows(history)
+    if not header or "epoch" not in header:
+        return 0
+    k = header.index("epoch")
+    return max((int(float(r[k])) + 1 for r in rows if len(r) > k and r[k]), default=0)
+
+
+def _drop_epochs(run: RunDir, start: int, monitor, mode, best_since) -> tuple[int, bool]:
+    """Remove the rows of epochs >= ``start`` from history.csv (they are about to be redone).
+
+    Returns how many epochs were dropped and whether best.keras was last written in one of them
+    (a monitored value better than every kept one since ``best_since``)."""
+    header, rows = _history_rows(run.history)
+    if not header or "epoch" not in header:
+        return 0, False
+    k = header.index("epoch")
+    epoch_of = lambda r: int(float(r[k])) if len(r) > k and r[k] else -1  # noqa: E731
+    kept = [r for r in rows if epoch_of(r) < start]
+    dropped = [r for r in rows if epoch_of(r) >= start]
+    if not dropped:
+        return 0, False
+    m = header.index(monitor) if monitor in header else None
+    values = lambda part: [float(r[m]) for r in part if m is not None and len(r) > m and r[m]]  # noqa: E731
+    best_kept = _best_of(values([r for r in kept if epoch_of(r) >= best_since]), mode)
+    best_dropped = _best_of(values(dropped), mode)
+    from_dropped = best_dropped is not None and (
+        best_kept is None or (best_dropped > best_kept if mode == "max" else best_dropped < best_kept))
+    if kept:
+        tmp = run.history.with_name(f".partial-{run.history.name}")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows([header, *kept])
+        os.replace(tmp, run.history)
+    else:
+        run.history.unlink()
+    return len({epoch_of(r) for r in dropped}), from_dropped
+
+
+def _backup_problem(folder: Path, first: int, last: int):
+    """None when the BackupAndRestore state in ``folder`` (the stage running epochs ``first`` to
+    ``last``) is absent or intact; otherwise what is wrong with it. Keras writes
+    ``latest.weights.h5`` and then ``training_metadata.json`` ({"epoch": epochs done, "batch"})
+    at each epoch end."""
+    weights, meta = folder / "latest.weights.h5", folder / "training_metadata.json"
+    if not weights.is_file() and not meta.is_file():
+        return None  # nothing backed up yet: the stage starts from its beginning anyway
+    if not meta.is_file():
+        return f"{weights.name} without training_metadata.json"
+    if not weights.is_file():
+        return f"{meta.name} without latest.weights.h5"
+    try:
+        epoch = json.loads(meta.read_text())["epoch"]
+    except (ValueError, KeyError, TypeError) as err:
+        return f"{meta.name}: {_short(err)}"
+    if not isinstance(epoch, int) or not first < epoch <= last:
+        return f"{meta.name} says epoch {epoch!r}, outside this stage's epochs {first + 1}-{last}"
+    problem = _h5_problem(weights)
+    return f"{weights.name}: {problem}" if problem else None
+
+
+def _check_backup(run: RunDir, i: int, n_stages: int, first: int, last: int, monitor, mode,
+                  best_since: int) -> int:
+    """Remove a damaged BackupAndRestore state of stage ``i``, so the stage restarts from its
+    first epoch, and its epochs from history.csv; returns the epoch best.keras counts from."""
+    folder = run.backup(i)
+    problem = _backup_problem(folder, first, last) if folder.is_dir() else None
+    if problem is None:
+        return best_since
+    shutil.rmtree(folder)
+    redone, best_lost = _drop_epochs(run, first, monitor, mode, best_since)
+    source = run.stage_weights(i - 1).name if i > 0 else "fresh weights (a new run)"
+    logger.warning("%s: damaged BackupAndRestore state (%s); removed it: stage %d/%d restarts at its "
+                   "first epoch (epoch %d in history.csv) from %s, and the %d epoch(s) it had done "
+                   "are redone", folder, problem, i + 1, n_stages, first, source, redone)
+    if not best_lost:
+        return best_since
+    if run.best.is_file():  # it holds a dropped epoch; the earlier best epoch's weights are gone
+        run.best.unlink()
+        logger.warning("%s was last written in one of those epochs (the weights of the best epoch "
+                       "before them are gone): removed it; it is rebuilt from the best epoch from "
+                       "epoch %d on", run.best, first)
+    return first
+
+
+def _load_stage_weights(model, run: RunDir, i: int, state: dict, todo):
+    """Stage ``i``'s weights into ``model``, checked against state.json's record first."""
+    path = run.stage_weights(i)
+    check_weights_file(path, state.get("weights", {}).get(path.name), todo)
+    try:
+        model.load_weights(path)
+    except OSError as err:  # h5py's error for a file damaged in a way the check did not read
+        if isinstance(err, (FileNotFoundError, PermissionError)):
+            raise
+        raise DamagedFile(path, f"truncated or not an HDF5 weights file ({_short(err)})", todo) from err
+
+
+STAGE_LOST = ("it holds the weights of a finished stage that this run continues from; restore it "
+              "from a copy, or train again in a new run directory")
+BEST_LOST = ("the best epoch's weights cannot be rebuilt in a finished run: evaluate the last "
+             "checkpoint (fer-keras evaluate RUN_DIR --checkpoint last), or delete the file and rerun "
+             "training in this run directory to replace it with the final model")
+
+
+def checkpoint_todo(run: RunDir, name: str, n_stages: int) -> str:
+    """What to do about a damaged ``best`` or ``last`` checkpoint of ``run``."""
+    try:
+        finished = _state(run)["stages_done"] >= n_stages
+    except DamagedFile:
+        finished = False
+    if name == "best" and finished:
+        return BEST_LOST
+    if name == "last" and finished:
+        return REBUILD + " from the last stage's weights"
+    return REBUILD
+
+
+def _resume_checks(run: RunDir, training: cfg.TrainingConfig, state: dict) -> int:
+    """Before a (resumed) run continues: remove a damaged backup of the stage in progress and a
+    damaged best.keras (refused in a finished run, where it cannot be rebuilt). Returns the epoch
+    from which best.keras counts (``best_since``), recorded in state.json when it moves."""
+    plan, done, mode = training.plan(), state["stages_done"], _mode(training)
+    best_since = int(state.get("best_since", 0))
+    if done < len(plan):
+        first = sum(s.epochs for s in plan[:done])
+        best_since = _check_backup(run, done, len(plan), first, first + plan[done].epochs,
+                                   training.monitor, mode, best_since)
+    if run.best.is_file():
+        try:
+            check_model_file(run.best)
+        except DamagedFile as err:
+            if done >= len(plan):
+                raise DamagedFile(run.best, err.problem, BEST_LOST) from err
+            run.best.unlink()
+            best_since = _epochs_logged(run.history)
+            logger.warning("%s: damaged (%s); removed it: it is rebuilt from the best of the epochs "
+                           "still to train (epoch %d in history.csv on)", run.best, err.problem, best_since)
+    if best_since != state.get("best_since", 0):
+        state["best_since"] = best_since
+        _write_state(run, state)
+    return best_since
 
 
 def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
@@ -303,22 +603,24 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
     Returns the summary written to ``state.json``.
     """
     training = exp.training
+    plan = training.plan()
     run = prepare_run_dir(exp, run_dir)
     keras.utils.set_random_seed(training.seed)
     train_ds, val_ds, steps_per_epoch = datasets(exp)
     state = _state(run)
+    best_since = _resume_checks(run, training, state)
     strategy = strategy_from(training.strategy)
-    epoch = sum(s.epochs for s in training.plan()[:state["stages_done"]])
+    epoch = sum(s.epochs for s in plan[:state["stages_done"]])
     model = None
     with precision(training.mixed_precision), strategy.scope():
-        for i, stage in enumerate(training.plan()):
+        for i, stage in enumerate(plan):
             if i < state["stages_done"]:
                 continue
             previous, model = model, build_model(exp, stage.trainable)
             if previous is not None:
                 _transfer(previous, model)
             elif i > 0:
-                model.load_weights(run.stage_weights(i - 1))
+                _load_stage_weights(model, run, i - 1, state, STAGE_LOST)
             else:  # a fresh run (a resumed stage 0 gets them back from its backup)
                 standardize(model, exp)
             opt = optimizer(training, steps_per_epoch, stage.learning_rate)
@@ -326,26 +628,45 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
             model.optimizer.build(model.trainable_variables)
             model.optimizer.iterations.assign(epoch * steps_per_epoch)
             names = list(model.input.keys()) if isinstance(model.input, dict) else None
-            logger.info("stage %d/%d: %d epochs, trainable=%s", i + 1, len(training.plan()),
+            logger.info("stage %d/%d: %d epochs, trainable=%s", i + 1, len(plan),
                         stage.epochs, stage.trainable)
             model.fit(_inputs_only(train_ds, names), validation_data=_inputs_only(val_ds, names),
                       initial_epoch=epoch, epochs=epoch + stage.epochs,
-                      callbacks=_callbacks(run, training, i), verbose=verbosity(training), shuffle=False)
+                      callbacks=_callbacks(run, training, i, best_since), verbose=verbosity(training),
+                      shuffle=False)
             epoch += stage.epochs
-            model.save_weights(run.stage_weights(i))
-            state = {"stages_done": i + 1, "epochs_done": epoch,
-                     "steps_per_epoch": steps_per_epoch}
-            run.state.write_text(json.dumps(state, indent=2))
+            path = run.stage_weights(i)
+            _save_atomic(model.save_weights, path)
+            state = {"stages_done": i + 1, "epochs_done": epoch, "steps_per_epoch": steps_per_epoch,
+                     "weights": {**state.get("weights", {}), path.name: _record(path)},
+                     **({"best_since": best_since} if best_since else {})}
+            _write_state(run, state)
         backups = run.root / "backup"  # BackupAndRestore removes each stage's folder when it ends
         if backups.is_dir() and not any(backups.iterdir()):
             backups.rmdir()
-        if model is not None or not run.last.is_file():
-            if model is None:
-                model = build_model(exp)
-                model.load_weights(run.stage_weights(len(training.plan()) - 1))
-            model.save(run.last)
-    if not run.best.is_file():  # the monitor never improved on a resumed threshold
-        model.save(run.best)
+
+        def final_model():  # the model as the last stage left it
+            if model is not None:
+                return model
+            rebuilt = build_model(exp, plan[-1].trainable)
+            _load_stage_weights(rebuilt, run, len(plan) - 1, state, STAGE_LOST)
+            return rebuilt
+
+        damaged_last = None
+        if model is None and run.last.is_file():  # a finished run, trained again
+            try:
+                check_model_file(run.last)
+            except DamagedFile as err:
+                damaged_last = err
+        if model is not None or not run.last.is_file() or damaged_last:
+            model = final_model()
+            _save_atomic(model.save, run.last)
+            if damaged_last:
+                logger.warning("%s: damaged (%s); rebuilt it from %s", run.last, damaged_last.problem,
+                               run.stage_weights(len(plan) - 1).name)
+        if not run.best.is_file():  # the monitor never improved on a resumed threshold
+            model = final_model()
+            _save_atomic(model.save, run.best)
     if evaluate:
         from fer_keras.evaluation import evaluate as run_evaluation
         state["evaluation"] = run_evaluation(run.root)

@@ -37,7 +37,7 @@ def test_round_trip_equals_the_arrays(tmp_path):
     features, masks, labels, names = _arrays(np.random.default_rng(0))
     write_features(path, features, masks, labels, names, CLASSES)
     assert read_info(path) == (CLASSES, 5, 6, 4)
-    assert os.listdir(tmp_path) == ["fold-0-features-4.h5"]
+    assert sorted(os.listdir(tmp_path)) == ["features.json", "fold-0-features-4.h5"]  # + its checksum index
     got = _collect(feature_sequences(path, PipelineConfig(seq_len=6, batch_size=2), with_meta=True))
     assert list(got) == names   # file order when not training
     for i, name in enumerate(names):
@@ -134,6 +134,6 @@ def test_writing_checks_shapes_and_never_leaves_half_a_file(tmp_path):
     # a rewrite that fails half-way (a name HDF5 cannot encode) keeps the complete old file
     with pytest.raises(UnicodeEncodeError):
         write_features(path, features * 2, masks, labels, names[:-1] + ["\ud800"], CLASSES)
-    assert os.listdir(tmp_path) == ["fold-0-features-4.h5"]
+    assert sorted(os.listdir(tmp_path)) == ["features.json", "fold-0-features-4.h5"]  # + its checksum index
     with h5py.File(path) as f:
         np.testing.assert_array_equal(f["features"][()], features)

@@ -203,10 +203,16 @@ def locate(root, error) -> str:
 @contextmanager
 def named_data_errors(root):
     """Turn TensorFlow's bare read errors (a corrupt record, a vanished shard) into one line naming
-    the file; the original error stays chained for `-v`."""
+    the file; the original error stays chained for `-v`. KerasTuner reports a trial's read error as
+    a RuntimeError after failed trials: that too is named when the dataset has a damaged file."""
     import tensorflow as tf
 
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.NotFoundError) as err:
         raise ValueError(locate(root, err)) from err
+    except RuntimeError as err:
+        problems, _ = check(root)
+        if problems:
+            raise ValueError(problems[0].line()) from err
+        raise
