@@ -166,9 +166,10 @@ def test_tracker_detects_on_few_frames(prepared):
 
 def test_frame_folder_layout_resume_and_augmentation(tmp_path, monkeypatch):
     """F001/Angry/000.jpg folders; a run killed after 4 videos resumes to every video and every
-    augmented copy exactly once; copies exist for training subjects only and equal the flip."""
+    augmented copy exactly once; the copies equal the flip (test subjects get none: see
+    test_discovery_names_and_aliases)."""
     src, out = tmp_path / "src", tmp_path / "out"
-    write_bu4dfe(src, Bu4dfeSpec(subjects=("F002", "M012"), min_frames=40, max_frames=40, layout="frames",
+    write_bu4dfe(src, Bu4dfeSpec(subjects=("M012",), min_frames=40, max_frames=40, layout="frames",
                                  broken=False))
     assert (src / "M012" / "Angry" / "000.jpg").is_file() and (src / "M012" / "Angry.csv").is_file()
     opts = bu4dfe.Bu4dfeOptions(augment="corrected", augment_methods=("flip",))
@@ -187,7 +188,7 @@ def test_frame_folder_layout_resume_and_augmentation(tmp_path, monkeypatch):
     manifest = bu4dfe.prepare(src, out, opts, progress=False)
     ids = [r["video_id"].numpy().decode() for split in manifest["splits"]
            for r in dataset_from_manifest(manifest, str(out), split, decode=False)]
-    expected = [f"{s}_{e}_tex" for s in ("F002", "M012") for e in BU4DFE] + [f"M012_{e}_tex~flip" for e in BU4DFE]
+    expected = [f"M012_{e}_tex" for e in BU4DFE] + [f"M012_{e}_tex~flip" for e in BU4DFE]
     assert sorted(ids) == sorted(expected)
     assert all(manifest["videos"][f"train_aug/M012_{e}_tex~flip"]["of"] == f"train/M012_{e}_tex" for e in BU4DFE)
     source, copy = _record(out, manifest, "M012_sad_tex"), _record(out, manifest, "M012_sad_tex~flip")
@@ -195,15 +196,21 @@ def test_frame_folder_layout_resume_and_augmentation(tmp_path, monkeypatch):
 
 
 def test_discovery_names_and_aliases(tmp_path):
-    for name in ("F003_Happiness_tex.avi", "M007_sad_tex.MP4", "notes_tex.avi", "F004_bored_tex.avi"):
+    for name in ("F003_Happiness_tex.avi", "M007_sad_tex.MP4", "M012_anger_tex.avi", "notes_tex.avi",
+                 "F004_bored_tex.avi"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "F005" / "Surprise").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "F005" / "Surprise" / "000.jpg"), np.zeros((8, 8, 3), np.uint8))
     videos, skipped = bu4dfe.discover(tmp_path, opts=bu4dfe.Bu4dfeOptions(keep_incomplete_subjects=True))
-    assert sorted((v.subject, v.emotion) for v in videos) == [("F003", "happy"), ("F005", "surprise"), ("M007", "sad")]
+    assert sorted((v.subject, v.emotion) for v in videos) == [("F003", "happy"), ("F005", "surprise"), ("M007", "sad"),
+                                                              ("M012", "angry")]
     assert {s["reason"] for s in skipped} == {"bad_name", "unknown_class"}
+    augmented, _ = bu4dfe.discover(tmp_path, opts=bu4dfe.Bu4dfeOptions(keep_incomplete_subjects=True,
+                                                                       augment="faithful"))
+    assert {v.subject: bool(v.augmentations) for v in augmented} == {  # copies for training subjects only
+        "F003": False, "F005": False, "M007": False, "M012": True}
     _, skipped = bu4dfe.discover(tmp_path)  # every subject lacks emotions: all excluded, with the reason
-    assert {s["reason"] for s in skipped if s["subject"] in ("F003", "F005", "M007")} == {"incomplete_subject"}
+    assert {s["reason"] for s in skipped if s["subject"] in ("F003", "F005", "M007", "M012")} == {"incomplete_subject"}
     (tmp_path / "empty").mkdir()
     with pytest.raises(bu4dfe.LayoutError, match="not a BU-4DFE layout"):
         bu4dfe.discover(tmp_path / "empty")
