@@ -38,7 +38,7 @@ from .augment import METHODS as AUGMENT_METHODS, MODES as AUGMENT_MODES, augment
 from .errors import BadInput
 from .face import DEFAULT_MIN_FACE, LANDMARK_WEIGHTS, FaceDetector, align, check_min_face_size
 from .prepare import run_preparation
-from .store import PreparedStore
+from .store import PreparedStore, encode_image
 from .tracking import FaceTracker, TrackOptions, crop
 from .video import VideoStream
 
@@ -306,12 +306,6 @@ class Bu4dfePreparer:
         if unreadable == len(video.frames):
             raise BadInput(video.path, "corrupt", f"none of its {unreadable} frame images can be read")
 
-    def _encode(self, face: np.ndarray) -> bytes:
-        bgr = cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
-        ok, buf = cv2.imencode(".png", bgr) if self.opts.image_format == "png" else \
-            cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        return buf.tobytes()
-
     def _faces(self, frames):
         """(index, time, face crop) of every frame in which a face is found; and tracking events."""
         o = self.opts
@@ -399,7 +393,7 @@ class Bu4dfePreparer:
         n = len(crops)
         return serialize(VideoRecord(
             video_id=video_id, label=label, fps=float(entry["fps"]), face_size=self.opts.face_size,
-            frames=[self._encode(c) for c in crops], frame_index=index, frame_time=times,
+            frames=[encode_image(c, self.opts.image_format) for c in crops], frame_index=index, frame_time=times,
             audio_lld=np.zeros((n, 0), np.float32), audio_mask=np.zeros(n, np.int64), has_audio=False,
             source_frames=total, dataset="bu4dfe"))
 

@@ -22,7 +22,7 @@ from fer_keras.classes import FER2013
 from fer_keras.data.schema import UNLABELLED, VideoRecord, serialize
 
 from .errors import BadInput
-from .store import PreparedStore
+from .store import PreparedStore, encode_image
 
 HEADER = "emotion,pixels,Usage"
 SOURCE_SIDE = 48
@@ -148,13 +148,7 @@ def _encode(image: np.ndarray, opts: Fer2013Options) -> bytes:
     """The 48x48 grey image resized to `image_size` and encoded with one channel (decoded as RGB)."""
     size = opts.image_size
     resized = cv2.resize(image, (size, size), interpolation=INTERPOLATIONS[opts.interpolation])
-    if opts.image_format == "png":
-        ok, buf = cv2.imencode(".png", resized)
-    else:
-        ok, buf = cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality])
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {size}x{size} {opts.image_format} image")
-    return buf.tobytes()
+    return encode_image(resized, opts.image_format, opts.jpeg_quality)
 
 
 def _record(video_id: str, label: int, frame: bytes, face_size: int) -> bytes:

@@ -13,7 +13,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -22,7 +21,7 @@ from fer_keras.data.schema import UNLABELLED, VideoRecord, serialize
 from .audio import AudioFeatures, clip_bounds_ms
 from .errors import BadInput
 from .face import DEFAULT_MIN_FACE, LANDMARK_WEIGHTS, FaceDetector, align, check_min_face_size
-from .store import PreparedStore
+from .store import PreparedStore, encode_image
 from .video import VideoStream, extract_audio
 
 log = logging.getLogger(__name__)
@@ -132,14 +131,6 @@ class VideoPreparer:
         self.detector = FaceDetector(opts.min_confidence, opts.min_face_size)
         self.audio = opts.audio_features()
 
-    def _encode(self, face: np.ndarray) -> bytes:
-        bgr = cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
-        if self.opts.image_format == "png":
-            ok, buf = cv2.imencode(".png", bgr)
-        else:
-            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.opts.jpeg_quality])
-        return buf.tobytes()
-
     def __call__(self, item: SourceVideo) -> tuple[dict, bytes | None]:
         """Return (manifest entry, serialised record); the record is None when the video failed."""
         entry = {"key": item.key, "id": item.video_id, "split": item.split, "label": item.label,
@@ -163,7 +154,8 @@ class VideoPreparer:
                 if face is None:
                     dropped.append(start + i)
                     continue
-                faces.append(self._encode(align(frame, face.landmarks, o.face_size, o.margin, o.landmark_weights)))
+                faces.append(encode_image(align(frame, face.landmarks, o.face_size, o.margin, o.landmark_weights),
+                                          o.image_format, o.jpeg_quality))
                 kept.append(start + i)
         total = len(kept) + len(dropped)
         info, all_times, all_durations = stream.info, np.asarray(stream.times), np.asarray(stream.durations)

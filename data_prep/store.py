@@ -14,6 +14,8 @@ import json
 import logging
 import os
 
+import cv2
+import numpy as np
 import tensorflow as tf
 
 from fer_keras.data import integrity
@@ -29,6 +31,19 @@ def atomic_write_json(path, obj) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
     os.replace(tmp, path)
+
+
+def encode_image(image: np.ndarray, image_format: str, jpeg_quality: int = 95) -> bytes:
+    """A frame as record bytes: RGB (H, W, 3) or grey (H, W) as PNG (lossless) or JPEG; every
+    reader decodes it to RGB."""
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    if image_format == "png":
+        ok, buf = cv2.imencode(".png", pixels)
+    else:
+        ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {image.shape} image as {image_format}")
+    return buf.tobytes()
 
 
 def safe_join(root, *parts) -> str:

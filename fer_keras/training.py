@@ -440,9 +440,7 @@ def _state(run: RunDir):
 
 
 def _write_state(run: RunDir, state):
-    tmp = run.state.with_name(f".partial-{run.state.name}")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, run.state)
+    _save_atomic(lambda tmp: tmp.write_text(json.dumps(state, indent=2)), run.state)
 
 
 def _history_rows(history: Path):
