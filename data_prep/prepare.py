@@ -5,6 +5,7 @@ calls `prepare_videos`; everything else (parallel workers, progress, resume, fai
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -258,12 +259,13 @@ def run_preparation(items, store: PreparedStore, factory, jobs: int = 1, skipped
     and its augmented copies). An item counts as done when it failed or every key in its `keys`
     (default: its `key`) is in the manifest, so a run killed between a video and its copies
     redoes the video, and the store ignores entries it already has. Ctrl-C or a crash still
-    writes every finished video as complete shards.
+    writes every finished video as complete shards. Items are prepared in a seeded random order
+    (``_write_order``), not the class order of the layout.
     """
     for entry in skipped or []:
         if not store.is_done(entry["key"]):
             store.fail(entry)
-    todo = [it for it in items if not _done(store, it)]
+    todo = sorted((it for it in items if not _done(store, it)), key=_write_order)
     if len(todo) < len(items):
         log.info("resuming: %d of %d videos already prepared", len(items) - len(todo), len(items))
     bar_v = tqdm(total=len(items), initial=len(items) - len(todo), desc="videos", unit="video", disable=not progress)
@@ -283,6 +285,13 @@ def run_preparation(items, store: PreparedStore, factory, jobs: int = 1, skipped
         bar_f.close()
         manifest = store.close()
     return manifest
+
+
+def _write_order(item) -> bytes:
+    """A seeded pseudo-random rank of an item, the same in every run: videos are written in this
+    order, so no shard holds one class (layouts list videos by class) and a resumed or parallel
+    run writes in the same order."""
+    return hashlib.blake2b(f"write-order/{item.key}".encode(), digest_size=8).digest()
 
 
 def _done(store: PreparedStore, item) -> bool:

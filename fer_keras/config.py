@@ -131,6 +131,17 @@ class Callback:
 
 
 @dataclass
+class EarlyStopping(Callback):
+    """Early stopping on ``training.monitor``. A stop ends its stage: the next stage starts at the
+    epoch, optimiser step and learning rate where the stop left off (``ends: stage``), or no
+    further stage runs (``ends: run``)."""
+    ends: str = "stage"
+
+    def __post_init__(self):
+        _choice("ends", self.ends, ("stage", "run"))
+
+
+@dataclass
 class TrainingConfig:
     """Optimiser, schedule, stages, losses and callbacks. Without ``stages`` the whole model
     trains for ``epochs``. ``monitor`` picks the best checkpoint (and early stopping)."""
@@ -142,7 +153,7 @@ class TrainingConfig:
     loss_weights: dict = field(default_factory=dict)  # output -> weight
     monitor: str = "val_loss"
     monitor_mode: str = "auto"
-    early_stopping: Callback = field(default_factory=lambda: Callback(enabled=False))
+    early_stopping: EarlyStopping = field(default_factory=lambda: EarlyStopping(enabled=False))
     reduce_lr_on_plateau: Callback = field(default_factory=lambda: Callback(enabled=False, patience=3))
     xla: bool = False
     mixed_precision: bool = False
@@ -226,8 +237,8 @@ def _positive(key, value):
 
 def _build(cls, raw, where):
     """Instantiate dataclass ``cls`` from a mapping, recursing into nested sections."""
-    if raw is None and cls is Callback:
-        return Callback(enabled=False)
+    if raw is None and issubclass(cls, Callback):
+        return cls(enabled=False)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where or 'top level'}: expected a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}

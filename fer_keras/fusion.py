@@ -330,7 +330,9 @@ def _as_distribution(method, scores):
 def fuse_to_dir(run_dirs, method: str, out_dir, **options) -> dict:
     """Fuse run directories into ``out_dir`` (created) as a run of its own: ``predictions.csv`` in
     the same format and ``metrics.json``. Returns the metrics. Nothing is written elsewhere, and an
-    input run directory is refused as ``out_dir`` so its files cannot be overwritten."""
+    input run directory is refused as ``out_dir`` so its files cannot be overwritten. Macro F1
+    averages over all classes (F1 0 for one absent from labels and predictions), as
+    ``metrics.classification`` does, so the two stay comparable."""
     _method(method)
     out_dir = os.fspath(out_dir)
     run_dirs = [os.fspath(d) for d in run_dirs]
@@ -353,8 +355,8 @@ def fuse_to_dir(run_dirs, method: str, out_dir, **options) -> dict:
     known = np.flatnonzero(labels >= 0) if labels is not None else np.array([], dtype=int)
     metrics = {
         "accuracy": float(np.mean(pred[known] == labels[known])) if known.size else None,
-        "macro_f1": float(f1_score(labels[known], pred[known], average="macro", zero_division=0))
-        if known.size else None,
+        "macro_f1": float(f1_score(labels[known], pred[known], labels=np.arange(len(classes)),
+                                   average="macro", zero_division=0)) if known.size else None,
         "classes": list(classes),
         "n_videos": len(ids),
         "n_labelled": int(known.size),

@@ -142,11 +142,18 @@ COMBINED_LOSS_WEIGHTS = {"category": 0.33, "va": 1.0}
 
 
 def get(name, **kwargs):
-    """A new instance of the loss registered as ``name``, built with ``kwargs``."""
+    """A new instance of the loss registered as ``name``, built with ``kwargs``.
+
+    Keras' own losses (CCE, MSE) default to the mean over the weighted entries
+    (``mean_with_sample_weight``): on a per-frame output the frame mask is the weight, so the loss
+    is the mean over real frames, not diluted by a batch's padding; with a weight of 1 per video
+    it is the plain mean."""
     try:
         cls = LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}") from None
+    if cls.__module__.startswith("keras."):
+        kwargs.setdefault("reduction", "mean_with_sample_weight")
     return cls(**kwargs)
 
 

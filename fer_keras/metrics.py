@@ -1,8 +1,9 @@
 """Evaluation measures of the theses, computed once on a whole split with NumPy/scikit-learn.
 
 Each function returns a JSON-ready dict (Python numbers, lists, and None where a measure is
-undefined, e.g. a correlation of a constant). ``CCCMetric`` is the one streaming Keras metric:
-the epoch-level CCC to monitor during training, since an average of batch CCCs is not a CCC.
+undefined, e.g. a correlation of a constant). Two streaming Keras metrics monitor training:
+``CCCMetric``, the epoch-level CCC (an average of batch CCCs is not a CCC), and
+``MaskedBinaryAccuracy``, the AU accuracy over known labels (``action_units``' ``accuracy``).
 """
 import math
 
@@ -34,7 +35,9 @@ def classification(y_true, y_pred, classes):
 
     Thesis 003's per-class "accuracy" is the per-class recall here; macro F1 and balanced
     accuracy are the imbalance-robust measures the extractions ask to add. Undefined precision
-    (a class never predicted) counts as 0, as scikit-learn's ``zero_division=0``.
+    (a class never predicted) counts as 0, as scikit-learn's ``zero_division=0``. The F1
+    averages run over all ``classes``, as the per-class table does: without ``labels=``
+    scikit-learn would skip a class absent from both sides and inflate macro F1.
     """
     t, p = _labels(y_true), _labels(y_pred)
     labels = np.arange(len(classes))
@@ -43,8 +46,9 @@ def classification(y_true, y_pred, classes):
     return {
         "accuracy": float(skm.accuracy_score(t, p)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(t, p)),
-        "macro_f1": float(skm.f1_score(t, p, average="macro", zero_division=0)),
-        "weighted_f1": float(skm.f1_score(t, p, average="weighted", zero_division=0)),
+        "macro_f1": float(skm.f1_score(t, p, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(skm.f1_score(t, p, labels=labels, average="weighted",
+                                          zero_division=0)),
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
                              "f1": float(f1[i]), "support": int(support[i])}
                       for i, name in enumerate(classes)},
@@ -129,6 +133,8 @@ def action_units(y_true, probs, threshold=0.5, au_names=None, ignore=AU_UNKNOWN)
     but never reported), ROC AUC from probabilities (micro, macro over AUs with both classes,
     per AU) and the same counts and rates per AU. A prediction is positive when
     ``probs >= threshold`` (the thesis does not state its threshold; 0.5 is logit >= 0).
+    ``n_examples`` counts the rows (images or frames) with at least one known AU, so padded
+    frames, which the pipeline labels all ``ignore``, are not examples.
     """
     y_true = np.asarray(y_true)
     num_aus = y_true.shape[-1]
@@ -152,7 +158,7 @@ def action_units(y_true, probs, threshold=0.5, au_names=None, ignore=AU_UNKNOWN)
         "roc_auc_micro": _roc_auc(truth[valid], probs[valid]),
         "roc_auc_macro": float(np.mean(defined)) if defined else None,
         "threshold": threshold,
-        "n_examples": int(len(y_true)),
+        "n_examples": int(rows.sum()),
         "per_au": {name: {**_rates(*(per_au[c][k] for c in ("tp", "fp", "tn", "fn"))),
                           "roc_auc": per_au_auc[k]}
                    for k, name in enumerate(names)},
@@ -195,3 +201,42 @@ class CCCMetric(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="fer_keras")
+class MaskedBinaryAccuracy(keras.metrics.Metric):
+    """Running AU accuracy over the entries whose label is not ``ignore`` (EmotioNet's 999).
+
+    Keras' ``BinaryAccuracy`` counts unknown entries as errors; this metric skips them, so its
+    result equals ``action_units(...)["accuracy"]`` on the same data (positive when
+    ``y_pred >= threshold``, a label is positive when it is 1). ``sample_weight`` (B,) or (B, T),
+    the frame mask, weights the entries (only ``weighted_metrics`` receive it; a Keras mask on
+    ``y_pred`` is honoured too). With no known entry yet the result is 0, not NaN.
+    """
+
+    def __init__(self, threshold=0.5, ignore=AU_UNKNOWN, name="accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.threshold = threshold
+        self.ignore = ignore
+        self.correct = self.add_variable(shape=(), initializer="zeros", dtype="float64",
+                                         name="correct")
+        self.total = self.add_variable(shape=(), initializer="zeros", dtype="float64",
+                                       name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        weight = validity_weight(y_pred, sample_weight)
+        y_true = ops.cast(ops.convert_to_tensor(y_true), "float64")
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float64")
+        w = ops.cast(ops.not_equal(y_true, self.ignore), "float64")
+        if weight is not None:
+            w = w * broadcast_weight(weight, y_true)
+        positive = ops.greater_equal(y_pred, self.threshold)
+        hit = ops.cast(ops.equal(ops.equal(y_true, 1.0), positive), "float64")
+        self.correct.assign_add(ops.sum(w * hit))
+        self.total.assign_add(ops.sum(w))
+
+    def result(self):
+        return ops.cast(ops.divide_no_nan(self.correct, self.total), self.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold, "ignore": self.ignore}

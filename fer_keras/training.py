@@ -51,7 +51,7 @@ from fer_keras import losses as fer_losses
 from fer_keras.data import loader
 from fer_keras.data.integrity import sha256
 from fer_keras.data.pipeline import Augment
-from fer_keras.metrics import CCCMetric
+from fer_keras.metrics import CCCMetric, MaskedBinaryAccuracy
 from fer_keras.models import entry
 from fer_keras.models.layers import Standardize
 
@@ -211,16 +211,33 @@ def build_model(exp: cfg.Experiment, trainable=None):
     return spec.builder(**spec.options(**model_options(exp, trainable)))
 
 
-def datasets(exp: cfg.Experiment):
-    """``(train, val, steps per epoch)``; known lengths give the progress bars a total (a wrong
-    count fails loudly) and keep Keras' per-output losses right."""
+def framewise_category(exp: cfg.Experiment) -> bool:
+    """Whether the model's category output is per frame (thesis 003's heads, (B, L, C)): its
+    target then repeats the video label on every frame, masked like the other per-frame ones."""
+    shape = entry(exp.model.name).output_shapes(**model_options(exp)).get("category")
+    return shape is not None and len(shape) == 3
+
+
+def training_data(exp: cfg.Experiment, epoch, epochs, steps):
+    """``epochs`` training epochs from ``epoch`` on, ``steps`` batches each: the known length gives
+    the progress bars a total (a wrong count fails loudly)."""
     data = exp.data
-    steps = loader.steps(data, data.train_split)
-    train = loader.split(data, data.train_split, training=True).apply(
-        tf.data.experimental.assert_cardinality(steps))
-    val = loader.split(data, data.val_split).apply(
-        tf.data.experimental.assert_cardinality(loader.steps(data, data.val_split)))
-    return train, val, steps
+    ds = loader.split(data, data.train_split, training=True, epoch=epoch, epochs=epochs,
+                      per_frame_category=framewise_category(exp))
+    return ds.apply(tf.data.experimental.assert_cardinality(steps * epochs))
+
+
+def validation_data(exp: cfg.Experiment):
+    data = exp.data
+    ds = loader.split(data, data.val_split, per_frame_category=framewise_category(exp))
+    return ds.apply(tf.data.experimental.assert_cardinality(loader.steps(data, data.val_split)))
+
+
+def datasets(exp: cfg.Experiment, epochs=1):
+    """``(train, val, steps per epoch)``: ``epochs`` training epochs (pass ``steps_per_epoch`` to
+    ``fit``) and the validation split."""
+    steps = loader.steps(exp.data, exp.data.train_split)
+    return training_data(exp, 0, epochs, steps), validation_data(exp), steps
 
 
 def feature_statistics(exp: cfg.Experiment, names) -> dict:
@@ -282,19 +299,30 @@ def optimizer(training: cfg.TrainingConfig, steps_per_epoch, learning_rate=None)
 def compile_model(model, training: cfg.TrainingConfig, opt, *, jit_compile=False):
     """Losses per output (CCE, CCC, masked AU sigmoid CE unless configured) and the metrics
     the theses monitor: accuracy, per-dimension CCC, AU binary accuracy."""
-    unknown = sorted(set(training.loss) | set(training.loss_weights) - set(model.output_names))
-    if unknown:
-        raise ValueError(f"training.loss: no model output named {', '.join(unknown)}; "
-                         f"outputs: {', '.join(model.output_names)}")
+    for setting, names in (("loss", training.loss), ("loss_weights", training.loss_weights)):
+        unknown = sorted(set(names) - set(model.output_names))
+        if unknown:
+            raise ValueError(f"training.{setting}: no model output named {', '.join(unknown)}; "
+                             f"outputs: {', '.join(model.output_names)}")
     loss = {name: fer_losses.get(training.loss.get(name, DEFAULT_LOSSES[name]))
             for name in model.output_names}
-    metrics = {"category": ["accuracy"], "au": [keras.metrics.BinaryAccuracy(name="accuracy")]}
-    weighted = {"va": [CCCMetric(0), CCCMetric(1)]}
-    model.compile(optimizer=opt, loss=loss, loss_weights=training.loss_weights or None,
-                  metrics={k: v for k, v in metrics.items() if k in model.output_names},
+    # weighted: they get the frame mask (per-frame outputs) or 1 per video
+    weighted = {"category": ["accuracy"], "va": [CCCMetric(0), CCCMetric(1)],
+                "au": [MaskedBinaryAccuracy(name="accuracy")]}
+    model.compile(optimizer=opt, loss=loss, loss_weights=loss_weights(training, model.output_names),
                   weighted_metrics={k: v for k, v in weighted.items() if k in model.output_names},
                   jit_compile=jit_compile)
     return model
+
+
+def loss_weights(training: cfg.TrainingConfig, outputs):
+    """``training.loss_weights`` (an output it leaves out weighs 1), or thesis 003's 0.33 CCE +
+    1.0 CCC for a combined category + valence/arousal model that sets none."""
+    if training.loss_weights:
+        return {name: float(training.loss_weights.get(name, 1.0)) for name in outputs}
+    if set(fer_losses.COMBINED_LOSS_WEIGHTS) <= set(outputs):
+        return {name: fer_losses.COMBINED_LOSS_WEIGHTS.get(name, 1.0) for name in outputs}
+    return None
 
 
 def strategy_from(name):
@@ -371,21 +399,52 @@ def _mode(training):
     return monitor_mode(training.monitor, training.monitor_mode)
 
 
-def _callbacks(run: RunDir, training: cfg.TrainingConfig, stage: int, best_since=0):
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping that continues a stage a kill interrupted: the monitored values of the
+    stage's epochs already run (``earlier``, from history.csv) are replayed when training begins,
+    so its patience count and best value are those of the uninterrupted run."""
+
+    def __init__(self, *args, earlier=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.earlier = list(earlier)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        for value in self.earlier:  # what on_epoch_end did with each of them
+            self.wait += 1
+            if self._is_improvement(value, self.best):
+                self.best, self.wait = value, 0
+
+
+def _monitored(history: Path, monitor, first, end):
+    """The monitored values of epochs ``first`` to ``end - 1`` in history.csv, in epoch order."""
+    if not history.is_file():
+        return []
+    with history.open() as f:
+        rows = {int(float(r["epoch"])): float(r[monitor]) for r in csv.DictReader(f) if r.get(monitor)}
+    return [rows[e] for e in range(first, end) if e in rows]
+
+
+def _callbacks(run: RunDir, training: cfg.TrainingConfig, stage: int, best_since=0, earlier=()):
+    """The callbacks of one stage's ``fit``. CSVLogger comes before BackupAndRestore: a kill
+    between the two leaves a history row the backup does not cover, which the resume drops and
+    redoes, rather than a backed-up epoch without its row."""
     mode = _mode(training)
     threshold = _best_so_far(run.history, training.monitor, mode, best_since)
     callbacks = [
         CheckMonitor(training.monitor),
+        keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.BackupAndRestore(str(run.backup(stage))),
         keras.callbacks.ModelCheckpoint(str(run.best), monitor=training.monitor, mode=mode,
                                         save_best_only=True, initial_value_threshold=threshold),
-        keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.TensorBoard(str(run.logs)),
     ]
     es, plateau = training.early_stopping, training.reduce_lr_on_plateau
     if es.enabled:
-        callbacks.append(keras.callbacks.EarlyStopping(training.monitor, min_delta=es.min_delta,
-                                                       patience=es.patience, mode=mode))
+        callbacks.append(ResumableEarlyStopping(training.monitor, min_delta=es.min_delta,
+                                                patience=es.patience, mode=mode, earlier=earlier))
     if plateau.enabled:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(training.monitor, factor=plateau.factor,
                                                            patience=plateau.patience, mode=mode,
@@ -513,28 +572,42 @@ def _backup_problem(folder: Path, first: int, last: int):
     return f"{weights.name}: {problem}" if problem else None
 
 
-def _check_backup(run: RunDir, i: int, n_stages: int, first: int, last: int, monitor, mode,
-                  best_since: int) -> int:
-    """Remove a damaged BackupAndRestore state of stage ``i``, so the stage restarts from its
-    first epoch, and its epochs from history.csv; returns the epoch best.keras counts from."""
+def _backup_epoch(folder: Path):
+    """The epoch an intact BackupAndRestore state in ``folder`` resumes at, or None."""
+    meta = folder / "training_metadata.json"
+    return json.loads(meta.read_text())["epoch"] if meta.is_file() else None
+
+
+def _stage_start(run: RunDir, i: int, n_stages: int, first: int, last: int, monitor, mode,
+                 best_since: int) -> tuple[int, int]:
+    """Where stage ``i`` (epochs ``first`` to ``last``) continues: ``(epoch, best_since)``.
+
+    The epoch its intact BackupAndRestore state reached, else ``first``; a damaged state is
+    removed first. history.csv rows from that epoch on belong to epochs about to be redone
+    (a kill after their row, before their backup; or a stage whose backup is gone) and are
+    dropped; best.keras is removed when it came from one of them."""
     folder = run.backup(i)
     problem = _backup_problem(folder, first, last) if folder.is_dir() else None
-    if problem is None:
-        return best_since
-    shutil.rmtree(folder)
-    redone, best_lost = _drop_epochs(run, first, monitor, mode, best_since)
-    source = run.stage_weights(i - 1).name if i > 0 else "fresh weights (a new run)"
-    logger.warning("%s: damaged BackupAndRestore state (%s); removed it: stage %d/%d restarts at its "
-                   "first epoch (epoch %d in history.csv) from %s, and the %d epoch(s) it had done "
-                   "are redone", folder, problem, i + 1, n_stages, first, source, redone)
+    if problem is not None:
+        shutil.rmtree(folder)
+    start = (_backup_epoch(folder) if folder.is_dir() else None) or first
+    redone, best_lost = _drop_epochs(run, start, monitor, mode, best_since)
+    if problem is not None:
+        source = run.stage_weights(i - 1).name if i > 0 else "fresh weights (a new run)"
+        logger.warning("%s: damaged BackupAndRestore state (%s); removed it: stage %d/%d restarts at its "
+                       "first epoch (epoch %d in history.csv) from %s, and the %d epoch(s) it had done "
+                       "are redone", folder, problem, i + 1, n_stages, first, source, redone)
+    elif redone:
+        logger.warning("%s: %d epoch(s) from epoch %d on have no resume state; they are redone",
+                       run.history, redone, start)
     if not best_lost:
-        return best_since
+        return start, best_since
     if run.best.is_file():  # it holds a dropped epoch; the earlier best epoch's weights are gone
         run.best.unlink()
         logger.warning("%s was last written in one of those epochs (the weights of the best epoch "
                        "before them are gone): removed it; it is rebuilt from the best epoch from "
-                       "epoch %d on", run.best, first)
-    return first
+                       "epoch %d on", run.best, start)
+    return start, start
 
 
 def _load_stage_weights(model, run: RunDir, i: int, state: dict, todo):
@@ -569,16 +642,17 @@ def checkpoint_todo(run: RunDir, name: str, n_stages: int) -> str:
     return REBUILD
 
 
-def _resume_checks(run: RunDir, training: cfg.TrainingConfig, state: dict) -> int:
-    """Before a (resumed) run continues: remove a damaged backup of the stage in progress and a
-    damaged best.keras (refused in a finished run, where it cannot be rebuilt). Returns the epoch
-    from which best.keras counts (``best_since``), recorded in state.json when it moves."""
+def _resume_checks(run: RunDir, training: cfg.TrainingConfig, state: dict) -> tuple[int, int]:
+    """Before a (resumed) run continues: find where the stage in progress continues (removing a
+    damaged backup and the history rows to redo) and remove a damaged best.keras (refused in a
+    finished run, where it cannot be rebuilt). Returns ``(epoch the stage continues at,
+    best_since)``, the epoch from which best.keras counts, recorded in state.json when it moves."""
     plan, done, mode = training.plan(), state["stages_done"], _mode(training)
     best_since = int(state.get("best_since", 0))
+    start = first = int(state.get("epochs_done", 0))
     if done < len(plan):
-        first = sum(s.epochs for s in plan[:done])
-        best_since = _check_backup(run, done, len(plan), first, first + plan[done].epochs,
-                                   training.monitor, mode, best_since)
+        start, best_since = _stage_start(run, done, len(plan), first, first + plan[done].epochs,
+                                         training.monitor, mode, best_since)
     if run.best.is_file():
         try:
             check_model_file(run.best)
@@ -592,23 +666,32 @@ def _resume_checks(run: RunDir, training: cfg.TrainingConfig, state: dict) -> in
     if best_since != state.get("best_since", 0):
         state["best_since"] = best_since
         _write_state(run, state)
-    return best_since
+    return start, best_since
+
+
+def _final_stage(state: dict, plan) -> int:
+    """The last stage that trained (an early stop with ``ends: run`` skips the rest)."""
+    return len(state.get("stages", plan[:state["stages_done"]])) - 1
 
 
 def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
     """Train ``exp`` into ``run_dir`` (continuing a killed run there), then evaluate it.
 
+    Stages run on one epoch axis and one optimiser step count: each starts at the epoch and
+    step where the previous one ended, early stopped or not, so the schedule never skips.
     Returns the summary written to ``state.json``.
     """
     training = exp.training
     plan = training.plan()
     run = prepare_run_dir(exp, run_dir)
     keras.utils.set_random_seed(training.seed)
-    train_ds, val_ds, steps_per_epoch = datasets(exp)
+    steps_per_epoch = loader.steps(exp.data, exp.data.train_split)
+    val_ds = validation_data(exp)
     state = _state(run)
-    best_since = _resume_checks(run, training, state)
+    start, best_since = _resume_checks(run, training, state)
+    epoch = int(state.get("epochs_done", 0))
+    step = int(state.get("steps_done", epoch * steps_per_epoch))
     strategy = strategy_from(training.strategy)
-    epoch = sum(s.epochs for s in plan[:state["stages_done"]])
     model = None
     with precision(training.mixed_precision), strategy.scope():
         for i, stage in enumerate(plan):
@@ -624,30 +707,48 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
             opt = optimizer(training, steps_per_epoch, stage.learning_rate)
             compile_model(model, training, opt, jit_compile=training.xla)
             model.optimizer.build(model.trainable_variables)
-            model.optimizer.iterations.assign(epoch * steps_per_epoch)
+            model.optimizer.iterations.assign(step)  # a backup, if any, restores its own count
             names = list(model.input.keys()) if isinstance(model.input, dict) else None
-            logger.info("stage %d/%d: %d epochs, trainable=%s", i + 1, len(plan),
-                        stage.epochs, stage.trainable)
-            model.fit(_inputs_only(train_ds, names), validation_data=_inputs_only(val_ds, names),
-                      initial_epoch=epoch, epochs=epoch + stage.epochs,
-                      callbacks=_callbacks(run, training, i, best_since), verbose=verbosity(training),
-                      shuffle=False)
-            epoch += stage.epochs
+            end = epoch + stage.epochs
+            start = max(start, epoch)
+            logger.info("stage %d/%d: epochs %d-%d, trainable=%s%s", i + 1, len(plan), epoch + 1, end,
+                        stage.trainable, f" (continuing at epoch {start + 1})" if start > epoch else "")
+            result = model.fit(
+                _inputs_only(training_data(exp, start, end - start, steps_per_epoch), names),
+                steps_per_epoch=steps_per_epoch, validation_data=_inputs_only(val_ds, names),
+                initial_epoch=epoch, epochs=end, verbose=verbosity(training), shuffle=False,
+                callbacks=_callbacks(run, training, i, best_since,
+                                     _monitored(run.history, training.monitor, epoch, start)))
+            ran = result.epoch[-1] + 1 if result.epoch else start
+            stopped = ran < end
+            done = int(model.optimizer.iterations.numpy())
             path = run.stage_weights(i)
             _save_atomic(model.save_weights, path)
-            state = {"stages_done": i + 1, "epochs_done": epoch, "steps_per_epoch": steps_per_epoch,
+            stages = [*state.get("stages", []), {"first_epoch": epoch, "epochs": ran - epoch,
+                                                  "steps": done - step, "early_stopped": stopped}]
+            epoch, step = ran, done
+            last = stopped and training.early_stopping.ends == "run"
+            state = {"stages_done": len(plan) if last else i + 1, "epochs_done": epoch, "steps_done": step,
+                     "steps_per_epoch": steps_per_epoch, "stages": stages,
                      "weights": {**state.get("weights", {}), path.name: _record(path)},
                      **({"best_since": best_since} if best_since else {})}
             _write_state(run, state)
+            if stopped:
+                logger.info("stage %d/%d stopped early after %d of %d epochs%s", i + 1, len(plan),
+                            ran - stages[-1]["first_epoch"], stage.epochs,
+                            "; the run ends here (early_stopping.ends: run)" if last and i + 1 < len(plan) else "")
+            if last:
+                break
         backups = run.root / "backup"  # BackupAndRestore removes each stage's folder when it ends
         if backups.is_dir() and not any(backups.iterdir()):
             backups.rmdir()
+        final = _final_stage(state, plan)
 
         def final_model():  # the model as the last stage left it
             if model is not None:
                 return model
-            rebuilt = build_model(exp, plan[-1].trainable)
-            _load_stage_weights(rebuilt, run, len(plan) - 1, state, STAGE_LOST)
+            rebuilt = build_model(exp, plan[final].trainable)
+            _load_stage_weights(rebuilt, run, final, state, STAGE_LOST)
             return rebuilt
 
         damaged_last = None
@@ -661,7 +762,7 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
             _save_atomic(model.save, run.last)
             if damaged_last:
                 logger.warning("%s: damaged (%s); rebuilt it from %s", run.last, damaged_last.problem,
-                               run.stage_weights(len(plan) - 1).name)
+                               run.stage_weights(final).name)
         if not run.best.is_file():  # the monitor never improved on a resumed threshold
             model = final_model()
             _save_atomic(model.save, run.best)

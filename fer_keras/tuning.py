@@ -241,7 +241,7 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     fixed_options = training.model_options(exp)
     train_cfg = exp.training
     keras.utils.set_random_seed(train_cfg.seed)
-    train_ds, val_ds, steps_per_epoch = training.datasets(exp)
+    train_ds, val_ds, steps_per_epoch = training.datasets(exp, epochs=tuning.epochs)  # every trial: epochs 0..
     _prepare_dir(exp, out, overwrite)  # after the data checks: a typo leaves no directory behind
     goal = kt.Objective(tuning.objective, direction(tuning))
     callbacks = [training.CheckMonitor(tuning.objective, "tuning.objective", kt.errors.FatalValueError)]
@@ -261,7 +261,8 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
             hyperparameters=hp, tune_new_entries=True,
             executions_per_trial=tuning.executions_per_trial, distribution_strategy=strategy,
             directory=str(out.parent), project_name=out.name, overwrite=False)
-        tuner.search(train_ds, validation_data=val_ds, epochs=tuning.epochs, callbacks=callbacks,
+        tuner.search(train_ds, validation_data=val_ds, epochs=tuning.epochs, steps_per_epoch=steps_per_epoch,
+                     callbacks=callbacks,
                      verbose=training.verbosity(train_cfg))  # KerasTuner's display needs a number
 
     if is_worker():

@@ -45,8 +45,8 @@ def test_file_baseline_gives_the_shard_sequences(exported, padding, image_size):
             np.testing.assert_array_equal(ms[key], mf[key])
     assert any(x["mask"].min() == 0 for x, _, _ in shards)  # padding was compared too
     # shuffled and augmented the same way when training, from files and with the naive map on shards
-    chunks = {"files": benchmark.file_chunks(videos, 8),
-              "shards": benchmark.shard_chunks(manifest, out, "val", 8)}
+    chunks = {"files": benchmark.file_chunks(benchmark.in_reading_order(videos, manifest, out, "val", cfg, True), 8),
+              "shards": benchmark.shard_chunks(manifest, out, "val", cfg, training=True)}
     for source, ds in chunks.items():
         naive = benchmark.straightforward_sequences(ds, manifest, cfg, files=source == "files", training=True)
         assert benchmark.same_batches(sequences(manifest, out, "val", cfg, training=True), naive), source

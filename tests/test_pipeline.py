@@ -48,6 +48,11 @@ def test_zero_padding_and_determinism(prepared_afew):
     for x, _ in a:
         padded = x["mask"] == 0
         assert np.all(x["frames"][padded] == 0)
+    # padded frames are 0 after the normalisation too (symmetric maps pixel 0 to -1)
+    symmetric = collect(sequences(manifest, out, "val", replace(cfg, normalize="symmetric")))
+    assert any(x["mask"].min() == 0 for x, _ in symmetric)
+    for x, _ in symmetric:
+        assert np.all(x["frames"][x["mask"] == 0] == 0) and x["frames"][x["mask"] > 0].min() < 0
 
 
 def test_augmentation_is_the_same_on_every_frame():
@@ -67,8 +72,8 @@ def test_cache_gives_the_same_batches_every_epoch(prepared_afew):
     for cfg in (PipelineConfig(seq_len=8, batch_size=3, seed=5, augment=Augment(flip=True)),
                 PipelineConfig(seq_len=8, batch_size=3, seed=5, padding="zeros", image_size=40,
                                augment=Augment(flip=True, crop=0.2, brightness=0.1))):
-        plain = collect(sequences(manifest, out, "val", cfg, training=True).repeat(2))
-        cached = collect(sequences(manifest, out, "val", replace(cfg, cache=True), training=True).repeat(2))
+        plain = collect(sequences(manifest, out, "val", cfg, training=True, epochs=2))
+        cached = collect(sequences(manifest, out, "val", replace(cfg, cache=True), training=True, epochs=2))
         assert len(plain) == len(cached) and len(plain) % 2 == 0
         for (xp, yp), (xc, yc) in zip(plain, cached):
             np.testing.assert_array_equal(xp["frames"], xc["frames"])

@@ -37,7 +37,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from fer_keras.data.pipeline import NORMALIZE, Augment, PipelineConfig, _augment, _chunks, sequences
+from fer_keras.data.pipeline import (NORMALIZE, Augment, PipelineConfig, _augment, _chunks, epoch_shuffle,
+                                     epoch_seed, record_stream, sequences)
 from fer_keras.data.schema import dataset_from_manifest
 
 TARGET_SPEEDUP = 5.0
@@ -113,15 +114,18 @@ def file_chunks(videos, seq_len) -> tf.data.Dataset:
         "sequence": tf.constant(seqs, tf.int32)})
 
 
-def shard_chunks(manifest, root, split, seq_len) -> tf.data.Dataset:
-    """The shard pipeline's sequences of encoded frames, before decoding."""
-    def kept(record):
-        return record["num_frames"] > 0
+def shard_chunks(manifest, root, split, cfg: PipelineConfig, training=False) -> tf.data.Dataset:
+    """The shard pipeline's sequences of encoded frames of its first epoch, before decoding."""
+    records = record_stream(manifest, root, split, cfg, training=training, epoch=0)
+    return records.flat_map(lambda record: _chunks(record, cfg.seq_len))
 
-    def chunk(record):
-        return _chunks(record, seq_len)
 
-    return dataset_from_manifest(manifest, root, split, decode=False).filter(kept).flat_map(chunk)
+def in_reading_order(videos, manifest, root, split, cfg: PipelineConfig, training=False):
+    """``videos`` (from ``export_frames``) in the order the pipeline's first epoch reads them."""
+    records = record_stream(manifest, root, split, cfg, training=training, epoch=0)
+    order = [r["video_id"].decode() for r in records.map(lambda r: {"video_id": r["video_id"]}).as_numpy_iterator()]
+    by_id = {v["video_id"]: v for v in videos}
+    return [by_id[i] for i in order]
 
 
 def straightforward_sequences(chunks, manifest, cfg: PipelineConfig, *, files, training=False,
@@ -133,8 +137,8 @@ def straightforward_sequences(chunks, manifest, cfg: PipelineConfig, *, files, t
     classes = len(manifest["classes"])
     scale, shift = NORMALIZE[cfg.normalize]
     face_size = manifest["options"]["face_size"]
-    if training:
-        chunks = chunks.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
+    if training:  # the first epoch's draws, as sequences() makes them
+        chunks = tf.data.Dataset.range(1).flat_map(lambda e: epoch_shuffle(chunks, cfg, e))
 
     def load(position, item):
         read = (lambda s: tf.io.read_file(s)) if files else (lambda s: s)
@@ -146,15 +150,16 @@ def straightforward_sequences(chunks, manifest, cfg: PipelineConfig, *, files, t
         elif cfg.image_size:
             frames = tf.ensure_shape(frames, [None, cfg.image_size, cfg.image_size, 3])
         if training:
-            seed = tf.stack([tf.cast(cfg.seed, tf.int64), position])
+            seed = tf.random.experimental.stateless_fold_in(epoch_seed(cfg, 0), position)
             if cfg.augment.flip:
                 flip = tf.random.stateless_uniform([], seed) < 0.5
                 frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
             frames = _augment(frames, replace(cfg.augment, flip=False), seed)
+        frames = frames * scale + shift
         if cfg.padding == "zeros":
             frames = frames * item["mask"][:, None, None, None]
         label = tf.cast(item["label"], tf.int32)
-        x = {"mask": item["mask"], "frames": frames * scale + shift}
+        x = {"mask": item["mask"], "frames": frames}
         y = {"category": tf.one_hot(label, classes)}
         if with_meta:
             return x, y, {"video_id": item["video_id"], "label": label, "sequence": item["sequence"]}
@@ -363,10 +368,12 @@ def run(args) -> dict:
     chunks = sum(max(-(-len(v["paths"]) // cfg.seq_len), 1) for v in videos)
 
     pipelines = {
-        "files": lambda **kw: straightforward_sequences(file_chunks(videos, cfg.seq_len), manifest, cfg,
-                                                        files=True, **kw),
-        "shards_naive": lambda **kw: straightforward_sequences(shard_chunks(manifest, root, "train", cfg.seq_len),
-                                                               manifest, cfg, files=False, **kw),
+        "files": lambda training=False, **kw: straightforward_sequences(
+            file_chunks(in_reading_order(videos, manifest, root, "train", cfg, training), cfg.seq_len),
+            manifest, cfg, files=True, training=training, **kw),
+        "shards_naive": lambda training=False, **kw: straightforward_sequences(
+            shard_chunks(manifest, root, "train", cfg, training), manifest, cfg, files=False,
+            training=training, **kw),
         "shards": lambda **kw: sequences(manifest, root, "train", cfg, **kw),
         "shards_cached": lambda **kw: sequences(manifest, root, "train", replace(cfg, cache=True), **kw),
     }

@@ -8,7 +8,6 @@ so a fold with its offline augmentations does not fit in memory, while one row a
 a shuffle buffer of sequences does.
 """
 import glob
-import itertools
 import os
 import tempfile
 from typing import NamedTuple
@@ -18,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from fer_keras.data import integrity
-from fer_keras.data.pipeline import PipelineConfig
+from fer_keras.data.pipeline import PipelineConfig, epoch_shuffle
 
 DATASETS = ("features", "masks", "labels", "names")
 
@@ -148,7 +147,7 @@ def count_sequences(path, seq_len) -> int:
     return sum(len(_split(np.zeros((len(m), 0)), m, seq_len)) for m in masks)
 
 
-def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=False):
+def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=False, epoch=0, epochs=1):
     """Batched ``(inputs, targets)`` (or ``(inputs, targets, meta)``) from one feature file.
 
     The same structure as ``pipeline.sequences``: inputs ``features`` (B, L, F) and ``mask``
@@ -156,19 +155,18 @@ def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=Fa
     and ``sequence``. Of ``cfg`` only ``seq_len``, ``targets``, ``batch_size``,
     ``shuffle_buffer`` and ``seed`` apply: videos longer than ``seq_len`` are split like the
     shard pipeline, shorter ones zero-padded (thesis 002 pads with zeros whatever
-    ``cfg.padding`` says). Training reads the videos in a seeded permutation, a new one each
-    epoch, then shuffles sequences in a buffer; deterministic for a given seed.
+    ``cfg.padding`` says). ``training`` gives ``epochs`` epochs (None: without end) from
+    ``epoch`` on, as ``pipeline.sequences`` does: each reads the videos in a permutation drawn
+    from (seed, epoch), then shuffles sequences in a buffer.
     """
     info = read_info(path)
     if set(cfg.targets) != {"category"}:
         raise ValueError(f"{path}: cached feature files hold only 'category' labels, "
                          f"not targets {tuple(cfg.targets)}")
-    epochs = itertools.count()
 
-    def rows():
-        order = np.arange(info.videos)
-        if training:
-            order = np.random.default_rng([cfg.seed, next(epochs)]).permutation(info.videos)
+    def rows(e):
+        order = np.random.default_rng([cfg.seed, int(e)]).permutation(info.videos) if training \
+            else np.arange(info.videos)
         with h5py.File(path, "r") as f:
             for i in order:
                 label = f["labels"][i].astype(np.float32)
@@ -186,9 +184,6 @@ def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=Fa
         "label": tf.TensorSpec((), tf.int32),
         "sequence": tf.TensorSpec((), tf.int32),
     }
-    ds = tf.data.Dataset.from_generator(rows, output_signature=spec)
-    if training:
-        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
 
     def to_example(item):
         x = {"features": item["features"], "mask": item["mask"]}
@@ -196,4 +191,13 @@ def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=Fa
         meta = {"video_id": item["video_id"], "label": item["label"], "sequence": item["sequence"]}
         return (x, y, meta) if with_meta else (x, y)
 
-    return ds.map(to_example).batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+    def one_epoch(e):
+        ds = tf.data.Dataset.from_generator(rows, args=(e,), output_signature=spec)
+        if training:
+            ds = epoch_shuffle(ds, cfg, e)
+        return ds.map(to_example).batch(cfg.batch_size)
+
+    if not training:
+        return one_epoch(tf.constant(0, tf.int64)).prefetch(tf.data.AUTOTUNE)
+    numbers = tf.data.Dataset.counter(epoch) if epochs is None else tf.data.Dataset.range(epoch, epoch + epochs)
+    return numbers.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)

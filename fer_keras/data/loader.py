@@ -62,12 +62,18 @@ def selection(data, name, info=None) -> list[dict]:
             if v["split"] == name and v.get("status") == "ok" and v.get("frames_kept", 0) > 0]
 
 
-def split(data, name, *, training=False, with_meta=False):
-    """The batched dataset of split ``name`` (a split of the manifest, a fold part, or an HDF5 file)."""
+def split(data, name, *, training=False, with_meta=False, epoch=0, epochs=1, per_frame_category=False):
+    """The batched dataset of split ``name`` (a split of the manifest, a fold part, or an HDF5 file).
+
+    ``training`` gives ``epochs`` shuffled epochs from ``epoch`` on (pipeline.sequences);
+    ``per_frame_category`` repeats the category target on every frame, for per-frame heads."""
     if data.format == "hdf5":
         from fer_keras.data.features import feature_sequences
+        if per_frame_category:
+            raise ValueError(f"{_hdf5_path(data, name)}: cached feature files hold one category per "
+                             "video; a model with per-frame category heads needs prepared shards")
         return feature_sequences(_hdf5_path(data, name), data.pipeline, training=training,
-                                 with_meta=with_meta)
+                                 with_meta=with_meta, epoch=epoch, epochs=epochs)
     from fer_keras.data.pipeline import sequences
     info = manifest(data.root)
     videos = selection(data, name, info)
@@ -76,7 +82,7 @@ def split(data, name, *, training=False, with_meta=False):
     require(data.root, info, shard_splits)  # a missing or truncated shard: one line, before any work
     ids = [v["id"] for v in videos] if _by_fold(data, name) else None
     return sequences(info, data.root, shard_splits, data.pipeline, training=training, with_meta=with_meta,
-                     ids=ids)
+                     ids=ids, epoch=epoch, epochs=epochs, per_frame_category=per_frame_category)
 
 
 def steps(data, name):

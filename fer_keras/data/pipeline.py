@@ -1,5 +1,5 @@
 """tf.data input pipelines from prepared shards: parse, chunk into sequences, pad + mask,
-shuffle by sequence, sequence-consistent augmentation, batch, prefetch.
+shuffle by sequence (a seeded draw per epoch), sequence-consistent augmentation, batch, prefetch.
 
 Videos are split into non-overlapping sequences of length L; the last one is padded by
 repeating its last frame (thesis 000) or with zeros (thesis 002), and a 0/1 ``mask`` marks
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import tensorflow as tf
 
 from fer_keras.data.augment import Affine, augment_sequence, resolve
-from fer_keras.data.schema import dataset_from_manifest, frame_labels
+from fer_keras.data.schema import frame_labels, read_shards, shard_paths
 from fer_keras.losses import AU_UNKNOWN
 
 INPUTS = ("frames", "lld", "functionals")
@@ -143,22 +143,57 @@ def _augment(frames, aug: Augment, seed):
     return tf.clip_by_value(frames, 0.0, 255.0)
 
 
-def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, with_meta=False, ids=None):
+def epoch_seed(cfg: PipelineConfig, epoch):
+    """The ``[seed, epoch]`` pair every random draw of a training epoch derives from, so epoch k
+    reads, shuffles and augments the same way whether a run starts there (a resume) or not."""
+    return tf.stack([tf.cast(cfg.seed, tf.int64), tf.cast(epoch, tf.int64)])
+
+
+def epoch_shuffle(ds, cfg: PipelineConfig, epoch):
+    """``ds`` shuffled in ``cfg.shuffle_buffer`` by a draw of (seed, epoch) alone; call it in the
+    function tf.data traces per epoch. That function graph's own seed is dropped first: a
+    shuffle combines its seed with the global one, and under ``tf.random.set_seed(0)`` TF's
+    ``get_seed`` fails on a tensor seed (it tests the pair against (0, 0) in Python)."""
+    tf.compat.v1.get_default_graph().seed = None
+    seed = tf.cast(cfg.seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+    return ds.shuffle(cfg.shuffle_buffer, seed=seed)
+
+
+def record_stream(manifest, root, split, cfg: PipelineConfig, *, training=False, epoch=None, ids=None):
+    """The records with kept frames that one epoch reads: in shard order, or when ``training``
+    one from each shard in turn, the shards in a new order per ``epoch`` (None: manifest order)."""
+    files = shard_paths(manifest, root, split)
+    if training and epoch is not None:
+        files = tf.random.experimental.stateless_shuffle(tf.constant(files, tf.string), epoch_seed(cfg, epoch))
+    ds = read_shards(files, manifest, decode=False, ids=ids, interleave=training)
+    return ds.filter(lambda r: r["num_frames"] > 0)
+
+
+def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, with_meta=False, ids=None,
+              epoch=0, epochs=1, per_frame_category=False):
     """Batched ``(inputs, targets)`` (or ``(inputs, targets, meta)``) for one split.
 
     ``split`` is a manifest split or a list of them; ``ids`` keeps only those videos (a fold).
 
     ``inputs`` holds the configured inputs plus ``mask``; ``targets`` holds one entry per
-    ``cfg.targets``: a one-hot ``category`` (all zeros for unlabelled videos), per-frame ``va``
-    (B, L, 2) padded like the frames, per-frame ``au`` (B, L, n_aus) padded with AU_UNKNOWN.
-    ``meta`` holds ``video_id``, ``label`` and ``sequence`` so predictions can be aggregated per
-    video. Deterministic for a given seed.
+    ``cfg.targets``: a one-hot ``category`` (all zeros for unlabelled videos; repeated on every
+    frame (B, L, C) with ``per_frame_category``, for models with per-frame category heads),
+    per-frame ``va`` (B, L, 2) padded like the frames, per-frame ``au`` (B, L, n_aus) padded
+    with AU_UNKNOWN. ``meta`` holds ``video_id``, ``label`` and ``sequence`` so predictions can
+    be aggregated per video.
+
+    ``training`` gives ``epochs`` epochs (None: without end) from epoch ``epoch`` on, one after
+    the other (pass ``steps_per_epoch`` to ``fit``). Each is its own draw from ``epoch_seed``:
+    the shard files in a new order, read one record from each in turn, then sequences shuffled
+    in a ``shuffle_buffer``, so shards written in class order still give well-mixed batches, and
+    a run resumed at epoch k sees what the uninterrupted run saw. With ``cache`` the decoded
+    stream is kept in the fixed interleaved order and each epoch shuffles it in the buffer.
 
     With a per-frame target, elements are ``(inputs, targets, sample_weight)`` so that
     ``model.fit`` hands the frame mask to the losses: Keras 3 picks the dict entry of each output
-    by name, ``mask`` (B, L) for ``va``/``au`` and 1 (B,) for ``category``. ``with_meta`` always
-    gives ``(inputs, targets, meta)`` (a 4-tuple is not something ``fit`` accepts); the frame mask
-    is then ``inputs["mask"]``.
+    by name, ``mask`` (B, L) for per-frame outputs and 1 (B,) for a per-video ``category``.
+    ``with_meta`` always gives ``(inputs, targets, meta)`` (a 4-tuple is not something ``fit``
+    accepts); the frame mask is then ``inputs["mask"]``.
     """
     per_frame = tuple(t for t in cfg.targets if t in PER_FRAME)
     va, au_dim = frame_labels(manifest)
@@ -169,6 +204,7 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             f"labels that this {manifest.get('dataset', '')} manifest does not have "
             f"(its 'labels' are {manifest.get('labels', 'absent')})"
         )
+    framewise = set(per_frame) | ({"category"} & set(cfg.targets) if per_frame_category else set())
     classes = len(manifest["classes"])
     scale, shift = NORMALIZE[cfg.normalize]
     face_size = manifest.get("options", {}).get("face_size")
@@ -189,23 +225,23 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             frames = tf.ensure_shape(frames, [None, cfg.image_size, cfg.image_size, 3])
         return frames
 
-    ds = dataset_from_manifest(manifest, root, split, decode=False, ids=ids)
-    ds = ds.filter(lambda r: r["num_frames"] > 0)
-    ds = ds.flat_map(lambda r: _chunks(r, cfg.seq_len, per_frame, cfg.truncate))
-    if cfg.cache:  # decode before the cache; without it after the shuffle, whose buffer stays small
-        if frames_in:
-            ds = ds.map(lambda item: {**item, "frames": decode(item)}, num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.enumerate()
+    def chunked(e=None):
+        ds = record_stream(manifest, root, split, cfg, training=training, epoch=e, ids=ids)
+        return ds.flat_map(lambda r: _chunks(r, cfg.seq_len, per_frame, cfg.truncate))
 
-    def to_example(position, item):
+    if cfg.cache:  # decode before the cache; without it after the shuffle, whose buffer stays small
+        cached = chunked()
+        if frames_in:
+            cached = cached.map(lambda item: {**item, "frames": decode(item)},
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        cached = cached.cache()
+
+    def to_example(e, position, item):
         x = {"mask": item["mask"]}
         if frames_in:
             frames = item["frames"] if cfg.cache else decode(item)
-            aug, seed = cfg.augment, tf.stack([tf.cast(cfg.seed, tf.int64), position])
+            aug = cfg.augment
+            seed = tf.random.experimental.stateless_fold_in(epoch_seed(cfg, e), position)
             if training and cfg.affine is not None:  # its own stream, independent of _augment's draws
                 frames = augment_sequence(frames, cfg.affine,
                                           tf.random.experimental.stateless_fold_in(seed, 1))
@@ -223,31 +259,46 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
         y = {}
         if "category" in cfg.targets:
             y["category"] = tf.one_hot(label, classes)  # UNLABELLED (-1) gives all zeros
+            if "category" in framewise:
+                y["category"] = tf.repeat(y["category"][None], cfg.seq_len, axis=0)
         if "va" in cfg.targets:
             y["va"] = item["va"] * (item["mask"][:, None] if cfg.padding == "zeros" else 1.0)
         if "au" in cfg.targets:
             y["au"] = item["au"]
         if with_meta:
             return x, y, {"video_id": item["video_id"], "label": label, "sequence": item["sequence"]}
-        if per_frame:
-            return x, y, {t: item["mask"] if t in PER_FRAME else tf.ones(()) for t in cfg.targets}
+        if framewise:
+            return x, y, {t: item["mask"] if t in framewise else tf.ones(()) for t in cfg.targets}
         return x, y
+
+    def one_epoch(e):
+        ds = cached if cfg.cache else chunked(e)
+        if training:
+            ds = epoch_shuffle(ds, cfg, e)
+        ds = ds.enumerate().map(lambda position, item: to_example(e, position, item),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(cfg.batch_size)
 
     @tf.function(jit_compile=True)
     def normalise(frames, mask):
-        """Cast, zero the padded steps and scale a whole batch in one fused pass (XLA): the
-        float32 copies, not the decoding, bound the pipeline once decoded frames are cached."""
+        """Cast, scale and zero the padded steps of a whole batch in one fused pass (XLA): the
+        float32 copies, not the decoding, bound the pipeline once decoded frames are cached.
+        Zeros come last, so padded frames are 0 whatever the normalisation's shift."""
         frames = tf.cast(frames, tf.float32)
-        if cfg.padding == "zeros":
-            frames = frames * mask[:, :, None, None, None]
         if scale != 1.0:
             frames = frames * scale
-        return frames + shift if shift else frames
+        if shift:
+            frames = frames + shift
+        return frames * mask[:, :, None, None, None] if cfg.padding == "zeros" else frames
 
     def normalise_batch(x, *rest):
         return ({**x, "frames": normalise(x["frames"], x["mask"])}, *rest)
 
-    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(cfg.batch_size)
+    if training:
+        numbers = tf.data.Dataset.counter(epoch) if epochs is None else tf.data.Dataset.range(epoch, epoch + epochs)
+        ds = numbers.flat_map(one_epoch)
+    else:
+        ds = one_epoch(tf.constant(0, tf.int64))
     if frames_in:
         ds = ds.map(normalise_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

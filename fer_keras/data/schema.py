@@ -170,13 +170,27 @@ def frame_labels(manifest: dict) -> tuple[bool, int]:
     return bool(labels.get("va", False)), int(labels.get("au_dim", 0))
 
 
-def dataset_from_manifest(manifest: dict, root, split, decode: bool = True, ids=None) -> tf.data.Dataset:
-    """Records of one split (or a list of splits) of a prepared dataset, parsed, in shard order.
+INTERLEAVE = 64  # shards read at once, one record from each in turn (round robin)
 
-    ``ids`` keeps only the records of those video ids (a fold of a split file)."""
+
+def shard_paths(manifest: dict, root, split) -> list[str]:
+    """The shard files of one split (or a list of splits), in manifest order."""
     names = [split] if isinstance(split, str) else list(split)
-    shards = [os.path.join(root, s) for name in names for s in manifest["splits"].get(name, {}).get("shards", [])]
-    ds = tf.data.TFRecordDataset(shards)
+    return [os.path.join(root, s) for name in names for s in manifest["splits"].get(name, {}).get("shards", [])]
+
+
+def read_shards(files, manifest: dict, decode: bool = True, ids=None, interleave: bool = False) -> tf.data.Dataset:
+    """Parsed records of ``files`` (a list or a 1-D string tensor of shard paths).
+
+    In file order, or with ``interleave`` one record from each of up to ``INTERLEAVE`` shards in
+    turn: shards written in class order then still give a stream whose every stretch holds
+    every class. ``ids`` keeps only the records of those video ids (a fold of a split file)."""
+    paths = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string) if isinstance(files, list) else files)
+    if interleave:
+        ds = paths.interleave(tf.data.TFRecordDataset, cycle_length=INTERLEAVE, block_length=1,
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = tf.data.TFRecordDataset(paths)
     va, au_dim = frame_labels(manifest)
     ds = ds.map(
         lambda x: parse(
@@ -193,3 +207,10 @@ def dataset_from_manifest(manifest: dict, root, split, decode: bool = True, ids=
             tf.constant(ids, tf.string), tf.ones([len(ids)], tf.int32)), default_value=0)
         ds = ds.filter(lambda r: keep.lookup(r["video_id"]) > 0)
     return ds
+
+
+def dataset_from_manifest(manifest: dict, root, split, decode: bool = True, ids=None) -> tf.data.Dataset:
+    """Records of one split (or a list of splits) of a prepared dataset, parsed, in shard order.
+
+    ``ids`` keeps only the records of those video ids (a fold of a split file)."""
+    return read_shards(shard_paths(manifest, root, split), manifest, decode, ids)
