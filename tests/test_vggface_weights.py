@@ -148,7 +148,8 @@ def test_mismatched_fc6(vgg, tmp_path, caplog):
 
 
 def tiny(seed):
-    """A nested sub-model with a ``/`` name, wrapped in TimeDistributed as the sequence heads do."""
+    """A nested sub-model with a ``/`` name inside a Wrapper (TimeDistributed here; the sequence
+    heads use MaskedTimeDistributed, also a Wrapper)."""
     keras.utils.set_random_seed(seed)
     inp = keras.Input((4,))
     inner = keras.Model(inp, keras.layers.Dense(3, name=to_keras_name("fc6/x"))(inp), name="inner")

@@ -29,7 +29,7 @@ def early_fusion(*, option=2, backbone="vggface_vgg16", input_size=None, weights
     lld = keras.Input((seq_len, lld_dim), name="lld")
     mask_in = keras.Input((seq_len,), name="mask")
     mask = AsMask(name="as_mask")(mask_in)
-    visual = frame_features(frames, backbone=backbone, input_size=size, weights=weights,
+    visual = frame_features(frames, mask, backbone=backbone, input_size=size, weights=weights,
                             global_pool=global_pool, feature=feature, skip_mismatch=skip_mismatch,
                             trainable=trainable)
     if option == 4:

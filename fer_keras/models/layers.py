@@ -1,4 +1,5 @@
-"""The project's own Keras layers: masks as an explicit input, and masked pooling over time.
+"""The project's own Keras layers: masks as an explicit input, a per-frame CNN that never sees
+padded frames, and masked pooling over time.
 
 Sequences are padded to a fixed length L (thesis 000 repeats the last frame, thesis 002 pads
 zeros), so every temporal model takes a 0/1 ``mask`` input and these layers make sure padded
@@ -67,6 +68,54 @@ class MaskedTemporalPool(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="fer_keras")
+class MaskedTimeDistributed(keras.layers.Wrapper):
+    """Apply ``layer`` (a per-frame CNN) to the real frames only: ``layer([frames, mask])``,
+    (B, T, ...) and a 0/1 (B, T) mask -> (B, T, F) with zeros at the padded steps.
+
+    ``TimeDistributed`` runs the CNN on padded frames too, so in training its BatchNorm batch
+    statistics and moving statistics depend on what the padding holds (a repeated frame or
+    zeros), and padding changes predictions. Here the B*T frames are gathered where
+    mask > 0.5, the CNN sees only those, in one call (BN statistics over all real frames of the
+    batch, not per time step), and the features are scattered back. Outside XLA padded frames
+    cost nothing.
+
+    The gather has a data-dependent size. TF's XLA compiles it (``tf.where`` gives a dynamic
+    dimension bounded by B*T) with the results of graph mode, so ``jit_compile=True`` training
+    works; XLA computes over the bound, so it is as fast as ``TimeDistributed``, no faster.
+    BatchNorm of no frame gives NaN moving statistics (graph mode even crashes), but skipping
+    the CNN with ``ops.cond`` makes every XLA step about 5x slower; so a batch of padding only
+    runs the CNN on its first frame, drops its features and puts the BN moving statistics back.
+    """
+
+    def build(self, input_shape):
+        super().build((None, *input_shape[0][2:]))
+
+    def call(self, inputs, training=None):
+        frames, mask = inputs
+        batch, steps = ops.shape(frames)[0], ops.shape(frames)[1]
+        real = ops.reshape(ops.cast(mask, "float32") > 0.5, (-1,))
+        some = ops.any(real)
+        first = ops.logical_and(ops.logical_not(some), ops.arange(batch * steps) == 0)
+        index = ops.where(ops.logical_or(real, first))[0]
+        moving = [w for bn in self.layer._flatten_layers()   # what a padding-only batch would move
+                  if isinstance(bn, keras.layers.BatchNormalization) and bn.trainable
+                  for w in (bn.moving_mean, bn.moving_variance)] if training else []
+        before = [ops.copy(w) for w in moving]
+        flat = ops.reshape(frames, (-1, *frames.shape[2:]))
+        features = self.layer(ops.take(flat, index, axis=0), training=training)
+        for w, value in zip(moving, before):
+            w.assign(ops.where(some, w, value))
+        features = features * ops.cast(some, features.dtype)
+        flat = ops.scatter(index[:, None], features, (batch * steps, *features.shape[1:]))
+        return ops.reshape(flat, (batch, steps, *features.shape[1:]))
+
+    def compute_output_spec(self, inputs):
+        frames = inputs[0]
+        one = self.layer.compute_output_spec(keras.KerasTensor((None, *frames.shape[2:]), frames.dtype))
+        return keras.KerasTensor(frames.shape[:2] + one.shape[1:], one.dtype)
 
 
 @keras.saving.register_keras_serializable(package="fer_keras")

@@ -10,16 +10,17 @@ import keras
 from keras import layers
 
 from fer_keras.models.backbones import build_backbone, default_size, set_trainable_blocks
-from fer_keras.models.layers import AsMask, MaskedTemporalPool, standardized
+from fer_keras.models.layers import AsMask, MaskedTemporalPool, MaskedTimeDistributed, standardized
 
 RNNS = {"gru": layers.GRU, "lstm": layers.LSTM}
 TASKS = ("category", "va", "au")
 TEMPORAL = ("frame", "mean", "median", "last")
 
 
-def frame_features(frames, *, backbone, input_size=None, weights=None, global_pool=False,
+def frame_features(frames, mask, *, backbone, input_size=None, weights=None, global_pool=False,
                    feature=None, backbone_dropout=0.5, skip_mismatch=False, trainable="all", init=None):
-    """Apply one backbone to every frame: (B, T, H, W, 3) -> (B, T, F).
+    """Apply one backbone to every real frame: (B, T, H, W, 3) and mask (B, T) -> (B, T, F), zeros
+    at padded steps, which never reach the backbone (nor its BatchNorm statistics in training).
 
     ``trainable``: "all", or the number of last backbone blocks left trainable (0 = frozen, as
     thesis 003 freezes its ImageNet CNNs).
@@ -28,7 +29,7 @@ def frame_features(frames, *, backbone, input_size=None, weights=None, global_po
                          feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch,
                          init=init)
     set_trainable_blocks(cnn, backbone, trainable)
-    return layers.TimeDistributed(cnn, name="frame_cnn")(frames)
+    return MaskedTimeDistributed(cnn, name="frame_cnn")([frames, mask])
 
 
 def dense_stack(x, units, *, names=(), dropout=0.0, activation="relu", batchnorm=False, prefix="fc"):
@@ -119,7 +120,7 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
     if backbone is not None:
         size = input_size or default_size(backbone)
         data_in = keras.Input((seq_len, size, size, 3), name="frames")
-        x = frame_features(data_in, backbone=backbone, input_size=size, weights=weights,
+        x = frame_features(data_in, mask, backbone=backbone, input_size=size, weights=weights,
                            global_pool=global_pool, feature=feature, backbone_dropout=backbone_dropout,
                            skip_mismatch=skip_mismatch, trainable=trainable, init=init)
     else:
