@@ -48,6 +48,15 @@ CSV ?=
 prepare-fer2013:
 	$(BIN)/fer-keras prepare fer2013 $(CSV) $(or $(OUT),$(DATA)/fer2013_prepared) $(ARGS)
 
+# Cached CNN features for thesis 002's cascades: RUN=a FER2013 run directory (or CONFIG=an experiment YAML
+# naming the image model and its weights) over FEATURES_DATA into OUT (default data/bu4dfe_features);
+# ARGS adds options, e.g. ARGS="--tap dense --dtype float16 --augmentations all". Rerun to resume.
+FEATURES_DATA ?= $(DATA)/bu4dfe_prepared
+.PHONY: features
+features:
+	@test -n "$(or $(RUN),$(CONFIG))" || { echo "usage: make features RUN=runs/x|CONFIG=x.yaml [FEATURES_DATA=$(FEATURES_DATA)] [OUT=...] [ARGS=...]"; exit 2; }
+	$(BIN)/fer-keras features $(or $(RUN),$(CONFIG)) --data $(FEATURES_DATA) --out $(or $(OUT),$(DATA)/bu4dfe_features) $(ARGS)
+
 bench-prepare:
 	$(BIN)/python -m data_prep.benchmark --out $(DATA)/bench_prepare
 
@@ -81,6 +90,14 @@ train:
 evaluate:
 	@test -n "$(RUN)" || { echo "usage: make evaluate RUN=runs/x"; exit 2; }
 	$(BIN)/fer-keras evaluate $(RUN)
+
+# fer-keras cv CONFIG: the folds of the experiment's split file, then the final model (thesis 002);
+# OUT is the CV directory (default runs/cv/<config name>), PHASE=folds|final|all (default all).
+PHASE ?= all
+.PHONY: cv
+cv:
+	@test -n "$(CONFIG)" || { echo "usage: make cv CONFIG=experiments/.../x.yaml [OUT=runs/cv/x] [PHASE=folds|final|all]"; exit 2; }
+	$(BIN)/fer-keras cv $(CONFIG) --out $(or $(OUT),runs/cv/$(basename $(notdir $(CONFIG)))) --phase $(PHASE)
 
 # fer-keras tune: Bayesian search over MODEL's registry search space into runs/tune/<MODEL>
 # (rerun to resume) on TUNE_DATA; ARGS adds options, e.g. ARGS="--objective val_accuracy",

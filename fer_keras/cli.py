@@ -162,7 +162,7 @@ def _verify(args) -> int:
     from fer_keras.data import integrity
 
     start = time.perf_counter()
-    if os.path.isfile(os.path.join(args.root, integrity.MANIFEST)) or not glob.glob(os.path.join(args.root, "*.h5")):
+    if os.path.isfile(os.path.join(args.root, integrity.MANIFEST)) or not glob.glob(os.path.join(args.root, "*.h5*")):
         problems, read = integrity.check(args.root, quick=args.quick, jobs=args.jobs, records=args.records)
     else:  # a folder of cached feature files
         from fer_keras.data.features import check_folder
@@ -377,14 +377,14 @@ def _train(args) -> int:
     import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
     from fer_keras import config as cfg
     from fer_keras import training
-
     from fer_keras.data.integrity import named_data_errors
+    from fer_keras.evaluation import evaluate
 
     exp = cfg.load(args.config, overrides)
     run_dir = args.run_dir or os.path.join("runs", exp.name)
     print(f"run directory: {run_dir}")
     with named_data_errors(exp.data.root):
-        state = training.train(exp, run_dir, evaluate=not args.no_evaluate)
+        state = training.train(exp, run_dir, evaluate=None if args.no_evaluate else evaluate)
     result = state.get("evaluation")
     if result:
         paths = result.get("paths", {})
@@ -629,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("-j", "--jobs", type=int, default=4, help="files checked in parallel (default 4)")
     v.set_defaults(func=_user_errors(_verify))
 
+    from fer_keras import feature_extraction  # the parser only: TensorFlow loads when the command runs
+    feature_extraction.add_parser(sub).set_defaults(func=_user_errors(feature_extraction.run))
+
     m = sub.add_parser("models", help="list the model registry with parameter counts",
                        description="Build each registry model (thesis input sizes unless --small) and print "
                                    "its parameter counts, outputs and the thesis it reproduces.")
@@ -686,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--strategy", help="tf.distribute strategy: default, mirrored, one_device[:DEVICE]")
     tr.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after training")
     tr.set_defaults(func=_user_errors(_train))
+
+    from fer_keras import cv  # the parser only: TensorFlow loads when the command runs
+    cv.add_parser(sub).set_defaults(func=_user_errors(cv.run))
 
     t = sub.add_parser(
         "tune", help="KerasTuner Bayesian search over a model's registry search space",

@@ -2,7 +2,7 @@
 matrices and a thesis-style report out.
 
 ``evaluate(run_dir)`` loads ``checkpoints/best.keras`` (or ``last.keras``; a damaged one is a
-ValueError naming it and what to do, see ``training.check_model_file``), runs the split's
+ValueError naming it and what to do, see ``rundir.check_model_file``), runs the split's
 pipeline, predicts every sequence and aggregates the sequences of each video:
 
 - ``mean``: the mean of the sequence softmax outputs, each weighted by its number of valid
@@ -49,6 +49,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from fer_keras.rundir import RunDir, checkpoint_todo, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +314,6 @@ def output_dir(run_dir, exp, split, checkpoint):
 
 def _load(run_dir):
     from fer_keras import config as cfg
-    from fer_keras.training import RunDir
 
     run = RunDir(run_dir)
     if not run.root.is_dir():
@@ -455,7 +456,6 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
     import fer_keras.models  # noqa: F401  registers the custom layers before loading
     from fer_keras.data import loader
     from fer_keras.fusion import METRICS, PREDICTIONS
-    from fer_keras.training import checkpoint_todo, load_checkpoint
 
     run, exp = _load(run_dir)
     split = split or exp.evaluation.split

@@ -1,26 +1,10 @@
-"""Training engine: an experiment YAML in, a run directory out.
+"""Training engine: an experiment YAML in, a run directory (``fer_keras.rundir``) out.
 
-Run directory::
-
-    config.yaml            every setting the run used (defaults included)
-    checkpoints/best.keras best epoch by ``training.monitor``; last.keras at the end;
-                           stage-<i>.weights.h5 when stage i is complete
-    backup/stage-<i>/      BackupAndRestore state of the stage in progress (removed when done)
-    logs/                  TensorBoard
-    history.csv            one row per epoch, appended across stages and restarts
-    state.json             stages done (so a killed run continues where it stopped), the size and
-                           SHA-256 of each stage-<i>.weights.h5, and ``best_since`` when best.keras
-                           had to be rebuilt
-
-Damaged files (a kill while writing, a full disk, bit rot on shared storage) are found before
-they are used. A ``.keras`` file is checked member by member against its zip CRC-32s and a stage
-weights file against the size and SHA-256 recorded in state.json (HDF5 has no checksums of its
-own), and a bad one is a ``DamagedFile`` (a ValueError) naming it and what to do. On resume, a
+Every file of the run directory is checked before it is used (``rundir``'s checks). On resume, a
 damaged BackupAndRestore folder is removed with a warning and its stage restarts from the
 previous stage's weights (or from scratch), its epochs dropped from history.csv and redone; a
 damaged best.keras is removed and rebuilt from the epochs still to come (``best_since``); a
-damaged last.keras of a finished run is rebuilt from the last stage's weights. Stage weights and
-last.keras are written to a temporary name and renamed, so a kill never leaves them half-written.
+damaged last.keras of a finished run is rebuilt from the last stage's weights.
 
 Stages (thesis 000's "Train epochs = 10, 20": the RNN/FC part first, then all layers) are
 separate ``fit`` calls on one epoch axis. Each rebuilds the model with its ``trainable``
@@ -37,8 +21,6 @@ import math
 import os
 import shutil
 import sys
-import zipfile
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,146 +31,17 @@ import tensorflow as tf
 from fer_keras import config as cfg
 from fer_keras import losses as fer_losses
 from fer_keras.data import loader
-from fer_keras.data.integrity import sha256
 from fer_keras.data.pipeline import Augment
 from fer_keras.metrics import CCCMetric, MaskedBinaryAccuracy
 from fer_keras.models import entry
 from fer_keras.models.layers import Standardize
+from fer_keras.rundir import (BEST_LOST, DamagedFile, RunDir, check_model_file,
+                              check_weights_file, h5_problem, one_line, read_state,
+                              save_atomic, weights_record, write_state)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOSSES = {"category": "cce", "va": "ccc", "au": "au_bce"}
-
-
-class RunDir:
-    """Paths of a run directory."""
-
-    def __init__(self, root):
-        self.root = Path(root)
-        self.config = self.root / "config.yaml"
-        self.checkpoints = self.root / "checkpoints"
-        self.best = self.checkpoints / "best.keras"
-        self.last = self.checkpoints / "last.keras"
-        self.logs = self.root / "logs"
-        self.history = self.root / "history.csv"
-        self.state = self.root / "state.json"
-
-    def stage_weights(self, i):
-        return self.checkpoints / f"stage-{i}.weights.h5"
-
-    def backup(self, i):
-        return self.root / "backup" / f"stage-{i}"
-
-
-# --- damaged files ------------------------------------------------------------------------------
-
-REBUILD = "rerun training in this run directory to rebuild it"
-KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")  # what Model.save writes
-
-
-class DamagedFile(ValueError):
-    """A run-directory file that is there but cannot be what was written: truncated, changed, or
-    not the kind of file its name says. ``str()`` is one line: the file, the problem, what to do."""
-
-    def __init__(self, path, problem, todo=REBUILD):
-        self.path, self.problem, self.todo = Path(path), problem, todo
-        super().__init__(f"{path}: damaged: {problem}; {todo}")
-
-
-def _short(err, limit=160):
-    """An exception as a few words for a one-line message."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def check_model_file(path, todo=REBUILD):
-    """Raise ``DamagedFile`` unless ``path`` is a complete ``.keras`` archive: a zip whose every
-    member matches its CRC-32 and that holds what ``Model.save`` writes. Reads the whole file.
-
-    Measured with Keras 3.15: ``load_model`` on a truncated, empty or random file raises a
-    ValueError "File not found: ... Please ensure the file is an accessible `.keras` zip file"
-    (it is not a zip), and on a flipped byte ``zipfile.BadZipFile`` "Bad CRC-32 for file
-    'model.weights.h5'". A missing file is left to the caller (FileNotFoundError)."""
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            names = set(archive.namelist())
-    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise DamagedFile(path, f"truncated or not a Keras file ({_short(err)})", todo) from err
-    if bad is not None:
-        raise DamagedFile(path, f"truncated or changed after it was written ({bad} inside it fails "
-                                f"its CRC-32 check)", todo)
-    missing = [m for m in KERAS_MEMBERS if m not in names]
-    if missing:
-        raise DamagedFile(path, f"not a Keras file (no {', '.join(missing)} inside)", todo)
-
-
-def load_checkpoint(path, todo=REBUILD, compile=False):
-    """``keras.models.load_model`` of a checked ``.keras`` file; a damaged one is a ``DamagedFile``
-    naming it (custom layers must be registered: import fer_keras.models first)."""
-    check_model_file(path, todo)
-    try:
-        return keras.models.load_model(path, compile=compile)
-    except zipfile.BadZipFile as err:  # changed between the check and the load
-        raise DamagedFile(path, f"truncated or not a Keras file ({_short(err)})", todo) from err
-
-
-def _record(path) -> dict:
-    """What state.json keeps of a weights file it relies on."""
-    return {"bytes": os.path.getsize(path), "sha256": sha256(path)}
-
-
-def _h5_problem(path):
-    """None, or what h5py raises opening ``path`` and reading every dataset in it: OSError
-    ("Unable to synchronously open file (truncated file: eof = ...)", "(file signature not
-    found)") for a truncated, empty or random file, RuntimeError or KeyError for a damaged
-    object header (measured with h5py 3.14). A flipped byte inside the weights themselves reads
-    without error; only a recorded checksum finds it."""
-    import h5py
-
-    def read(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            obj[()]
-        return None  # anything else stops visititems
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: missing")
-    try:
-        with h5py.File(path, "r") as f:
-            f.visititems(read)
-    except (OSError, RuntimeError, KeyError) as err:
-        return _short(err)
-    return None
-
-
-def check_weights_file(path, record=None, todo=REBUILD):
-    """Raise ``DamagedFile`` unless ``path`` is an intact ``.weights.h5``: its size and SHA-256
-    as ``record`` (from state.json) says, or, without a record, an HDF5 file that reads."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {todo}")
-    if record:
-        size = path.stat().st_size
-        if size != record["bytes"]:
-            raise DamagedFile(path, f"truncated or overwritten ({size} bytes; {record['bytes']} when "
-                                    f"written, as state.json records)", todo)
-        if sha256(path) != record["sha256"]:
-            raise DamagedFile(path, "changed after it was written (its SHA-256 is not the one "
-                                    "state.json records)", todo)
-        return
-    problem = _h5_problem(path)
-    if problem:
-        raise DamagedFile(path, f"truncated or not an HDF5 weights file ({problem})", todo)
-
-
-def _save_atomic(save, path):
-    """``save(tmp)`` then rename onto ``path``: a kill leaves the old file or the new, never half
-    of one (the temporary name keeps the suffix Keras requires)."""
-    path = Path(path)
-    tmp = path.with_name(f".partial-{path.name}")
-    save(tmp)
-    os.replace(tmp, path)
 
 
 def model_options(exp: cfg.Experiment, trainable=None) -> dict:
@@ -485,23 +338,6 @@ def prepare_run_dir(exp: cfg.Experiment, run_dir) -> RunDir:
     return run
 
 
-def _state(run: RunDir):
-    if not run.state.is_file():
-        return {"stages_done": 0}
-    try:
-        state = json.loads(run.state.read_text())
-        int(state["stages_done"])
-    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
-        raise DamagedFile(run.state, f"not the state training writes ({_short(err)})",
-                          "it records which stages are done, so this run cannot continue; train "
-                          "again in a new run directory") from err
-    return state
-
-
-def _write_state(run: RunDir, state):
-    _save_atomic(lambda tmp: tmp.write_text(json.dumps(state, indent=2)), run.state)
-
-
 def _history_rows(history: Path):
     """(header, rows) of history.csv, or (None, []) when there is none."""
     if not history.is_file():
@@ -565,10 +401,10 @@ def _backup_problem(folder: Path, first: int, last: int):
     try:
         epoch = json.loads(meta.read_text())["epoch"]
     except (ValueError, KeyError, TypeError) as err:
-        return f"{meta.name}: {_short(err)}"
+        return f"{meta.name}: {one_line(err)}"
     if not isinstance(epoch, int) or not first < epoch <= last:
         return f"{meta.name} says epoch {epoch!r}, outside this stage's epochs {first + 1}-{last}"
-    problem = _h5_problem(weights)
+    problem = h5_problem(weights)
     return f"{weights.name}: {problem}" if problem else None
 
 
@@ -619,29 +455,11 @@ def _load_stage_weights(model, run: RunDir, i: int, state: dict, todo):
     except OSError as err:  # h5py's error for a file damaged in a way the check did not read
         if isinstance(err, (FileNotFoundError, PermissionError)):
             raise
-        raise DamagedFile(path, f"truncated or not an HDF5 weights file ({_short(err)})", todo) from err
+        raise DamagedFile(path, f"truncated or not an HDF5 weights file ({one_line(err)})", todo) from err
 
 
 STAGE_LOST = ("it holds the weights of a finished stage that this run continues from; restore it "
               "from a copy, or train again in a new run directory")
-BEST_LOST = ("the best epoch's weights cannot be rebuilt in a finished run: evaluate the last "
-             "checkpoint (fer-keras evaluate RUN_DIR --checkpoint last), or delete the file and rerun "
-             "training in this run directory to replace it with the final model")
-
-
-def checkpoint_todo(run: RunDir, name: str, n_stages: int) -> str:
-    """What to do about a damaged ``best`` or ``last`` checkpoint of ``run``."""
-    try:
-        finished = _state(run)["stages_done"] >= n_stages
-    except DamagedFile:
-        finished = False
-    if name == "best" and finished:
-        return BEST_LOST
-    if name == "last" and finished:
-        return REBUILD + " from the last stage's weights"
-    return REBUILD
-
-
 def _resume_checks(run: RunDir, training: cfg.TrainingConfig, state: dict) -> tuple[int, int]:
     """Before a (resumed) run continues: find where the stage in progress continues (removing a
     damaged backup and the history rows to redo) and remove a damaged best.keras (refused in a
@@ -665,7 +483,7 @@ def _resume_checks(run: RunDir, training: cfg.TrainingConfig, state: dict) -> tu
                            "still to train (epoch %d in history.csv on)", run.best, err.problem, best_since)
     if best_since != state.get("best_since", 0):
         state["best_since"] = best_since
-        _write_state(run, state)
+        write_state(run, state)
     return start, best_since
 
 
@@ -674,20 +492,26 @@ def _final_stage(state: dict, plan) -> int:
     return len(state.get("stages", plan[:state["stages_done"]])) - 1
 
 
-def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
-    """Train ``exp`` into ``run_dir`` (continuing a killed run there), then evaluate it.
+def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
+    """Train ``exp`` into ``run_dir`` (continuing a killed run there), then ``evaluate(run_dir)``
+    when given (``evaluation.evaluate``; this layer does not import it).
 
     Stages run on one epoch axis and one optimiser step count: each starts at the epoch and
     step where the previous one ended, early stopped or not, so the schedule never skips.
-    Returns the summary written to ``state.json``.
+    ``validation=False`` trains without a validation split (a final model on all training data,
+    thesis 002 §3.2.4): ``training.monitor`` must then be a training metric. Returns the summary
+    written to ``state.json`` (plus ``evaluation``, what ``evaluate`` returned).
     """
     training = exp.training
+    if not validation and training.monitor.startswith("val_"):
+        raise ValueError(f"training.monitor {training.monitor!r} needs a validation split; without one "
+                         f"monitor a training metric (e.g. {training.monitor.removeprefix('val_')!r})")
     plan = training.plan()
     run = prepare_run_dir(exp, run_dir)
     keras.utils.set_random_seed(training.seed)
     steps_per_epoch = loader.steps(exp.data, exp.data.train_split)
-    val_ds = validation_data(exp)
-    state = _state(run)
+    val_ds = validation_data(exp) if validation else None
+    state = read_state(run)
     start, best_since = _resume_checks(run, training, state)
     epoch = int(state.get("epochs_done", 0))
     step = int(state.get("steps_done", epoch * steps_per_epoch))
@@ -715,7 +539,8 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
                         stage.trainable, f" (continuing at epoch {start + 1})" if start > epoch else "")
             result = model.fit(
                 _inputs_only(training_data(exp, start, end - start, steps_per_epoch), names),
-                steps_per_epoch=steps_per_epoch, validation_data=_inputs_only(val_ds, names),
+                steps_per_epoch=steps_per_epoch,
+                validation_data=None if val_ds is None else _inputs_only(val_ds, names),
                 initial_epoch=epoch, epochs=end, verbose=verbosity(training), shuffle=False,
                 callbacks=_callbacks(run, training, i, best_since,
                                      _monitored(run.history, training.monitor, epoch, start)))
@@ -723,16 +548,16 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
             stopped = ran < end
             done = int(model.optimizer.iterations.numpy())
             path = run.stage_weights(i)
-            _save_atomic(model.save_weights, path)
+            save_atomic(model.save_weights, path)
             stages = [*state.get("stages", []), {"first_epoch": epoch, "epochs": ran - epoch,
                                                   "steps": done - step, "early_stopped": stopped}]
             epoch, step = ran, done
             last = stopped and training.early_stopping.ends == "run"
             state = {"stages_done": len(plan) if last else i + 1, "epochs_done": epoch, "steps_done": step,
                      "steps_per_epoch": steps_per_epoch, "stages": stages,
-                     "weights": {**state.get("weights", {}), path.name: _record(path)},
+                     "weights": {**state.get("weights", {}), path.name: weights_record(path)},
                      **({"best_since": best_since} if best_since else {})}
-            _write_state(run, state)
+            write_state(run, state)
             if stopped:
                 logger.info("stage %d/%d stopped early after %d of %d epochs%s", i + 1, len(plan),
                             ran - stages[-1]["first_epoch"], stage.epochs,
@@ -759,14 +584,13 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=True):
                 damaged_last = err
         if model is not None or not run.last.is_file() or damaged_last:
             model = final_model()
-            _save_atomic(model.save, run.last)
+            save_atomic(model.save, run.last)
             if damaged_last:
                 logger.warning("%s: damaged (%s); rebuilt it from %s", run.last, damaged_last.problem,
                                run.stage_weights(final).name)
         if not run.best.is_file():  # the monitor never improved on a resumed threshold
             model = final_model()
-            _save_atomic(model.save, run.best)
+            save_atomic(model.save, run.best)
     if evaluate:
-        from fer_keras.evaluation import evaluate as run_evaluation
-        state["evaluation"] = run_evaluation(run.root)
+        state["evaluation"] = evaluate(run.root)
     return state

@@ -370,8 +370,8 @@ def test_notebook_on_a_fused_run(evaluated, tmp_path, kernel_name):
 
 
 def test_training_then_evaluation_end_to_end(prepared_afew, tmp_path):
-    """training.train(evaluate=True) hands the run to this engine."""
+    """training.train(evaluate=evaluation.evaluate) hands the run to this engine."""
     exp = tiny_experiment(prepared_afew[0], training={"epochs": 1, "optimizer": {"learning_rate": 1e-3}})
-    state = training.train(exp, tmp_path / "run", evaluate=True)
+    state = training.train(exp, tmp_path / "run", evaluate=evaluation.evaluate)
     assert state["evaluation"]["n_videos"] > 0 and 0 <= state["evaluation"]["accuracy"] <= 1
     assert load_run(tmp_path / "run").accuracy == state["evaluation"]["accuracy"]

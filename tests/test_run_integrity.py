@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from fer_keras import config, evaluation, training
+from fer_keras import config, evaluation, rundir, training
 from fer_keras.cli import main
 
 EPOCHS = [0, 1, 2, 3]  # two stages of two epochs
@@ -163,7 +163,7 @@ def test_damaged_stage_weights_are_one_clear_error(runs, tmp_path, how):
 def test_without_a_record_a_truncated_weights_file_is_named_with_h5py_error(tmp_path):
     """A state.json written before records existed: the HDF5 file itself is read through."""
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    run = training.RunDir(tmp_path)
+    run = rundir.RunDir(tmp_path)
     run.checkpoints.mkdir()
     path = run.stage_weights(0)
     model.save_weights(path)
@@ -208,7 +208,7 @@ def test_damaged_backup_restarts_the_stage_from_the_previous_stage(runs, tmp_pat
 
 
 def test_dropping_epochs_tells_whether_best_keras_came_from_them(tmp_path):
-    run = training.RunDir(tmp_path)
+    run = rundir.RunDir(tmp_path)
     run.history.write_text("epoch,val_loss\n0,0.9\n1,0.5\n2,0.7\n3,0.6\n")
     assert training._drop_epochs(run, 2, "val_loss", "min", 0) == (2, False)  # best was epoch 1, kept
     assert run.history.read_text().splitlines() == ["epoch,val_loss", "0,0.9", "1,0.5"]

@@ -1,15 +1,24 @@
 """Cached CNN features in HDF5 for the cascades of thesis 002 (DESIGN.md, "Cached CNN features").
 
-One file per fold, ``fold-<i>-features-<n>.h5``, holds ``features`` (N, T, F) float32, ``masks``
-(N, T) 0/1, ``labels`` (N, C) one-hot, ``names`` (N) video ids and a ``classes`` attribute.
-Rows are read one video at a time by a generator over h5py rather than loaded whole: the
-thesis's VGGFace Flatten tap has 25,088 features per frame, about 10 MB per 100-frame video,
-so a fold with its offline augmentations does not fit in memory, while one row at a time plus
-a shuffle buffer of sequences does.
+One file per fold, ``fold-<i>-features-<n>.h5``, holds ``features`` (N, T, F) float32 or float16,
+``masks`` (N, T) 0/1, ``labels`` (N, C) one-hot, ``names`` (N) video ids and a ``classes``
+attribute. At the thesis's size (VGGFace's Flatten tap, 25,088 features per frame, about 10 MB
+per 100-frame video in float32, 48 GB for 4,800 videos) neither the writer nor the reader may
+hold a file in memory:
+
+- :class:`FeatureWriter` appends batch by batch to resizable datasets chunked one video
+  (1, T, F) per chunk, into ``<name>.partial``; after each batch it flushes and records the
+  count of complete videos in an attribute, so a killed run continues after the last complete
+  video. Only a complete file is renamed to its name and recorded in features.json, and a file
+  with that attribute is refused by every reader, so it is never mistaken for a complete one.
+- :func:`feature_sequences` keeps the small datasets in memory and reads one video's row per
+  call from tf.data's parallel threads (h5py releases the GIL while it reads) straight into
+  64-byte aligned memory, which TensorFlow takes without a copy; casting float16 to float32,
+  padding and splitting run inside the tf.data graph.
 """
 import glob
+import logging
 import os
-import tempfile
 from typing import NamedTuple
 
 import h5py
@@ -20,6 +29,13 @@ from fer_keras.data import integrity
 from fer_keras.data.pipeline import PipelineConfig, epoch_shuffle
 
 DATASETS = ("features", "masks", "labels", "names")
+DTYPES = ("float32", "float16")
+PARTIAL = ".partial"      # suffix of a file being written
+WRITTEN = "videos_written"  # attribute of a .partial file: its complete videos
+ROWS_PER_CHUNK = 256      # chunk rows of the small datasets (masks, labels, names)
+ALIGN = 64                # bytes; TensorFlow takes NumPy buffers aligned so without a copy
+
+logger = logging.getLogger(__name__)
 
 
 class FeatureInfo(NamedTuple):
@@ -29,41 +45,147 @@ class FeatureInfo(NamedTuple):
     dim: int        # F, features per frame (1,024 or 25,088 in thesis 002)
 
 
-def write_features(path, features, masks, labels, names, classes) -> None:
-    """Write one feature file; it appears under ``path`` only once complete (temp file + rename)."""
-    features = np.asarray(features, np.float32)
-    masks = np.asarray(masks, np.float32)
-    labels = np.asarray(labels, np.float32)
-    names = [str(n) for n in names]
+class FeatureWriter:
+    """A feature file written batch by batch into ``path + '.partial'``, resumable.
+
+    Opening a ``.partial`` file left by a killed run continues it after its last complete video:
+    rows past the recorded count (a kill inside a batch) are cut, so nothing is duplicated;
+    ``names()`` tells the caller which videos are done. ``attrs`` (e.g. the extraction settings)
+    are stored in the file, and a ``.partial`` file written with other attrs, classes or layout
+    is refused rather than mixed into. A ``.partial`` file that no longer opens (a kill in the
+    middle of an HDF5 write) is started again. With ``resume=False`` any old one is replaced.
+    ``finish`` renames the file to ``path`` and records it in features.json.
+    """
+
+    def __init__(self, path, steps, dim, classes, dtype="float32", attrs=None, resume=True):
+        if dtype not in DTYPES:
+            raise ValueError(f"{path}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.path, self.partial = str(path), str(path) + PARTIAL
+        self.steps, self.dim, self.dtype = int(steps), int(dim), np.dtype(dtype)
+        self.classes = tuple(str(c) for c in classes)
+        self.attrs = dict(attrs or {})
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self.file = self._reopen() if resume and os.path.exists(self.partial) else None
+        if self.file is None:
+            self.file = self._create()
+        self.count = int(self.file.attrs[WRITTEN])
+
+    def _create(self):
+        f = h5py.File(self.partial, "w")
+        t, d = self.steps, self.dim
+        f.create_dataset("features", (0, t, d), self.dtype, maxshape=(None, t, d), chunks=(1, t, d))
+        f.create_dataset("masks", (0, t), np.float32, maxshape=(None, t), chunks=(ROWS_PER_CHUNK, t))
+        f.create_dataset("labels", (0, len(self.classes)), np.float32, maxshape=(None, len(self.classes)),
+                         chunks=(ROWS_PER_CHUNK, len(self.classes)))
+        f.create_dataset("names", (0,), h5py.string_dtype("utf-8"), maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
+        f.attrs["classes"] = np.array(self.classes, dtype=h5py.string_dtype("utf-8"))
+        for key, value in self.attrs.items():
+            f.attrs[key] = value
+        f.attrs[WRITTEN] = 0
+        f.flush()
+        return f
+
+    def _reopen(self):
+        try:
+            f = h5py.File(self.partial, "r+")
+        except OSError as err:
+            logger.warning("%s: unreadable (%s), left by a run killed while writing; starting it again",
+                           self.partial, err)
+            return None
+        try:
+            count = int(f.attrs[WRITTEN])
+            found = {"features": (f["features"].shape[1:], f["features"].dtype),
+                     "classes": tuple(str(c) for c in f.attrs["classes"]),
+                     **{k: f.attrs.get(k) for k in self.attrs}}
+        except (KeyError, ValueError) as err:
+            f.close()
+            logger.warning("%s: not a file this writer wrote (%s); starting it again", self.partial, err)
+            return None
+        wanted = {"features": ((self.steps, self.dim), self.dtype), "classes": self.classes, **self.attrs}
+        differ = sorted(k for k in wanted if found[k] != wanted[k])
+        if differ:
+            f.close()
+            raise ValueError(f"{self.partial}: an unfinished file written with other {', '.join(differ)}; "
+                             "delete it, or write to another folder")
+        for name in DATASETS:  # rows past the count: a batch the kill interrupted
+            f[name].resize(count, axis=0)
+        logger.info("%s: continuing after its %d complete videos", self.partial, count)
+        return f
+
+    def names(self) -> list:
+        """Ids of the complete videos, in file order."""
+        return list(self.file["names"].asstr()[:self.count])
+
+    def append(self, features, masks, labels, names) -> None:
+        """Write one batch of videos and record it as complete (flushed before the count moves)."""
+        features = np.asarray(features)
+        masks = np.asarray(masks, np.float32)
+        labels = np.asarray(labels, np.float32)
+        names = [str(n) for n in names]
+        problem = _shape_problem(features.shape, masks.shape, labels.shape, len(names), len(self.classes))
+        if problem is None and features.shape[1:] != (self.steps, self.dim):
+            problem = f"features have shape {features.shape}, the file holds (videos, {self.steps}, {self.dim})"
+        if problem is None and not np.isin(masks, (0.0, 1.0)).all():
+            problem = "masks hold values other than 0 and 1"
+        with np.errstate(over="ignore"):  # NumPy casts ~25x faster than HDF5 does on write
+            stored = features.astype(self.dtype, copy=False)
+        if problem is None and np.isinf(stored).any() and not np.isinf(features).any():
+            problem = f"features exceed {self.dtype}'s range; write float32"
+        if problem:
+            raise ValueError(f"{self.path}: {problem}")
+        start, stop = self.count, self.count + len(names)
+        for name, rows in (("features", stored), ("masks", masks), ("labels", labels), ("names", names)):
+            self.file[name].resize(stop, axis=0)
+            self.file[name][start:stop] = rows
+        self.file.flush()  # the rows are on disk before the count says they are complete
+        self.file.attrs[WRITTEN] = stop
+        self.file.flush()
+        self.count = stop
+
+    def finish(self) -> str:
+        """Rename the complete file to its name and record it in features.json; returns the path."""
+        del self.file.attrs[WRITTEN]
+        self.file.close()
+        os.replace(self.partial, self.path)
+        integrity.record_feature_file(self.path, self.count)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the unfinished file."""
+        self.close()
+        os.remove(self.partial)
+
+    def close(self) -> None:
+        """Close the unfinished file; it stays, for a later run to continue."""
+        if self.file.id.valid:
+            self.file.close()
+
+
+def write_features(path, features, masks, labels, names, classes, dtype="float32") -> None:
+    """Write one whole feature file; it appears under ``path`` only once complete."""
+    features = np.asarray(features)
+    masks, labels = np.asarray(masks), np.asarray(labels)
     problem = _shape_problem(features.shape, masks.shape, labels.shape, len(names), len(classes))
-    if problem is None and not np.isin(masks, (0.0, 1.0)).all():
-        problem = "masks hold values other than 0 and 1"
     if problem:
         raise ValueError(f"{path}: {problem}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
+    writer = FeatureWriter(path, features.shape[1], features.shape[2], classes, dtype, resume=False)
     try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("features", data=features)
-            f.create_dataset("masks", data=masks)
-            f.create_dataset("labels", data=labels)
-            f.create_dataset("names", data=names, dtype=h5py.string_dtype("utf-8"))
-            f.attrs["classes"] = np.array(list(classes), dtype=h5py.string_dtype("utf-8"))
-        os.replace(tmp, path)
-        integrity.record_feature_file(path, len(names))
+        writer.append(features, masks, labels, names)
+        writer.finish()
     except BaseException:
-        os.remove(tmp)
+        writer.discard()
         raise
 
 
 def check_folder(folder, quick: bool = False) -> tuple[list, dict]:
     """`fer-keras verify` of a feature folder: each file against features.json (size, SHA-256,
-    videos) and its HDF5 layout; returns (problems, what was read)."""
+    videos) and its HDF5 layout, and any unfinished ``.partial`` file; returns (problems, what
+    was read)."""
     index = integrity.feature_index(folder)
     names = sorted(set(index) | {os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.h5"))})
-    problems = []
+    problems = [integrity.Problem(p, "unfinished: being written, or left by a killed run",
+                                  "rerun the same fer-keras features command to finish it")
+                for p in sorted(glob.glob(os.path.join(folder, "*.h5" + PARTIAL)))]
     for name in names:
         path = os.path.join(folder, name)
         problem = integrity.quick_problem(folder, name, index.get(name), integrity.REWRITE_FEATURES)
@@ -112,6 +234,9 @@ def read_info(path) -> FeatureInfo:
     except OSError as err:
         raise ValueError(f"{path}: not a readable HDF5 file ({err})") from None
     with f:
+        if WRITTEN in f.attrs:
+            raise ValueError(f"{path}: unfinished ({f.attrs[WRITTEN]} videos written so far); "
+                             "rerun the fer-keras features command that writes it to finish it")
         missing = [d for d in DATASETS if d not in f]
         if missing:
             raise ValueError(f"{path}: missing dataset(s) {', '.join(missing)}; a feature file "
@@ -126,17 +251,16 @@ def read_info(path) -> FeatureInfo:
         return FeatureInfo(classes, *f["features"].shape)
 
 
-def _split(features, masks, seq_len):
-    """``(index, features, mask)`` of the non-overlapping, zero-padded sequences of one video.
+def _kept(masks, seq_len):
+    """(N, K) booleans: which of each video's K = ceil(T / seq_len) sequences are read.
 
-    Sequences with no real frame are dropped (a short video stored padded to T), except the
-    first, so every video still gets a prediction.
-    """
-    count = max(-(-len(masks) // seq_len), 1)
-    pad = count * seq_len - len(masks)
-    features = np.pad(features, ((0, pad), (0, 0))).reshape(count, seq_len, -1)
-    masks = np.pad(masks, (0, pad)).reshape(count, seq_len)
-    return [(k, features[k], masks[k]) for k in range(count) if k == 0 or masks[k].any()]
+    A sequence with no real frame is dropped (a short video stored padded to T), except the
+    first, so every video still gets a prediction."""
+    count = max(-(-masks.shape[1] // seq_len), 1)
+    padded = np.pad(masks, ((0, 0), (0, count * seq_len - masks.shape[1])))
+    kept = padded.reshape(len(masks), count, seq_len).any(axis=2)
+    kept[:, 0] = True
+    return kept
 
 
 def count_sequences(path, seq_len) -> int:
@@ -144,46 +268,70 @@ def count_sequences(path, seq_len) -> int:
     read_info(path)
     with h5py.File(path, "r") as f:
         masks = f["masks"][()]
-    return sum(len(_split(np.zeros((len(m), 0)), m, seq_len)) for m in masks)
+    return int(_kept(masks, seq_len).sum())
+
+
+class _Rows:
+    """Reads video i's ``features`` row (T, F) in its stored dtype into fresh 64-byte aligned
+    memory (TensorFlow wraps such a buffer without copying it). Called from tf.data's threads."""
+
+    def __init__(self, path):
+        self.file = h5py.File(path, "r")
+        self.features = self.file["features"]
+
+    def __call__(self, i):
+        shape, dtype = self.features.shape[1:], self.features.dtype
+        size = int(np.prod(shape)) * dtype.itemsize
+        raw = np.empty(size + ALIGN, np.uint8)
+        start = -raw.ctypes.data % ALIGN
+        out = raw[start:start + size].view(dtype).reshape(shape)
+        self.features.read_direct(out, np.s_[int(i)])
+        return out
 
 
 def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=False, epoch=0, epochs=1):
     """Batched ``(inputs, targets)`` (or ``(inputs, targets, meta)``) from one feature file.
 
-    The same structure as ``pipeline.sequences``: inputs ``features`` (B, L, F) and ``mask``
-    (B, L), targets ``category`` one-hot, meta ``video_id``, ``label`` (-1 for an all-zero row)
-    and ``sequence``. Of ``cfg`` only ``seq_len``, ``targets``, ``batch_size``,
-    ``shuffle_buffer`` and ``seed`` apply: videos longer than ``seq_len`` are split like the
-    shard pipeline, shorter ones zero-padded (thesis 002 pads with zeros whatever
-    ``cfg.padding`` says). ``training`` gives ``epochs`` epochs (None: without end) from
-    ``epoch`` on, as ``pipeline.sequences`` does: each reads the videos in a permutation drawn
-    from (seed, epoch), then shuffles sequences in a buffer.
+    The same structure as ``pipeline.sequences``: inputs ``features`` (B, L, F) float32 (also
+    from a float16 file) and ``mask`` (B, L), targets ``category`` one-hot, meta ``video_id``,
+    ``label`` (-1 for an all-zero row) and ``sequence``. Of ``cfg`` only ``seq_len``,
+    ``targets``, ``batch_size``, ``shuffle_buffer`` and ``seed`` apply: videos longer than
+    ``seq_len`` are split like the shard pipeline, shorter ones zero-padded (thesis 002 pads with
+    zeros whatever ``cfg.padding`` says). ``training`` gives ``epochs`` epochs (None: without
+    end) from ``epoch`` on, as ``pipeline.sequences`` does: each reads the videos in a
+    permutation drawn from (seed, epoch), then shuffles sequences in a buffer (of
+    ``shuffle_buffer`` sequences, each L x F x 4 bytes: 10 MB at 100 x 25,088).
     """
     info = read_info(path)
     if set(cfg.targets) != {"category"}:
         raise ValueError(f"{path}: cached feature files hold only 'category' labels, "
                          f"not targets {tuple(cfg.targets)}")
-
-    def rows(e):
-        order = np.random.default_rng([cfg.seed, int(e)]).permutation(info.videos) if training \
-            else np.arange(info.videos)
-        with h5py.File(path, "r") as f:
-            for i in order:
-                label = f["labels"][i].astype(np.float32)
-                index = int(np.argmax(label)) if label.any() else -1
-                for sequence, features, mask in _split(f["features"][i].astype(np.float32),
-                                                       f["masks"][i].astype(np.float32), cfg.seq_len):
-                    yield {"features": features, "mask": mask, "category": label,
-                           "video_id": f["names"][i], "label": index, "sequence": sequence}
-
-    spec = {
-        "features": tf.TensorSpec((cfg.seq_len, info.dim), tf.float32),
-        "mask": tf.TensorSpec((cfg.seq_len,), tf.float32),
-        "category": tf.TensorSpec((len(info.classes),), tf.float32),
-        "video_id": tf.TensorSpec((), tf.string),
-        "label": tf.TensorSpec((), tf.int32),
-        "sequence": tf.TensorSpec((), tf.int32),
+    with h5py.File(path, "r") as f:
+        masks = f["masks"][()].astype(np.float32)
+        labels = f["labels"][()].astype(np.float32)
+        names = f["names"][()]
+        stored = f["features"].dtype
+    seq_len, dim = cfg.seq_len, info.dim
+    kept = _kept(masks, seq_len)
+    count = kept.shape[1]
+    pad = count * seq_len - info.steps
+    per_video = {  # small: in memory, gathered by video index
+        "mask": tf.constant(np.pad(masks, ((0, 0), (0, pad))).reshape(len(masks), count, seq_len)),
+        "category": tf.constant(labels),
+        "video_id": tf.constant(names, tf.string),
+        "label": tf.constant(np.where(labels.any(axis=1), labels.argmax(axis=1), -1).astype(np.int32)),
+        "kept": tf.constant(kept),
     }
+    rows = _Rows(path)
+
+    def video(i):
+        """Video i's sequences, stacked (K, ...), and which of them are kept."""
+        x = tf.numpy_function(rows, [i], tf.as_dtype(stored), stateful=False)
+        x = tf.pad(tf.cast(tf.ensure_shape(x, (info.steps, dim)), tf.float32), [[0, pad], [0, 0]])
+        out = {k: tf.gather(v, i) for k, v in per_video.items()}
+        for k in ("category", "video_id", "label"):  # one per video: repeated on its sequences
+            out[k] = tf.repeat(out[k][None], count, axis=0)
+        return {**out, "features": tf.reshape(x, (count, seq_len, dim)), "sequence": tf.range(count, dtype=tf.int32)}
 
     def to_example(item):
         x = {"features": item["features"], "mask": item["mask"]}
@@ -192,7 +340,18 @@ def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=Fa
         return (x, y, meta) if with_meta else (x, y)
 
     def one_epoch(e):
-        ds = tf.data.Dataset.from_generator(rows, args=(e,), output_signature=spec)
+        if training:
+            order = tf.numpy_function(lambda e: np.random.default_rng([cfg.seed, int(e)]).permutation(info.videos),
+                                      [e], tf.int64, stateful=False)
+            order = tf.ensure_shape(order, (info.videos,))
+        else:
+            order = tf.range(info.videos, dtype=tf.int64)
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        ds = ds.map(video, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if count == 1:  # the common case (T <= seq_len): a view of the one sequence, cheaper than unbatch
+            ds = ds.map(lambda item: {k: v[0] for k, v in item.items()})
+        else:
+            ds = ds.unbatch().filter(lambda item: item["kept"])
         if training:
             ds = epoch_shuffle(ds, cfg, e)
         return ds.map(to_example).batch(cfg.batch_size)

@@ -1,0 +1,323 @@
+"""Cross-validation runner (thesis 002 §3.2.2-§3.2.4): every fold of an experiment's split file
+as a run directory of the training engine, the fold curves averaged, then the final model.
+
+Phases (``fer-keras cv CONFIG --out DIR --phase folds|final|all``):
+
+- ``folds``: one run per fold k (the experiment with ``data.fold: k``) for its fixed epochs,
+  early stopping off: the thesis tuned on fold means, and a fixed epoch count makes them simple.
+  Every history.csv column is averaged over the folds epoch by epoch (mean and population std)
+  into ``cv_history.csv``, and the mean curves are drawn with +-std bands in ``cv_history.png``.
+- ``final``: every fold again with early stopping (the thesis: patience 10 on validation
+  accuracy, learning rate x0.5 after 5 epochs without improvement; whatever of
+  ``training.monitor``, ``early_stopping``, ``reduce_lr_on_plateau`` the YAML sets wins), each
+  fold's best epoch (``fold_table.csv`` / ``.md``), then the final model on all training videos
+  without a validation set for the mean best epoch, evaluated once on the test split
+  (``data.test_split``, default ``test``) with its last checkpoint.
+
+CV directory::
+
+    folds/fold-<k>/            run directories of phase folds
+    cv_history.csv             epoch, then <column>_mean, <column>_std for every history column
+    cv_history.png             the mean curves with +-std bands
+    early_stopping/fold-<k>/   run directories of phase final's fold runs
+    fold_table.csv, .md        per fold the best monitored value and its epoch (1-based), and the mean
+    final/                     run directory of the final model
+    metrics.json, predictions.csv, confusion_counts.png, confusion_normalised.png, report.md
+                               evaluation.evaluate of final/ on the test split (so fusion reads DIR)
+    errors.csv                 the misclassified test videos with their probabilities (Fig. 3.29)
+
+Each run resumes where a kill left it and a finished one is not trained again (the engine), and
+every table is recomputed from the runs' files: a killed runner rerun ends as an uninterrupted
+one. TensorFlow loads only when a phase runs, so ``fer-keras --help`` stays fast.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("folds", "final", "all")
+# Thesis 002 §3.2.3 "Final model": the early-stopped fold runs, below what the YAML sets.
+FINAL_FOLD_TRAINING = {"monitor": "val_accuracy",
+                       "early_stopping": {"enabled": True, "patience": 10},
+                       "reduce_lr_on_plateau": {"enabled": True, "patience": 5, "factor": 0.5}}
+HISTORY, HISTORY_PLOT = "cv_history.csv", "cv_history.png"
+FOLD_TABLE, ERRORS = "fold_table", "errors.csv"
+
+
+# --- tables from run files (pure) ---------------------------------------------------------------
+
+def read_history(path) -> tuple[list[str], np.ndarray]:
+    """``(columns, values (epochs, columns))`` of a history.csv; ``epoch`` is the first column."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
+    if "epoch" not in columns or not rows:
+        raise ValueError(f"{path}: no epochs logged (a history.csv with an 'epoch' column)")
+    columns = ["epoch"] + [c for c in columns if c != "epoch"]
+    return columns, np.array([[float(r[c]) if r[c] else math.nan for c in columns] for r in rows])
+
+
+def average_histories(paths) -> tuple[list[str], np.ndarray]:
+    """``(header, rows)``: per epoch, the mean and population std over the folds of every
+    history.csv column. The folds must have logged the same epochs and columns."""
+    tables = [read_history(p) for p in paths]
+    columns, first = tables[0]
+    for path, (cols, values) in zip(paths, tables):
+        if cols != columns or not np.array_equal(values[:, 0], first[:, 0]):
+            raise ValueError(f"{path}: logged other epochs or columns than {paths[0]}; the folds of "
+                             "phase folds run the same fixed epochs")
+    stacked = np.stack([values[:, 1:] for _, values in tables])  # (folds, epochs, columns)
+    header = ["epoch"] + [f"{c}_{s}" for c in columns[1:] for s in ("mean", "std")]
+    stats = np.stack([stacked.mean(axis=0), stacked.std(axis=0)], axis=-1).reshape(len(first), -1)
+    return header, np.column_stack([first[:, 0], stats])
+
+
+def write_table(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([[v if isinstance(v, str) else f"{v:.8g}" for v in row] for row in rows])
+
+
+def plot_history(header, rows, path):
+    """One panel per metric (loss, accuracy, ...): the training and validation mean curves over
+    1-based epochs with +-std bands. Agg canvas, no pyplot (as evaluation.plot_confusion)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    values = dict(zip(header, np.asarray(rows, np.float64).T))
+    names = [h.removesuffix("_mean") for h in header if h.endswith("_mean")]
+    metrics = list(dict.fromkeys(n.removeprefix("val_") for n in names if n != "learning_rate"))
+    fig = Figure(figsize=(5 * len(metrics), 4))
+    FigureCanvasAgg(fig)
+    epochs = values["epoch"] + 1
+    for i, metric in enumerate(metrics, start=1):
+        ax = fig.add_subplot(1, len(metrics), i)
+        for name, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if f"{name}_mean" in values:
+                mean, std = values[f"{name}_mean"], values[f"{name}_std"]
+                ax.plot(epochs, mean, label=label)
+                ax.fill_between(epochs, mean - std, mean + std, alpha=0.25)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{metric}, mean +- std over folds")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+
+
+def best_epoch(path, monitor, mode) -> tuple[float, int]:
+    """``(best value, its epoch, 1-based as the thesis counts)`` of ``monitor`` in a history.csv;
+    the first epoch that reaches it, as ModelCheckpoint keeps it."""
+    columns, values = read_history(path)
+    if monitor not in columns:
+        raise ValueError(f"{path}: no column {monitor!r}; it has {', '.join(columns)}")
+    column = values[:, columns.index(monitor)]
+    column = np.where(np.isfinite(column), column, -np.inf if mode == "max" else np.inf)
+    row = int(column.argmax() if mode == "max" else column.argmin())
+    return float(column[row]), int(values[row, 0]) + 1
+
+
+def final_epochs(best_epochs) -> int:
+    """The final model's epochs: the mean of the folds' best epochs, rounded half up (the thesis
+    states no rounding; its 9, 22, 4, 4, 16 give exactly 11)."""
+    return max(1, math.floor(sum(best_epochs) / len(best_epochs) + 0.5))
+
+
+def write_fold_table(out, monitor, mode, bests) -> tuple[Path, Path]:
+    """fold_table.csv and .md: per fold the best ``monitor`` value and its epoch, then their means
+    and the final model's epoch count, as the thesis prints its fold table (§3.2.4)."""
+    name = f"{mode}_{monitor}"
+    values, epochs = [v for v, _ in bests], [e for _, e in bests]
+    csv_path, md_path = Path(out) / f"{FOLD_TABLE}.csv", Path(out) / f"{FOLD_TABLE}.md"
+    write_table(csv_path, ["fold", name, "epoch"],
+                [[str(k), v, str(e)] for k, (v, e) in enumerate(bests)]
+                + [["mean", float(np.mean(values)), float(np.mean(epochs))]])
+    percent = "acc" in monitor
+    show = (lambda v: f"{100 * v:.2f}%") if percent else (lambda v: f"{v:.4f}")  # noqa: E731
+    lines = [f"| fold | {mode} {monitor} | epoch |", "|---|---|---|"]
+    lines += [f"| {k} | {show(v)} | {e} |" for k, (v, e) in enumerate(bests)]
+    lines += [f"| mean | {show(float(np.mean(values)))} | {np.mean(epochs):g} |", "",
+              f"Final model: {final_epochs(epochs)} epochs (the mean best epoch, rounded half up).", ""]
+    md_path.write_text("\n".join(lines))
+    return csv_path, md_path
+
+
+def error_table(predictions, path) -> list[dict]:
+    """errors.csv: the labelled videos of a predictions.csv whose prediction is wrong, with every
+    class probability as written (thesis 002 Fig. 3.29), by true class then video id."""
+    with open(predictions, newline="") as f:
+        reader = csv.DictReader(f)
+        probs = [c for c in reader.fieldnames if c.startswith("p_")]
+        rows = [r for r in reader if r["label"] and r["label"] != r["prediction"]]
+    classes = [c.removeprefix("p_") for c in probs]
+    rows.sort(key=lambda r: (classes.index(r["label"]), r["video_id"]))
+    errors = [{"video_id": r["video_id"], "true": r["label"], "predicted": r["prediction"],
+               **{c: r[c] for c in probs}} for r in rows]
+    write_table(path, ["video_id", "true", "predicted", *probs], [list(e.values()) for e in errors])
+    return errors
+
+
+# --- the runner ---------------------------------------------------------------------------------
+
+def _raw(config) -> tuple[dict, str]:
+    """The experiment mapping as written (which keys the YAML sets decides the final phase's
+    settings) and its source name."""
+    import yaml
+
+    from fer_keras import config as cfg
+
+    if isinstance(config, dict):
+        return config, "<dict>"
+    cfg.load(config)  # a missing file, bad YAML or a bad key: the error train gives
+    return yaml.safe_load(Path(config).read_text()) or {}, str(config)
+
+
+def check_training_subjects(data):
+    """Refuse a dataset whose training videos include a test subject of the split file. The set
+    checked is the final model's training data (every training video, all folds together), the
+    superset of every fold's training part, so no run of the CV ever sees a test subject."""
+    from fer_keras.data import loader, splits
+
+    test = set(splits.read(Path(data.root) / data.folds).get("test", []))
+    whole = dataclasses.replace(data, fold=None)
+    seen = sorted({v.get("subject") for v in loader.selection(whole, whole.train_split)} & test)
+    if seen:
+        raise ValueError(f"{Path(data.root) / data.folds}: test subject(s) {', '.join(seen)} have videos in the "
+                         f"training split {data.train_split!r} of {data.root}; the test subjects need a split "
+                         "of their own")
+
+
+def _experiment(raw, source, *layers):
+    """The experiment of ``raw`` with ``layers`` merged over it in turn."""
+    from fer_keras import config as cfg
+
+    for layer in layers:
+        raw = cfg.merge(raw, layer)
+    return cfg.from_dict(raw, source)
+
+
+def _folds_phase(raw, source, out, n_folds) -> dict:
+    from fer_keras import training
+
+    name = raw.get("name", "experiment")
+    histories = []
+    for k in range(n_folds):
+        exp = _experiment(raw, source, {"name": f"{name}_fold{k}", "data": {"fold": k},
+                                        "training": {"early_stopping": {"enabled": False}}})
+        run = out / "folds" / f"fold-{k}"
+        logger.info("phase folds: fold %d/%d in %s", k + 1, n_folds, run)
+        training.train(exp, run)
+        histories.append(run / "history.csv")
+    header, rows = average_histories(histories)
+    write_table(out / HISTORY, header, rows)
+    plot_history(header, rows, out / HISTORY_PLOT)
+    return {"runs": [str(h.parent) for h in histories], "history": str(out / HISTORY),
+            "plot": str(out / HISTORY_PLOT)}
+
+
+def _final_phase(raw, source, out, n_folds) -> dict:
+    from fer_keras import evaluation, training
+
+    name = raw.get("name", "experiment")
+    defaults = dict(FINAL_FOLD_TRAINING)
+    if ((raw.get("training") or {}).get("schedule") or {}).get("name", "constant") != "constant":
+        defaults.pop("reduce_lr_on_plateau")  # a schedule already sets the learning rate
+    bests = []
+    for k in range(n_folds):
+        exp = _experiment({"training": defaults}, source, raw,
+                          {"name": f"{name}_es_fold{k}", "data": {"fold": k}})
+        run = out / "early_stopping" / f"fold-{k}"
+        logger.info("phase final: early-stopped fold %d/%d in %s", k + 1, n_folds, run)
+        training.train(exp, run)
+        monitor = exp.training.monitor
+        mode = training.monitor_mode(monitor, exp.training.monitor_mode)
+        bests.append(best_epoch(run / "history.csv", monitor, mode))
+    table = write_fold_table(out, monitor, mode, bests)
+    epochs = final_epochs([e for _, e in bests])
+    final = _experiment(raw, source, {
+        "name": f"{name}_final", "data": {"fold": None},
+        "training": {"epochs": epochs, "monitor": monitor.removeprefix("val_"),
+                     "early_stopping": {"enabled": False}, "reduce_lr_on_plateau": {"enabled": False}},
+        "evaluation": {"split": exp.data.test_split or "test", "checkpoint": "last"}})
+    check_training_subjects(final.data)  # checked before the folds too; this is the data it trains on
+    logger.info("phase final: the final model, %d epochs on every training video", epochs)
+    training.train(final, out / "final", validation=False)
+    metrics = evaluation.evaluate(out / "final", out_dir=out)
+    errors = None
+    if "predictions" in metrics["paths"]:
+        errors = error_table(metrics["paths"]["predictions"], out / ERRORS)
+    return {"best": bests, "epochs": epochs, "table": [str(p) for p in table],
+            "accuracy": metrics.get("accuracy"), "metrics": metrics["paths"]["metrics"],
+            "errors": None if errors is None else len(errors)}
+
+
+def cross_validate(config, out, phase="all") -> dict:
+    """Run ``phase`` (folds, final or all) of the cross-validation of ``config`` (an experiment
+    YAML or its mapping) into the CV directory ``out``; returns what each phase wrote."""
+    from fer_keras.data import splits
+    from fer_keras.data.integrity import named_data_errors
+
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    raw, source = _raw(config)
+    exp = _experiment(raw, source)
+    data = exp.data
+    if phase != "folds" and len(exp.training.plan()) > 1:
+        raise ValueError(f"{source}: the final model trains for the mean best epoch of the folds, which "
+                         "needs a single-stage experiment (no training.stages)")
+    if data.format != "tfrecord":
+        raise ValueError(f"{source}: cross-validation selects fold records of a prepared (tfrecord) dataset")
+    n_folds = len(splits.read(Path(data.root) / data.folds)["folds"])
+    if n_folds < 2:
+        raise ValueError(f"{Path(data.root) / data.folds}: cross-validation needs at least 2 folds, it has {n_folds}")
+    check_training_subjects(data)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {}
+    with named_data_errors(data.root):
+        if phase in ("folds", "all"):
+            result["folds"] = _folds_phase(raw, source, out, n_folds)
+        if phase in ("final", "all"):
+            result["final"] = _final_phase(raw, source, out, n_folds)
+    return result
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def add_parser(subparsers):
+    """The ``cv`` subcommand's parser (the caller sets ``func``)."""
+    p = subparsers.add_parser(
+        "cv", help="cross-validate an experiment over the folds of its split file, then the final model",
+        description="Phase folds: one run per fold of data.folds for the fixed epochs, histories averaged "
+                    "into OUT/cv_history.csv and .png. Phase final: every fold again with early stopping, "
+                    "the fold table of best epochs, the final model on all training videos for their mean, "
+                    "evaluated on the test split (metrics.json, predictions.csv, confusion matrices, "
+                    "errors.csv in OUT). Rerunning on the same OUT continues a killed run.")
+    p.add_argument("config", metavar="CONFIG.yaml", help="experiment YAML with a data.folds split file")
+    p.add_argument("--out", required=True, metavar="DIR", help="CV directory")
+    p.add_argument("--phase", choices=PHASES, default="all", help="what to run (default all)")
+    return p
+
+
+def run(args) -> int:
+    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
+
+    result = cross_validate(args.config, args.out, args.phase)
+    if "folds" in result:
+        print(f"fold histories averaged: {result['folds']['history']} ({result['folds']['plot']})")
+    if "final" in result:
+        final = result["final"]
+        print(f"best epochs {', '.join(str(e) for _, e in final['best'])} -> final model "
+              f"{final['epochs']} epochs; fold table: {final['table'][1]}")
+        print(f"test accuracy: {final['accuracy']}; metrics: {final['metrics']}"
+              + ("" if final["errors"] is None else f"; {final['errors']} misclassified in "
+                                                    f"{Path(args.out) / ERRORS}"))
+    return 0
