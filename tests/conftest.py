@@ -27,6 +27,28 @@ def prepared_afew(synthetic_afew, tmp_path_factory):
     return out, manifest
 
 
+@pytest.fixture(scope="session")
+def afew_subset(synthetic_afew, prepared_afew, tmp_path_factory):
+    """(root, entries): ten videos of the synthetic AFEW source linked in its layout (the three
+    broken clips and normal ones of every split; a third of the preparation work of the whole
+    source), and prepared_afew's manifest entries of those videos as a preparation of `root`
+    writes them (their source path under `root`)."""
+    src, truth = synthetic_afew
+    root = tmp_path_factory.mktemp("afew_subset")
+    normal = {split: [v for v in truth["videos"] if v["split"] == split and v["kind"] == "normal"]
+              for split in ("train", "val", "test")}
+    picked = [v for v in truth["videos"] if v["kind"] != "normal"]
+    picked += normal["train"][:3] + normal["val"][:2] + normal["test"][:2]
+    entries = {}
+    for video in picked:
+        link = root / video["path"]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.join(src, video["path"]))
+        key = f"{video['split']}/{video['id']}"
+        entries[key] = {**prepared_afew[1]["videos"][key], "path": str(link)}
+    return str(root), entries
+
+
 def read_failures(out):
     path = os.path.join(out, "failures.jsonl")
     if not os.path.exists(path):

@@ -62,13 +62,16 @@ def test_manifest_counts_and_failures(synthetic_afew, prepared_afew):
     assert failures[("no_audio", "kept")]["source"] == by_kind["no_audio"]["path"]
 
 
-def test_parallel_jobs_give_the_same_dataset(tmp_path, synthetic_afew, prepared_afew):
+def test_parallel_jobs_give_the_same_dataset(tmp_path, afew_subset):
+    """Two worker processes on ten of the videos (the broken ones among them) write the entries the
+    serial preparation of the whole source wrote for them."""
+    src, serial = afew_subset
     out = str(tmp_path / "j2")
-    manifest = prepare(synthetic_afew[0], out, PrepareOptions(jobs=2), progress=False)
-    _, serial = prepared_afew
+    manifest = prepare(src, out, PrepareOptions(jobs=2), progress=False)
     strip = ("shard",)
     assert {k: {kk: vv for kk, vv in v.items() if kk not in strip} for k, v in manifest["videos"].items()} == \
-        {k: {kk: vv for kk, vv in v.items() if kk not in strip} for k, v in serial["videos"].items()}
+        {k: {kk: vv for kk, vv in v.items() if kk not in strip} for k, v in serial.items()}
+    assert len(read_failures(out)) == 3  # no_face, corrupt and no_audio, once each
 
 
 def test_face_size_and_png_option(tmp_path):

@@ -16,7 +16,8 @@ FIXED = {"units": 8, "rnn_layers": 2}   # the tiny audio GRU; learning_rate and 
 def _experiment(root, verbose=0, **tuning_section):
     return cfg.from_dict({
         "name": "tiny_audio",
-        "data": {"root": root, "pipeline": {"inputs": ["lld"], "seq_len": 8, "batch_size": 8}},
+        "data": {"root": root, "pipeline": {"inputs": ["lld"], "seq_len": 8, "batch_size": 8,
+                                            "truncate": "end"}},  # one sequence per video
         "model": {"name": "audio_gru", "options": {"seq_len": 8}},
         "training": {"verbose": verbose},
         "tuning": {"max_trials": 2, "epochs": 1, "fixed": FIXED, "objective": "val_accuracy",
@@ -46,10 +47,18 @@ def count_fits(monkeypatch):
 def test_search_writes_best_experiment_and_resumes(prepared_afew, tmp_path, count_fits):
     root, _ = prepared_afew
     exp, out = _experiment(root), tmp_path / "search"
+    first = tuning.tune(exp, out, max_trials=1)
+    assert len(count_fits) == 1
+    rows_first = _rows(first["trials"])
+    assert [r["trial_id"] for r in rows_first] == ["0"]
+
+    # rerun to the experiment's two trials: the finished trial is kept, one new trial runs
     result = tuning.tune(exp, out)
     assert len(count_fits) == 2
     rows = _rows(result["trials"])
     assert [r["trial_id"] for r in rows] == ["0", "1"]
+    assert rows[:1] == rows_first  # the first trial is not rerun
+    assert result["completed"] == 2
     assert all(r["status"] == "COMPLETED" for r in rows)
     # fixed hyperparameters stay fixed in every trial (also in what the models were built with)
     assert all(int(r["units"]) == 8 and int(r["rnn_layers"]) == 2 for r in rows)
@@ -72,18 +81,9 @@ def test_search_writes_best_experiment_and_resumes(prepared_afew, tmp_path, coun
     for section in ("data", "tuning", "evaluation"):
         assert cfg.to_dict(tuned)[section] == cfg.to_dict(exp)[section]
 
-    # rerun with one more trial: the two finished trials are kept, one new trial runs
-    count_fits.clear()
-    again = tuning.tune(exp, out, max_trials=3)
-    assert len(count_fits) == 1
-    rows_again = _rows(again["trials"])
-    assert [r["trial_id"] for r in rows_again] == ["0", "1", "2"]
-    assert rows_again[:2] == rows  # the first two trials are not rerun
-    assert again["completed"] == 3 and int(rows_again[2]["units"]) == 8
-
     # a finished search does nothing more when run again
     count_fits.clear()
-    tuning.tune(exp, out, max_trials=3)
+    tuning.tune(exp, out)
     assert count_fits == []
 
 
@@ -175,13 +175,15 @@ def test_cli_tune_takes_set_as_train_does(prepared_afew, tmp_path, monkeypatch):
 CLI = "import data_prep, sys; from fer_keras.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def test_distributed_search_chief_and_worker(prepared_afew, tmp_path):
-    """KerasTuner's chief/worker mode on this machine's loopback: the worker runs the trials
-    the chief's oracle hands out, and the chief writes the result files when they are done."""
+def test_distributed_search_chief_and_worker(prepared_afew, tmp_path, monkeypatch, capsys):
+    """KerasTuner's chief/worker mode on this machine's loopback: a worker process runs the trials
+    the chief's oracle hands out, and the chief (the same command, in this process) writes the
+    result files when they are done."""
     import os
     import socket
     import subprocess
     import sys
+    import threading
 
     root, _ = prepared_afew
     path, out = tmp_path / "exp.yaml", tmp_path / "shared_search"
@@ -189,20 +191,26 @@ def test_distributed_search_chief_and_worker(prepared_afew, tmp_path):
     with socket.socket() as s:  # a free port on the loopback
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
-    argv = [sys.executable, "-c", CLI, "tune", str(path), "--out", str(out)]
-    procs = {role: subprocess.Popen(argv, env={**env, "KERASTUNER_TUNER_ID": role}, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for role in ("chief", "tuner0")}
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    argv = ["tune", str(path), "--out", str(out), "--trials", "1"]  # one trial shows the hand-out
+    worker = subprocess.Popen([sys.executable, "-c", CLI, *argv], text=True,
+                              env={**os.environ, **env, "KERASTUNER_TUNER_ID": "tuner0"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for name, value in {**env, "KERASTUNER_TUNER_ID": "chief"}.items():
+        monkeypatch.setenv(name, value)
+    chief = {}
+    thread = threading.Thread(target=lambda: chief.update(code=main(argv)), daemon=True)
+    thread.start()
     try:
-        logs = {role: p.communicate(timeout=300)[0] for role, p in procs.items()}
+        log = worker.communicate(timeout=300)[0]
+        thread.join(timeout=60)  # the chief's server stops once the worker has asked for more
     finally:
-        for p in procs.values():
-            p.kill()
-    assert procs["tuner0"].returncode == 0, logs["tuner0"][-3000:]
-    assert procs["chief"].returncode == 0, logs["chief"][-3000:]
-    assert "worker tuner0: no trials left" in logs["tuner0"]
-    assert "best experiment:" in logs["chief"]
+        worker.kill()
+    assert worker.returncode == 0, log[-3000:]
+    assert not thread.is_alive(), "the chief did not finish"
+    assert chief.get("code") == 0, capsys.readouterr().err[-3000:]
+    assert "worker tuner0: no trials left" in log
+    assert "best experiment:" in capsys.readouterr().out
     rows = _rows(out / "trials.csv")
-    assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    assert [r["status"] for r in rows] == ["COMPLETED"]
     assert cfg.load(out / "best_experiment.yaml").name == "tiny_audio_tuned"
