@@ -233,6 +233,7 @@ def same_files(a, b, names):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_folds_phase_killed_and_rerun_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
     root = write_cv_dataset(tmp_path / "data", [["A", "B"], ["C", "D"]])
     config = tmp_path / "tiny_cv.yaml"

@@ -279,6 +279,7 @@ def test_writer_holds_one_batch(dataset, run_dir, tmp_path, monkeypatch):
         assert [rows for _, rows in batches] == list(np.cumsum([0] + [n for n, _ in batches[:-1]]))
 
 
+@pytest.mark.slow  # the engine on HDF5 features stays fast in test_training
 def test_cascade_trains_on_the_files(dataset, run_dir, tmp_path):
     """`fer-keras features` then `fer-keras train` of cascade_lstm on two fold files (format hdf5)."""
     root, _ = dataset
@@ -332,6 +333,7 @@ def test_writer_refuses_what_it_cannot_store(tmp_path):
         FeatureWriter(path, 2, 3, BU4DFE, "float16", attrs={"extraction": "a"})
 
 
+@pytest.mark.slow
 def test_reader_outpaces_a_cascade_step(tmp_path):
     """Figures only (no timing assertion): feature_sequences' rate against cascade_lstm's train
     step on the same batches, at the thesis's width with short videos."""

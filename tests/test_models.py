@@ -159,8 +159,10 @@ def targets(model):
     return out
 
 
-@pytest.mark.parametrize("name", ["vggface_bgru", "cascade_cnn1d", "audio_ffn", "early_fusion_2",
-                                  "vgg16_lstm_combined", "bn_inception_au", "c3d", "convlstm"])
+@pytest.mark.parametrize("name", ["vggface_bgru", "cascade_cnn1d", "audio_ffn", "vgg16_lstm_combined", "c3d",
+                                  "convlstm",  # the VGGFace of early fusion and the BN-Inception: slow
+                                  pytest.param("early_fusion_2", marks=pytest.mark.slow),
+                                  pytest.param("bn_inception_au", marks=pytest.mark.slow)])
 def test_xla_training_step(name):
     model, _ = small(name)
     default_compile(model)

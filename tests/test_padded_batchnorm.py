@@ -132,7 +132,7 @@ def test_xla_training_step_matches_graph_mode():
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_a_batch_of_padding_only_leaves_batchnorm_alone(jit_compile):
     model = build("sequence", jit_compile)
     start = [v.numpy() for v in model.weights]
