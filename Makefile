@@ -77,6 +77,11 @@ bench-prepare-bu4dfe:
 bench-pipeline:
 	$(BIN)/python -m fer_keras.data.benchmark --out $(DATA)/bench_pipeline $(ARGS)
 
+# Thesis 002 cascade on cached VGGFace features vs recomputing them every epoch (ratio, reader vs step rate).
+.PHONY: bench-cascade
+bench-cascade:
+	$(BIN)/python -m fer_keras.bench_cascade --out $(DATA)/bench_cascade $(ARGS)
+
 clean:
 	rm -rf $(DATA) runs .pytest_cache build *.egg-info
 
@@ -98,6 +103,19 @@ PHASE ?= all
 cv:
 	@test -n "$(CONFIG)" || { echo "usage: make cv CONFIG=experiments/.../x.yaml [OUT=runs/cv/x] [PHASE=folds|final|all]"; exit 2; }
 	$(BIN)/fer-keras cv $(CONFIG) --out $(or $(OUT),runs/cv/$(basename $(notdir $(CONFIG)))) --phase $(PHASE)
+
+# A whole thesis in order (experiments/thesis<THESIS>/reproduce.yaml) into runs/, skipping what is done,
+# then runs/results-<THESIS>.md beside the thesis's numbers; SMOKE=1: synthetic data, tiny sizes, runs/smoke.
+THESIS ?= 002
+SMOKE ?=
+.PHONY: reproduce results
+reproduce:
+	$(BIN)/fer-keras reproduce $(THESIS) $(if $(SMOKE),--smoke)
+
+# The results tables of the runs under RUNS (default runs) for THESIS, beside the thesis's numbers.
+RUNS ?= runs
+results:
+	$(BIN)/fer-keras results $(RUNS) --thesis $(THESIS) --out $(RUNS)/results-$(THESIS).md
 
 # fer-keras tune: Bayesian search over MODEL's registry search space into runs/tune/<MODEL>
 # (rerun to resume) on TUNE_DATA; ARGS adds options, e.g. ARGS="--objective val_accuracy",

@@ -279,29 +279,6 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _class_counts(run_dir):
-    """Training label counts in class order, from the manifest of a run's config.yaml (t000_4)."""
-    import yaml  # config.yaml read directly: fusion needs no TensorFlow
-
-    from fer_keras.data import loader
-
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing; pass --class-counts for t000_4")
-    with open(path) as f:
-        data = (yaml.safe_load(f) or {}).get("data") or {}
-    if data.get("format", "tfrecord") != "tfrecord":
-        raise ValueError(f"{run_dir}: cannot count training labels of an {data['format']} dataset; "
-                         "pass --class-counts")
-    info = loader.manifest(data.get("root", "data/afew_prepared"))
-    train = data.get("train_split", "train")
-    counts = [0] * len(info["classes"])
-    for video in info["videos"].values():
-        if video.get("split") == train and video.get("status") == "ok" and video.get("label", -1) >= 0:
-            counts[video["label"]] += 1
-    return counts
-
-
 def _numbers(text, kind, option):
     try:
         return [kind(v) for v in text.split(",")]
@@ -328,7 +305,7 @@ def _fuse(args) -> int:
     if args.class_counts:
         options["class_counts"] = _numbers(args.class_counts, float, "--class-counts")
     elif "class_counts" in params:
-        options["class_counts"] = _class_counts(args.run_dirs[0])
+        options["class_counts"] = fusion.training_class_counts(args.run_dirs[0])
     metrics = fusion.fuse_to_dir(args.run_dirs, args.method, args.out, **options)
     accuracy = metrics["accuracy"]
     print(f"fused {len(args.run_dirs)} runs with {args.method}: {metrics['n_videos']} videos "
@@ -692,6 +669,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from fer_keras import cv  # the parser only: TensorFlow loads when the command runs
     cv.add_parser(sub).set_defaults(func=_user_errors(cv.run))
+    from fer_keras import results  # pure Python: no TensorFlow
+    results.add_parser(sub).set_defaults(func=_user_errors(results.run))
+    from fer_keras import reproduce  # the parser only: TensorFlow loads when the command runs
+    reproduce.add_parser(sub).set_defaults(func=_user_errors(reproduce.run))
 
     t = sub.add_parser(
         "tune", help="KerasTuner Bayesian search over a model's registry search space",

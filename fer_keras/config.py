@@ -34,7 +34,10 @@ class DataConfig:
     """Where the prepared dataset lives and how the loader reads it (PipelineConfig fields).
 
     ``format: tfrecord`` reads ``root/manifest.json`` and its shards; ``format: hdf5`` reads
-    cached CNN features, where each split names a file under ``root`` (thesis 002 cascades).
+    cached CNN features (thesis 002 cascades): each split names a file under ``root``, or, with
+    ``features: n``, ``root`` is a folder ``fer-keras features`` wrote (``fold-<k>-features-<n>.h5``
+    per fold, ``test-features-<n>.h5``) and ``fold`` and ``augmentations`` select its rows as below
+    (loader.feature_sources).
 
     ``fold: k`` trains on ``train_split`` without the subjects of fold k of the split file
     ``folds`` (relative to ``root``) and validates on them (``val_split`` is then not read), so
@@ -50,6 +53,7 @@ class DataConfig:
     folds: str = "splits.json"
     fold: int | None = None
     augmentations: list | str = field(default_factory=list)
+    features: int | None = None
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def __post_init__(self):
@@ -58,8 +62,14 @@ class DataConfig:
             raise ValueError(f"fold must be a fold number >= 0 or null, got {self.fold!r}")
         if not (self.augmentations == "all" or isinstance(self.augmentations, (list, tuple))):
             raise ValueError(f"augmentations must be a list of method names or 'all', got {self.augmentations!r}")
-        if (self.fold is not None or self.augmentations) and self.format != "tfrecord":
-            raise ValueError("fold and augmentations select records of a prepared (tfrecord) dataset")
+        if self.features is not None:
+            if self.format != "hdf5":
+                raise ValueError("features names the files of a feature folder: it needs format hdf5")
+            if not isinstance(self.features, int) or isinstance(self.features, bool) or self.features < 1:
+                raise ValueError(f"features must be the number of features per frame of the files, got {self.features!r}")
+        elif (self.fold is not None or self.augmentations) and self.format != "tfrecord":
+            raise ValueError("fold and augmentations select records of a prepared (tfrecord) dataset, "
+                             "or of a feature folder (format hdf5 with features: n)")
 
 
 @dataclass
@@ -198,6 +208,7 @@ class Reference:
     row: str = ""
     metric: str = "accuracy"
     value: float | None = None
+    per_class: dict | None = None  # class -> {precision, recall, f1, support}, e.g. thesis 002 Table 3.5
 
 
 @dataclass
@@ -213,16 +224,35 @@ class EvaluationConfig:
         _choice("aggregate", self.aggregate, ("mean", "vote"))
 
 
+PROTOCOLS = ("train", "cv", "cv_folds", "tune")
+
+
 @dataclass
 class Experiment:
+    """One experiment. ``protocol`` says how the thesis ran it, so ``make reproduce`` and
+    ``fer-keras results`` know which command gives its number: ``train`` (one run, evaluated),
+    ``cv`` (cross-validation, then the final model on the test split: ``fer-keras cv``),
+    ``cv_folds`` (the fold runs only; the number is the mean over folds of the best validation
+    value) or ``tune`` (a KerasTuner search: ``fer-keras tune``). ``hyperparameters_from`` names
+    a search directory whose best trial's model options and optimiser this experiment starts
+    from (what the YAML sets wins), so a tuned stage feeds the next without copying values.
+    ``weights_from`` starts training from the weights of a run directory (its best checkpoint),
+    a search directory (its best trial's checkpoint) or a weights file (thesis 002: phase 2
+    unfreezes blocks of the model phase 1 trained)."""
     name: str = "experiment"
     description: str = ""
+    protocol: str = "train"
+    hyperparameters_from: str | None = None
+    weights_from: str | None = None
     reproduces: Reference = field(default_factory=Reference)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self):
+        _choice("protocol", self.protocol, PROTOCOLS)
 
 
 def _choice(key, value, allowed):
@@ -277,9 +307,44 @@ def _nested(cls, name):
     return type(sample) if dataclasses.is_dataclass(sample) else None
 
 
+BEST_HYPERPARAMETERS = "best_hyperparameters.yaml"  # written by fer_keras.tuning into a search directory
+
+
+def search_problem(exp: Experiment) -> str | None:
+    """Why ``exp.hyperparameters_from`` cannot be used yet (its search has not finished), or None."""
+    if exp.hyperparameters_from is None:
+        return None
+    path = Path(exp.hyperparameters_from) / BEST_HYPERPARAMETERS
+    if not path.is_file():
+        return (f"hyperparameters_from: {path} does not exist; run the search first "
+                f"(fer-keras tune ... --out {exp.hyperparameters_from})")
+    return None
+
+
+def _with_search(raw: dict) -> dict:
+    """``raw`` over the best trial of its ``hyperparameters_from`` search: the trial's model
+    options and optimiser, under whatever ``raw`` sets itself. A search that has not finished
+    yet leaves ``raw`` as it is (``search_problem`` says so when a run would need it)."""
+    source = raw.get("hyperparameters_from")
+    if not source:
+        return raw
+    path = Path(source) / BEST_HYPERPARAMETERS
+    if not path.is_file():
+        return raw
+    try:
+        best = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(best.get("model_options", {}), dict) or not isinstance(best.get("optimizer", {}), dict):
+        raise ConfigError(f"{path}: expected model_options and optimizer mappings (fer_keras.tuning writes them)")
+    base = {"model": {"options": best.get("model_options") or {}},
+            "training": {"optimizer": best.get("optimizer") or {}}}
+    return merge(base, raw)
+
+
 def from_dict(raw: dict, source="<dict>") -> Experiment:
     try:
-        return _build(Experiment, raw or {}, "")
+        return _build(Experiment, _with_search(raw or {}), "")
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 

@@ -19,6 +19,9 @@ CV directory::
     folds/fold-<k>/            run directories of phase folds
     cv_history.csv             epoch, then <column>_mean, <column>_std for every history column
     cv_history.png             the mean curves with +-std bands
+    folds.json                 per fold run the best validation value of ``reproduces.metric`` and
+                               its epoch, their mean and std, and (protocol ``cv_folds``, the
+                               thesis's development rows) the thesis reference beside the mean
     early_stopping/fold-<k>/   run directories of phase final's fold runs
     fold_table.csv, .md        per fold the best monitored value and its epoch (1-based), and the mean
     final/                     run directory of the final model
@@ -34,8 +37,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +53,7 @@ FINAL_FOLD_TRAINING = {"monitor": "val_accuracy",
                        "early_stopping": {"enabled": True, "patience": 10},
                        "reduce_lr_on_plateau": {"enabled": True, "patience": 5, "factor": 0.5}}
 HISTORY, HISTORY_PLOT = "cv_history.csv", "cv_history.png"
-FOLD_TABLE, ERRORS = "fold_table", "errors.csv"
+FOLD_TABLE, ERRORS, FOLDS_SUMMARY = "fold_table", "errors.csv", "folds.json"
 
 
 # --- tables from run files (pure) ---------------------------------------------------------------
@@ -180,12 +185,42 @@ def _raw(config) -> tuple[dict, str]:
     return yaml.safe_load(Path(config).read_text()) or {}, str(config)
 
 
+BU4DFE_SUBJECT = re.compile(r"^([FM]\d{3})_")
+
+
+def _feature_subjects(sources) -> set:
+    """The videos of feature-file rows as subjects (BU-4DFE ids start with one) or else ids."""
+    import h5py
+
+    found = set()
+    for path, rows in sources:
+        with h5py.File(path, "r") as f:
+            names = f["names"].asstr()[()]
+        for name in (names if rows is None else names[rows]):
+            name = name.split("~")[0]
+            match = BU4DFE_SUBJECT.match(name)
+            found.add(match.group(1) if match else name)
+    return found
+
+
 def check_training_subjects(data):
     """Refuse a dataset whose training videos include a test subject of the split file. The set
     checked is the final model's training data (every training video, all folds together), the
-    superset of every fold's training part, so no run of the CV ever sees a test subject."""
+    superset of every fold's training part, so no run of the CV ever sees a test subject. For a
+    feature folder the training files' subjects (video ids) are checked against the test file's."""
     from fer_keras.data import loader, splits
 
+    if data.format == "hdf5":
+        whole = dataclasses.replace(data, fold=None)
+        test = Path(data.root) / f"test-features-{data.features}.h5"
+        if test.is_file():
+            seen = sorted(_feature_subjects(loader.feature_sources(whole, whole.train_split))
+                          & _feature_subjects([(test, None)]))
+            if seen:
+                raise ValueError(f"{test}: test subject(s) {', '.join(seen[:5])} also in the fold files of "
+                                 f"{data.root}; write the features again from a split file whose folds "
+                                 "leave out the test subjects")
+        return
     test = set(splits.read(Path(data.root) / data.folds).get("test", []))
     whole = dataclasses.replace(data, fold=None)
     seen = sorted({v.get("subject") for v in loader.selection(whole, whole.train_split)} & test)
@@ -219,8 +254,30 @@ def _folds_phase(raw, source, out, n_folds) -> dict:
     header, rows = average_histories(histories)
     write_table(out / HISTORY, header, rows)
     plot_history(header, rows, out / HISTORY_PLOT)
+    summary = folds_summary(_experiment(raw, source), histories)
+    (out / FOLDS_SUMMARY).write_text(json.dumps(summary, indent=2))
     return {"runs": [str(h.parent) for h in histories], "history": str(out / HISTORY),
-            "plot": str(out / HISTORY_PLOT)}
+            "plot": str(out / HISTORY_PLOT), "summary": str(out / FOLDS_SUMMARY), "mean": summary["mean"]}
+
+
+def folds_summary(exp, histories) -> dict:
+    """folds.json: each fold's best ``val_<reproduces.metric>`` (the thesis's per-fold validation
+    figures, e.g. §5.1's [59%, 61%, 63%, 53%, 51%]) and its epoch, their mean and std, and for
+    a ``cv_folds`` experiment its thesis reference with the mean as our value."""
+    from fer_keras import evaluation
+    from fer_keras.training import monitor_mode
+
+    metric = exp.reproduces.metric
+    monitor = metric if metric.startswith("val_") else f"val_{metric}"
+    mode = monitor_mode(monitor, "auto")
+    bests = [best_epoch(h, monitor, mode) for h in histories]
+    values = [v for v, _ in bests]
+    mean = float(np.mean(values))
+    reference = evaluation.reference(exp, {metric.removeprefix("val_"): mean}) if exp.protocol == "cv_folds" else None
+    return {"experiment": exp.name, "monitor": monitor, "mode": mode,
+            "folds": [{"fold": k, "value": v, "epoch": e, "run": str(h.parent)}
+                      for k, ((v, e), h) in enumerate(zip(bests, histories))],
+            "mean": mean, "std": float(np.std(values)), "reference": reference}
 
 
 def _final_phase(raw, source, out, n_folds) -> dict:
@@ -273,11 +330,16 @@ def cross_validate(config, out, phase="all") -> dict:
     if phase != "folds" and len(exp.training.plan()) > 1:
         raise ValueError(f"{source}: the final model trains for the mean best epoch of the folds, which "
                          "needs a single-stage experiment (no training.stages)")
-    if data.format != "tfrecord":
-        raise ValueError(f"{source}: cross-validation selects fold records of a prepared (tfrecord) dataset")
-    n_folds = len(splits.read(Path(data.root) / data.folds)["folds"])
+    if data.format != "tfrecord" and data.features is None:
+        raise ValueError(f"{source}: cross-validation selects the folds of a prepared (tfrecord) dataset or of a "
+                         "feature folder (data.format hdf5 with data.features: n)")
+    if data.format == "hdf5":
+        from fer_keras.data import loader
+        n_folds, where = len(loader.feature_folds(data)), f"{data.root} (fold-<k>-features-{data.features}.h5)"
+    else:
+        n_folds, where = len(splits.read(Path(data.root) / data.folds)["folds"]), str(Path(data.root) / data.folds)
     if n_folds < 2:
-        raise ValueError(f"{Path(data.root) / data.folds}: cross-validation needs at least 2 folds, it has {n_folds}")
+        raise ValueError(f"{where}: cross-validation needs at least 2 folds, it has {n_folds}")
     check_training_subjects(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ so that an extra evaluation never overwrites the run's own::
                               none is labelled), sequence_accuracy, n_videos, n_labelled,
                               n_sequences, split, checkpoint, aggregate, classes, experiment,
                               model, run_dir, reference (``exp.reproduces`` with ours and the
-                              difference; null without a thesis value); "va" (metrics.regression
+                              difference; null when the YAML names no thesis row); "va" (metrics.regression
                               per frame or sequence, and per video) and "au"
                               (metrics.action_units over known frame labels) for those outputs
     confusion_counts.png      confusion matrix (rows: true class, columns: predicted), when some
@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_keras.reference import compare
 from fer_keras.rundir import RunDir, checkpoint_todo, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,6 @@ CONFUSION_NORMALISED = "confusion_normalised.png"
 REPORT = "report.md"
 VA_PREDICTIONS = "va_predictions.csv"
 # Reference metrics that are fractions in metrics.json; a thesis value above 1 is read as percent.
-FRACTIONS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "sequence_accuracy")
 
 
 def _metrics():
@@ -197,31 +197,11 @@ def _pct(value):
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _ours(metrics, name):
-    """The value of metric ``name`` (a key of metrics.json, or a dotted path like va.video.valence.ccc)."""
-    value = metrics
-    for part in name.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def reference(exp, metrics):
-    """The thesis number the experiment reproduces next to ours, or None when the YAML has none.
+    """``reference.compare`` of the experiment's ``reproduces`` row and ``metrics``."""
+    import dataclasses
 
-    For fraction metrics (accuracy, F1 ...) a thesis value above 1 is a percentage, as the theses
-    print them; ``difference`` is ours minus the thesis, in the thesis's unit."""
-    ref = exp.reproduces
-    if ref.value is None:
-        return None
-    ours = _ours(metrics, ref.metric)
-    percent = ref.metric.split(".")[-1] in FRACTIONS and abs(ref.value) > 1
-    if ours is not None and percent:
-        ours = 100 * ours
-    return {"thesis": ref.thesis, "table": ref.table, "row": ref.row, "metric": ref.metric,
-            "value": ref.value, "ours": ours, "percent": percent,
-            "difference": None if ours is None else ours - ref.value}
+    return compare(dataclasses.asdict(exp.reproduces), metrics)
 
 
 def _table(header, rows):
@@ -252,7 +232,7 @@ def write_report(path, exp, metrics):
     if ref:
         where = " ".join(x for x in (f"Thesis {ref['thesis']}" if ref["thesis"] else "Thesis",
                                      ref["table"], ref["row"]) if x)
-        value = f"{ref['value']:g}"
+        value = "-" if ref["value"] is None else f"{ref['value']:g}"
         diff = "-" if ref["difference"] is None else f"{ref['difference']:+.1f}"
         metric_col = {"accuracy": -2, "macro_f1": -1}.get(ref["metric"])
         if metric_col is None:  # another metric: name it in the model column

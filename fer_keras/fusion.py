@@ -31,6 +31,8 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
+from fer_keras.reference import compare
+
 logger = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.csv"
@@ -327,9 +329,10 @@ def _as_distribution(method, scores):
     return scores / scores.sum(axis=-1, keepdims=True)
 
 
-def fuse_to_dir(run_dirs, method: str, out_dir, **options) -> dict:
+def fuse_to_dir(run_dirs, method: str, out_dir, *, reproduces=None, **options) -> dict:
     """Fuse run directories into ``out_dir`` (created) as a run of its own: ``predictions.csv`` in
-    the same format and ``metrics.json``. Returns the metrics. Nothing is written elsewhere, and an
+    the same format and ``metrics.json`` (with ``reference``, the thesis row ``reproduces`` beside
+    our accuracy, as evaluation writes it). Returns the metrics. Nothing is written elsewhere, and an
     input run directory is refused as ``out_dir`` so its files cannot be overwritten. Macro F1
     averages over all classes (F1 0 for one absent from labels and predictions), as
     ``metrics.classification`` does, so the two stay comparable."""
@@ -367,6 +370,70 @@ def fuse_to_dir(run_dirs, method: str, out_dir, **options) -> dict:
         "inputs": [{"run_dir": r.run_dir, "name": r.name, "accuracy": r.accuracy,
                     "n_videos": len(r.video_ids)} for r in runs],
     }
+    metrics["reference"] = compare(reproduces, metrics)
     with open(os.path.join(out_dir, METRICS), "w") as f:
         json.dump(metrics, f, indent=2)
     return metrics
+
+
+FILE_KEYS = {"name", "description", "reproduces", "method", "runs", "options"}
+
+
+def training_class_counts(run_dir) -> list[int]:
+    """Training label counts in class order, from the manifest of a run's config.yaml (t000_4)."""
+    import yaml
+
+    from fer_keras.data import loader
+
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing; pass --class-counts for t000_4")
+    with open(path) as f:
+        data = (yaml.safe_load(f) or {}).get("data") or {}
+    if data.get("format", "tfrecord") != "tfrecord":
+        raise ValueError(f"{run_dir}: cannot count training labels of an {data['format']} dataset; "
+                         "pass --class-counts")
+    info = loader.manifest(data.get("root", "data/afew_prepared"))
+    train = data.get("train_split", "train")
+    counts = [0] * len(info["classes"])
+    for video in info["videos"].values():
+        if video.get("split") == train and video.get("status") == "ok" and video.get("label", -1) >= 0:
+            counts[video["label"]] += 1
+    return counts
+
+
+def read_file(path) -> dict:
+    """A late-fusion experiment file (name, description, reproduces, method, runs, options),
+    checked: unknown keys, an unknown method or option, fewer than two runs are refused."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read it as YAML ({err})") from None
+    if not isinstance(raw, dict) or not {"name", "method", "runs"} <= set(raw):
+        raise ValueError(f"{path}: a late-fusion file needs name, method and runs")
+    unknown = sorted(set(raw) - FILE_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(FILE_KEYS))}")
+    _method(raw["method"])
+    params = list(inspect.signature(METHODS[raw["method"]]).parameters)[2:]
+    options = raw.get("options") or {}
+    if not isinstance(options, dict) or set(options) - set(params):
+        raise ValueError(f"{path}: method {raw['method']} takes options {params}, got {options!r}")
+    if not isinstance(raw["runs"], list) or len(set(raw["runs"])) < 2:
+        raise ValueError(f"{path}: runs must name at least two experiments")
+    return {**raw, "options": options}
+
+
+def fuse_file(path, runs_root="runs") -> dict:
+    """Run a late-fusion file: the run directories ``runs_root/<member>`` fused into
+    ``runs_root/<name>``, with the file's thesis row in metrics.json; returns the metrics."""
+    spec = read_file(path)
+    run_dirs = [os.path.join(runs_root, r) for r in spec["runs"]]
+    options = dict(spec["options"])
+    if "class_counts" in inspect.signature(METHODS[spec["method"]]).parameters and "class_counts" not in options:
+        options["class_counts"] = training_class_counts(run_dirs[0])
+    return fuse_to_dir(run_dirs, spec["method"], os.path.join(runs_root, spec["name"]),
+                       reproduces=spec.get("reproduces"), **options)

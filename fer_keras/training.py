@@ -58,6 +58,27 @@ def model_options(exp: cfg.Experiment, trainable=None) -> dict:
     return options
 
 
+def initial_weights(exp: cfg.Experiment) -> Path | None:
+    """The file ``exp.weights_from`` names: a run directory's best checkpoint, a search
+    directory's best trial checkpoint (KerasTuner's trial_<id>/checkpoint.weights.h5), or a file."""
+    if exp.weights_from is None:
+        return None
+    source = Path(exp.weights_from)
+    if (source / cfg.BEST_HYPERPARAMETERS).is_file():
+        import yaml
+
+        trial = (yaml.safe_load((source / cfg.BEST_HYPERPARAMETERS).read_text()) or {}).get("trial_id")
+        path = source / f"trial_{trial}" / "checkpoint.weights.h5"
+    elif source.is_dir():
+        path = RunDir(source).best
+    else:
+        path = source
+    if not path.is_file():
+        raise FileNotFoundError(f"{exp.name}: weights_from: {path} does not exist; train (or search) "
+                                f"{exp.weights_from} first")
+    return path
+
+
 def build_model(exp: cfg.Experiment, trainable=None):
     """The experiment's registry model; ``trainable`` overrides the model's option."""
     spec = entry(exp.model.name)
@@ -503,6 +524,10 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
     written to ``state.json`` (plus ``evaluation``, what ``evaluate`` returned).
     """
     training = exp.training
+    problem = cfg.search_problem(exp)
+    if problem:
+        raise FileNotFoundError(f"{exp.name}: {problem}")
+    start_from = initial_weights(exp)
     if not validation and training.monitor.startswith("val_"):
         raise ValueError(f"training.monitor {training.monitor!r} needs a validation split; without one "
                          f"monitor a training metric (e.g. {training.monitor.removeprefix('val_')!r})")
@@ -528,6 +553,9 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
                 _load_stage_weights(model, run, i - 1, state, STAGE_LOST)
             else:  # a fresh run (a resumed stage 0 gets them back from its backup)
                 standardize(model, exp)
+                if start_from is not None:
+                    model.load_weights(start_from)
+                    logger.info("weights from %s", start_from)
             opt = optimizer(training, steps_per_epoch, stage.learning_rate)
             compile_model(model, training, opt, jit_compile=training.xla)
             model.optimizer.build(model.trainable_variables)

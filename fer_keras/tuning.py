@@ -127,7 +127,9 @@ def default_experiment(model_name, data_root, overrides: dict | None = None) -> 
     pipeline = dict(inputs=names, targets=list(options.get("tasks", ("category",))))
     if options.get("seq_len"):
         pipeline["seq_len"] = options["seq_len"]
-    if "frames" in names and options.get("input_size"):
+    if "image" in names:
+        pipeline["seq_len"] = 1
+    if {"frames", "image"} & set(names) and options.get("input_size"):
         pipeline["image_size"] = options["input_size"]
     base = {"name": model_name, "model": {"name": model_name}, "data": {"root": str(data_root), "pipeline": pipeline}}
     return cfg.from_dict(cfg.merge(base, overrides), f"default experiment for {model_name}")

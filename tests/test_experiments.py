@@ -18,10 +18,11 @@ from fer_keras.fusion import METHODS
 from fer_keras.models import entry
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-ALL = sorted(EXPERIMENTS.rglob("*.yaml"))
+ALL = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.name != "reproduce.yaml")  # plans: test_reproduce
 LATE = [p for p in ALL if p.name.startswith("late_fusion")]
 TRAINING = [p for p in ALL if p not in LATE]
 THESIS000 = EXPERIMENTS / "thesis000"
+THESIS002 = EXPERIMENTS / "thesis002"
 LATE_KEYS = {"name", "description", "reproduces", "method", "runs", "options"}
 
 
@@ -138,12 +139,35 @@ def test_late_fusion_file(path):
     assert not missing, f"{path}: runs {missing} name no experiment file"
     members = [config.load(known[r]) for r in runs]
     assert all(m.name == r for m, r in zip(members, runs))
-    # fused video by video: every member must predict the same split of the same dataset
-    assert len({(m.data.root, m.evaluation.split) for m in members}) == 1, \
-        f"{path}: members evaluate different datasets or splits"
+    assert all(m.reproduces.thesis == ref.thesis for m in members)
+    if path.parent == THESIS002:  # the CV directories: each final model on the test subjects
+        assert all(m.protocol == "cv" for m in members), f"{path}: members must be final (protocol cv) models"
+    else:  # fused video by video: every member must predict the same split of the same dataset
+        assert len({(m.data.root, m.evaluation.split) for m in members}) == 1, \
+            f"{path}: members evaluate different datasets or splits"
 
 
-def test_thesis000_readme_lists_every_file():
-    readme = (THESIS000 / "README.md").read_text()
-    missing = [p.name for p in sorted(THESIS000.glob("*.yaml")) if p.name not in readme]
-    assert not missing, f"experiments/thesis000/README.md does not list {missing}"
+@pytest.mark.parametrize("folder", [THESIS000, THESIS002], ids=lambda p: p.name)
+def test_thesis_readme_lists_every_file(folder):
+    readme = (folder / "README.md").read_text()
+    missing = [p.name for p in sorted(folder.glob("*.yaml")) if p.name not in readme]
+    assert not missing, f"{folder}/README.md does not list {missing}"
+
+
+@pytest.mark.parametrize("path", [p for p in TRAINING if p.parent == THESIS002], ids=_id)
+def test_thesis002_experiment_is_consistent(path):
+    exp = config.load(path)
+    assert exp.name == path.stem and exp.reproduces.thesis == "002"
+    options = entry(exp.model.name).options(**exp.model.options)
+    if exp.data.format == "hdf5":  # a cascade: the feature files' width is the model's input
+        assert exp.data.features == options["input_dim"], f"{path}: data.features != model input_dim"
+        assert exp.data.pipeline.seq_len == options["seq_len"] == 100 and exp.data.pipeline.batch_size == 32
+    elif "fer2013" in exp.name:
+        assert exp.data.pipeline.image_size == options["input_size"] == 224 and options["weights"] is None
+    else:  # C3D / ConvLSTM on the prepared frames
+        assert exp.data.pipeline.seq_len == options["seq_len"] and exp.data.pipeline.image_size == options["input_size"]
+    if exp.protocol in ("cv", "cv_folds"):
+        assert exp.training.optimizer.learning_rate == 1e-4 and not exp.training.early_stopping.enabled
+    for key in ("hyperparameters_from", "weights_from"):  # a search or run this thesis's plan writes
+        value = getattr(exp, key)
+        assert value is None or (value.startswith("runs/") and (THESIS002 / f"{Path(value).name}.yaml").is_file())

@@ -263,34 +263,81 @@ def _kept(masks, seq_len):
     return kept
 
 
-def count_sequences(path, seq_len) -> int:
-    """How many sequences :func:`feature_sequences` yields for one pass over ``path``."""
-    read_info(path)
-    with h5py.File(path, "r") as f:
-        masks = f["masks"][()]
+def _sources(sources) -> list[tuple[str, np.ndarray | None]]:
+    """``sources`` as ``[(path, rows or None for all)]``: one path, or a list of paths and pairs."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    out = []
+    for item in sources:
+        path, rows = (item, None) if isinstance(item, (str, os.PathLike)) else item
+        out.append((os.fspath(path), None if rows is None else np.asarray(rows, np.int64)))
+    if not out:
+        raise ValueError("no feature file to read")
+    return out
+
+
+def _gather(sources):
+    """The layout and the small datasets of the selected rows of every source, concatenated.
+
+    Files of one read must agree on classes, frames per video and features per frame."""
+    first = None
+    masks, labels, names, file_of, row_of, dtypes = [], [], [], [], [], set()
+    for index, (path, rows) in enumerate(sources):
+        info = read_info(path)
+        if first is None:
+            first = (path, info)
+        elif (info.classes, info.steps, info.dim) != (first[1].classes, first[1].steps, first[1].dim):
+            raise ValueError(f"{path}: classes {info.classes}, {info.steps} x {info.dim} features per video; "
+                             f"{first[0]} (read with it) has {first[1].classes}, {first[1].steps} x {first[1].dim}")
+        rows = np.arange(info.videos) if rows is None else rows
+        if rows.size and (rows.min() < 0 or rows.max() >= info.videos):
+            raise ValueError(f"{path}: row {int(rows.max())} selected, the file has {info.videos} videos")
+        with h5py.File(path, "r") as f:
+            masks.append(f["masks"][()][rows].astype(np.float32))
+            labels.append(f["labels"][()][rows].astype(np.float32))
+            names.append(f["names"][()][rows])
+            dtypes.add(f["features"].dtype)
+        file_of.append(np.full(len(rows), index, np.int64))
+        row_of.append(rows)
+    if len(dtypes) > 1:
+        raise ValueError(f"{', '.join(p for p, _ in sources)}: mixed stored precisions {sorted(map(str, dtypes))}")
+    info = first[1]._replace(videos=sum(len(r) for r in row_of))
+    return (info, dtypes.pop(), np.concatenate(masks), np.concatenate(labels), np.concatenate(names),
+            np.concatenate(file_of), np.concatenate(row_of))
+
+
+def count_sequences(sources, seq_len) -> int:
+    """How many sequences :func:`feature_sequences` yields for one pass over ``sources``."""
+    masks = _gather(_sources(sources))[2]
     return int(_kept(masks, seq_len).sum())
 
 
 class _Rows:
     """Reads video i's ``features`` row (T, F) in its stored dtype into fresh 64-byte aligned
-    memory (TensorFlow wraps such a buffer without copying it). Called from tf.data's threads."""
+    memory (TensorFlow wraps such a buffer without copying it). Called from tf.data's threads;
+    video i is row ``row_of[i]`` of file ``file_of[i]``."""
 
-    def __init__(self, path):
-        self.file = h5py.File(path, "r")
-        self.features = self.file["features"]
+    def __init__(self, paths, file_of, row_of):
+        self.files = [h5py.File(p, "r") for p in paths]
+        self.features = [f["features"] for f in self.files]
+        self.file_of, self.row_of = file_of, row_of
 
     def __call__(self, i):
-        shape, dtype = self.features.shape[1:], self.features.dtype
+        features = self.features[self.file_of[i]]
+        shape, dtype = features.shape[1:], features.dtype
         size = int(np.prod(shape)) * dtype.itemsize
         raw = np.empty(size + ALIGN, np.uint8)
         start = -raw.ctypes.data % ALIGN
         out = raw[start:start + size].view(dtype).reshape(shape)
-        self.features.read_direct(out, np.s_[int(i)])
+        features.read_direct(out, np.s_[int(self.row_of[i])])
         return out
 
 
-def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=False, epoch=0, epochs=1):
-    """Batched ``(inputs, targets)`` (or ``(inputs, targets, meta)``) from one feature file.
+def feature_sequences(sources, cfg: PipelineConfig, *, training=False, with_meta=False, epoch=0, epochs=1):
+    """Batched ``(inputs, targets)`` (or ``(inputs, targets, meta)``) from feature files.
+
+    ``sources`` is one path, or a list of paths and ``(path, rows)`` pairs (the rows of that file
+    to read): a cross-validation fold trains on several fold files at once.
 
     The same structure as ``pipeline.sequences``: inputs ``features`` (B, L, F) float32 (also
     from a float16 file) and ``mask`` (B, L), targets ``category`` one-hot, meta ``video_id``,
@@ -302,15 +349,11 @@ def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=Fa
     permutation drawn from (seed, epoch), then shuffles sequences in a buffer (of
     ``shuffle_buffer`` sequences, each L x F x 4 bytes: 10 MB at 100 x 25,088).
     """
-    info = read_info(path)
+    sources = _sources(sources)
     if set(cfg.targets) != {"category"}:
-        raise ValueError(f"{path}: cached feature files hold only 'category' labels, "
+        raise ValueError(f"{sources[0][0]}: cached feature files hold only 'category' labels, "
                          f"not targets {tuple(cfg.targets)}")
-    with h5py.File(path, "r") as f:
-        masks = f["masks"][()].astype(np.float32)
-        labels = f["labels"][()].astype(np.float32)
-        names = f["names"][()]
-        stored = f["features"].dtype
+    info, stored, masks, labels, names, file_of, row_of = _gather(sources)
     seq_len, dim = cfg.seq_len, info.dim
     kept = _kept(masks, seq_len)
     count = kept.shape[1]
@@ -322,7 +365,7 @@ def feature_sequences(path, cfg: PipelineConfig, *, training=False, with_meta=Fa
         "label": tf.constant(np.where(labels.any(axis=1), labels.argmax(axis=1), -1).astype(np.int32)),
         "kept": tf.constant(kept),
     }
-    rows = _Rows(path)
+    rows = _Rows([p for p, _ in sources], file_of, row_of)
 
     def video(i):
         """Video i's sequences, stacked (K, ...), and which of them are kept."""

@@ -25,11 +25,81 @@ def _hdf5_path(data, split):
     return path if path.suffix == ".h5" else path.with_name(path.name + ".h5")
 
 
+COPY = "~"  # an offline augmented copy's video id is <video id>~<method> (data_prep.bu4dfe)
+
+
+def feature_folds(data) -> list[Path]:
+    """The ``fold-<k>-features-<n>.h5`` files of a feature folder, in fold order (k = 0, 1, ...)."""
+    root, n = Path(data.root), data.features
+    paths, k = [], 0
+    while (root / f"fold-{k}-features-{n}.h5").is_file():
+        paths.append(root / f"fold-{k}-features-{n}.h5")
+        k += 1
+    if not paths:
+        raise FileNotFoundError(f"{root}: no fold-0-features-{n}.h5; write the feature files with "
+                                f"fer-keras features (its --tap gives {n} features per frame?)")
+    stray = sorted(str(p.name) for p in root.glob(f"fold-*-features-{n}.h5") if p not in paths)
+    if stray:
+        raise ValueError(f"{root}: {', '.join(stray)} after a missing fold file (folds must be 0-{k - 1}, "
+                         "without a gap)")
+    return paths
+
+
+def _copy_kept(name: str, augmentations) -> bool:
+    """Whether video ``name`` of a feature file is read: an original always, a copy by its method."""
+    if COPY not in name:
+        return True
+    return augmentations == "all" or name.rsplit(COPY, 1)[1] in augmentations
+
+
+def feature_sources(data, name) -> list:
+    """What split ``name`` reads of a feature file folder: ``[(path, rows)]``.
+
+    Without ``data.features`` a split is the file ``root/<name>.h5``. With it, the folder is one
+    written by ``fer-keras features``: the training split is every fold file but ``data.fold``'s
+    (every one for the final model), plus ``unassigned-features-<n>.h5`` when present, with the
+    offline copies ``data.augmentations`` names; the validation split is fold ``data.fold``'s
+    file without copies; the test split is ``test-features-<n>.h5``."""
+    if data.features is None:
+        return [_hdf5_path(data, name)]
+    import h5py
+
+    folds = feature_folds(data)
+    if data.fold is not None and data.fold >= len(folds):
+        raise ValueError(f"{data.root}: fold {data.fold} does not exist: it has fold files 0-{len(folds) - 1}")
+    root, n = Path(data.root), data.features
+    if name == data.train_split:
+        paths = [p for k, p in enumerate(folds) if k != data.fold]
+        extra = root / f"unassigned-features-{n}.h5"
+        paths += [extra] if extra.is_file() else []
+        augmentations = data.augmentations
+    elif name == data.val_split:
+        if data.fold is None:
+            raise ValueError(f"{root}: the validation split of a feature folder is a fold's file; set data.fold")
+        paths, augmentations = [folds[data.fold]], ()
+    elif name == data.test_split:
+        return [root / f"test-features-{n}.h5"]
+    else:
+        return [_hdf5_path(data, name)]
+    from fer_keras.data.features import read_info
+
+    sources = []
+    for path in paths:
+        read_info(path)  # an unfinished or damaged file: one line naming it
+        with h5py.File(path, "r") as f:
+            names = f["names"].asstr()[()]
+        sources.append((path, [i for i, v in enumerate(names) if _copy_kept(v, augmentations)]))
+    if not any(rows for _, rows in sources):
+        raise ValueError(f"{root}: split {name!r} of fold {data.fold} holds no video")
+    return sources
+
+
 def classes(data):
     """The class names, in label order."""
     if data.format == "hdf5":
         from fer_keras.data.features import read_info
-        return list(read_info(_hdf5_path(data, data.train_split)).classes)
+        first = feature_sources(data, data.train_split)[0]
+        return list(read_info(first if isinstance(first, Path) else first[0]).classes)
     return list(manifest(data.root)["classes"])
 
 
@@ -70,9 +140,9 @@ def split(data, name, *, training=False, with_meta=False, epoch=0, epochs=1, per
     if data.format == "hdf5":
         from fer_keras.data.features import feature_sequences
         if per_frame_category:
-            raise ValueError(f"{_hdf5_path(data, name)}: cached feature files hold one category per "
+            raise ValueError(f"{data.root}: cached feature files hold one category per "
                              "video; a model with per-frame category heads needs prepared shards")
-        return feature_sequences(_hdf5_path(data, name), data.pipeline, training=training,
+        return feature_sequences(feature_sources(data, name), data.pipeline, training=training,
                                  with_meta=with_meta, epoch=epoch, epochs=epochs)
     from fer_keras.data.pipeline import sequences
     info = manifest(data.root)
@@ -90,7 +160,7 @@ def steps(data, name):
     seq_len, batch = data.pipeline.seq_len, data.pipeline.batch_size
     if data.format == "hdf5":
         from fer_keras.data.features import count_sequences
-        count = count_sequences(_hdf5_path(data, name), seq_len)
+        count = count_sequences(feature_sources(data, name), seq_len)
     else:
         from fer_keras.data.pipeline import sequences_per_video
         count = sum(sequences_per_video(v["frames_kept"], data.pipeline) for v in selection(data, name))

@@ -20,7 +20,9 @@ from fer_keras.data.augment import Affine, augment_sequence, resolve
 from fer_keras.data.schema import frame_labels, read_shards, shard_paths
 from fer_keras.losses import AU_UNKNOWN
 
-INPUTS = ("frames", "lld", "functionals")
+# "image": the one frame of a single-frame sequence (seq_len 1) as (B, H, W, 3), for image models
+# (thesis 002's FER2013 fine-tuning, thesis 004); "frames" is (B, L, H, W, 3).
+INPUTS = ("frames", "image", "lld", "functionals")
 TARGETS = ("category", "va", "au")  # one-hot per video; (L, 2) and (L, n_aus) per frame
 PER_FRAME = ("va", "au")
 TRUNCATE = (None, "end", "start")
@@ -59,6 +61,8 @@ class PipelineConfig:
         unknown = sorted(set(self.inputs) - set(INPUTS))
         if unknown:
             raise ValueError(f"unknown input(s) {unknown}; known: {', '.join(INPUTS)}")
+        if "image" in self.inputs and self.seq_len != 1:
+            raise ValueError(f"input 'image' is one frame: it needs seq_len 1, got {self.seq_len}")
         unknown = sorted(set(self.targets) - set(TARGETS))
         if unknown or not self.targets:
             raise ValueError(f"targets must name some of {', '.join(TARGETS)}, got {tuple(self.targets)}")
@@ -209,7 +213,7 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
     scale, shift = NORMALIZE[cfg.normalize]
     face_size = manifest.get("options", {}).get("face_size")
     resize = bool(cfg.image_size) and cfg.image_size != face_size
-    frames_in = "frames" in cfg.inputs
+    frames_in = "frames" in cfg.inputs or "image" in cfg.inputs
     png = manifest.get("options", {}).get("image_format") == "png"
 
     def decode(item):
@@ -292,7 +296,12 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
         return frames * mask[:, :, None, None, None] if cfg.padding == "zeros" else frames
 
     def normalise_batch(x, *rest):
-        return ({**x, "frames": normalise(x["frames"], x["mask"])}, *rest)
+        x = {**x, "frames": normalise(x["frames"], x["mask"])}
+        if "image" in cfg.inputs:
+            x["image"] = x["frames"][:, 0]
+            if "frames" not in cfg.inputs:
+                del x["frames"]
+        return (x, *rest)
 
     if training:
         numbers = tf.data.Dataset.counter(epoch) if epochs is None else tf.data.Dataset.range(epoch, epoch + epochs)

@@ -1,0 +1,43 @@
+"""A thesis row beside our number: the ``reference`` entry of metrics.json and folds.json.
+
+Evaluation, late fusion and the cross-validation runner write it, ``fer-keras results`` reads it;
+it lives here, without TensorFlow or NumPy, so each of them can import it.
+"""
+# Metrics the theses print as percentages: a thesis value above 1 of one of them is a percent.
+FRACTIONS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "sequence_accuracy")
+
+
+def value_of(metrics, name):
+    """The value of metric ``name`` (a key of metrics.json, or a dotted path like va.video.valence.ccc)."""
+    value = metrics
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def is_percent(metric, value) -> bool:
+    """Whether the thesis prints ``metric`` as a percentage (a row without a value is read as one)."""
+    return str(metric).split(".")[-1] in FRACTIONS and (value is None or abs(value) > 1)
+
+
+def compare(reproduces: dict, metrics: dict):
+    """The thesis row ``reproduces`` (thesis, table, row, metric, value[, per_class]) with our
+    value of its metric from ``metrics`` in the thesis's unit and the difference (ours minus the
+    thesis), or None when no thesis row is named. A row whose number the thesis lost
+    (``value: null``) keeps ours, without a difference."""
+    reproduces = reproduces or {}
+    value, metric = reproduces.get("value"), reproduces.get("metric", "accuracy")
+    if value is None and not (reproduces.get("table") or reproduces.get("row")):
+        return None
+    ours = value_of(metrics, metric)
+    percent = is_percent(metric, value)
+    if ours is not None and percent:
+        ours = 100 * ours
+    out = {"thesis": str(reproduces.get("thesis", "")), "table": reproduces.get("table", ""),
+           "row": reproduces.get("row", ""), "metric": metric, "value": value, "ours": ours, "percent": percent,
+           "difference": None if ours is None or value is None else ours - value}
+    if reproduces.get("per_class"):
+        out["per_class"] = reproduces["per_class"]  # the thesis's; ours are metrics["per_class"]
+    return out

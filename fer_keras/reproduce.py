@@ -1,0 +1,254 @@
+"""A whole thesis in one command: its experiment files run in the thesis's order, then its table.
+
+``fer-keras reproduce 002`` (``make reproduce THESIS=002``) reads ``experiments/thesis002/reproduce.yaml``:
+an ordered list of ``steps``, each either experiment files to run (by name) or a feature extraction::
+
+    steps:
+      - run: [vggface_fer2013_phase1]          # each file's protocol says how: tune, train, cv, cv_folds;
+      - run: [vggface_fer2013_phase2]          # a late-fusion file is fused
+      - features: {source: runs/vggface_fer2013_phase2, data: data/bu4dfe_prepared,
+                   out: data/bu4dfe_features, tap: features, augmentations: all}
+
+and ends with the results table of every run (``fer-keras results``) in ``RUNS/results-<NNN>.md``.
+
+Every experiment writes to ``RUNS/<name>`` (a run, search or CV directory, or a fusion), so late
+fusion finds its members and ``hyperparameters_from`` / ``weights_from`` paths under ``runs/``
+point into RUNS. A step whose result is already there is skipped (and the engines resume a killed
+run), so a rerun continues where a kill left it. ``--smoke`` runs the same steps on synthetic
+stand-ins of the datasets at tiny sizes, with the file's ``smoke`` section: ``datasets`` to write
+and prepare (``fer-keras synth`` / ``prepare`` arguments), ``folds`` (a k-fold split file written
+for them), and ``set``, overrides merged into the experiments whose names match a glob. One bad
+step is logged in ``RUNS/failures.jsonl`` and the others still run; the command then exits 1.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+PLAN = "reproduce.yaml"
+PLAN_KEYS = {"steps", "smoke"}
+SMOKE_KEYS = {"datasets", "folds", "set", "runs", "paths"}
+STEP_KINDS = ("run", "features")
+FEATURE_KEYS = {"source", "data", "out", "tap", "dtype", "augmentations", "folds", "seq_len", "batch"}
+
+
+def experiments_dir(thesis) -> Path:
+    return Path("experiments") / f"thesis{str(thesis).zfill(3)}"
+
+
+def read_plan(folder) -> dict:
+    """The plan file of a thesis folder, checked: known keys, known step kinds, files that exist."""
+    path = Path(folder) / PLAN
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; a thesis folder lists its steps in {PLAN}")
+    plan = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(plan, dict) or set(plan) - PLAN_KEYS or not isinstance(plan.get("steps"), list):
+        raise ValueError(f"{path}: expected a mapping with 'steps' (a list) and optionally 'smoke'")
+    if set(plan.get("smoke") or {}) - SMOKE_KEYS:
+        raise ValueError(f"{path}: smoke: unknown key(s) {sorted(set(plan['smoke']) - SMOKE_KEYS)}; "
+                         f"known: {', '.join(sorted(SMOKE_KEYS))}")
+    for i, step in enumerate(plan["steps"]):
+        if not isinstance(step, dict) or len(step) != 1 or next(iter(step)) not in STEP_KINDS:
+            raise ValueError(f"{path}: steps[{i}]: one of {', '.join(STEP_KINDS)} expected, got {step!r}")
+        kind, value = next(iter(step.items()))
+        if kind == "run":
+            names = value if isinstance(value, list) else [value]
+            missing = [n for n in names if not (Path(folder) / f"{n}.yaml").is_file()]
+            if missing:
+                raise ValueError(f"{path}: steps[{i}]: no experiment file {', '.join(missing)} in {folder}")
+            step["run"] = names
+        elif kind == "features" and (not isinstance(value, dict) or set(value) - FEATURE_KEYS
+                                     or not {"source", "data", "out"} <= set(value)):
+            raise ValueError(f"{path}: steps[{i}]: features needs source, data, out (and may set "
+                             f"{', '.join(sorted(FEATURE_KEYS - {'source', 'data', 'out'}))})")
+    return plan
+
+
+def _is_fusion(raw: dict) -> bool:
+    return "method" in raw and "runs" in raw
+
+
+def _moved(value, mapping: dict):
+    """A path with its first matching prefix of ``mapping`` (e.g. runs/ -> runs/smoke/) replaced."""
+    if not isinstance(value, str):
+        return value
+    for old, new in mapping.items():
+        if value == old.rstrip("/") or value.startswith(old.rstrip("/") + "/"):
+            return new.rstrip("/") + value[len(old.rstrip("/")):]
+    return value
+
+
+def experiment_raw(folder, name, smoke=None, paths=None) -> dict:
+    """Experiment file ``name`` as a mapping: the smoke overrides whose globs match it merged in
+    (in the order written), then its paths (data root, hyperparameters_from, weights_from) moved
+    by ``paths``."""
+    from fer_keras.config import merge
+
+    raw = yaml.safe_load((Path(folder) / f"{name}.yaml").read_text()) or {}
+    for patterns, overrides in ((smoke or {}).get("set") or {}).items():
+        if not _is_fusion(raw) and any(fnmatch.fnmatchcase(name, p) for p in str(patterns).split()):
+            raw = merge(raw, overrides)
+    paths = paths or {}
+    for key in ("hyperparameters_from", "weights_from"):
+        if key in raw:
+            raw[key] = _moved(raw[key], paths)
+    if isinstance(raw.get("data"), dict) and "root" in raw["data"]:
+        raw["data"] = {**raw["data"], "root": _moved(raw["data"]["root"], paths)}
+    return raw
+
+
+def _done(kind, out: Path) -> bool:
+    """Whether a step's result is there (the engines would resume it anyway; this skips the reload)."""
+    marker = {"tune": "best_hyperparameters.yaml", "cv_folds": "folds.json"}.get(kind, "metrics.json")
+    return (out / marker).is_file()
+
+
+def run_experiment(folder, name, runs: Path, smoke=None, paths=None) -> str:
+    """Run one experiment file into ``runs/<name>`` by its protocol; returns what was done."""
+    from fer_keras import config, cv, evaluation, fusion, training, tuning
+
+    raw = experiment_raw(folder, name, smoke, paths)
+    out = runs / name
+    if _is_fusion(raw):
+        if (out / "metrics.json").is_file():
+            return "done already"
+        tmp = runs / f".{name}.fusion.yaml"
+        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
+        try:
+            metrics = fusion.fuse_file(tmp, runs)
+        finally:
+            tmp.unlink()
+        return f"fused: accuracy {metrics['accuracy']}"
+    exp = config.from_dict(raw, str(Path(folder) / f"{name}.yaml"))
+    if _done(exp.protocol, out):
+        return "done already"
+    if exp.protocol == "tune":
+        result = tuning.tune(exp, out)
+        return f"searched: best {exp.tuning.objective} {result['best_score']:.4g}"
+    if exp.protocol in ("cv", "cv_folds"):
+        result = cv.cross_validate(raw, out, phase="all" if exp.protocol == "cv" else "folds")
+        if exp.protocol == "cv":
+            return f"cross-validated: test accuracy {result['final']['accuracy']}"
+        return f"cross-validated: fold mean {result['folds']['mean']:.4g}"
+    result = training.train(exp, out, evaluate=evaluation.evaluate)
+    return f"trained: accuracy {result.get('evaluation', {}).get('accuracy')}"
+
+
+def run_features(spec: dict, paths=None) -> str:
+    """A feature extraction step (fer-keras features), skipped when its files are complete."""
+    from fer_keras import feature_extraction
+
+    spec = {k: _moved(v, paths or {}) for k, v in spec.items()}
+    augmentations = spec.get("augmentations", ())
+    if isinstance(augmentations, str) and augmentations != "all":
+        augmentations = tuple(m.strip() for m in augmentations.split(",") if m.strip())
+    extractor = feature_extraction.load_extractor(spec["source"], spec.get("tap", feature_extraction.DEFAULT_TAP))
+    done = feature_extraction.extract(extractor, spec["data"], spec["out"], dtype=spec.get("dtype", "float32"),
+                                      augmentations=augmentations, batch=int(spec.get("batch", 4)),
+                                      seq_len=int(spec.get("seq_len", 100)),
+                                      folds=spec.get("folds", "splits.json"), progress=False)
+    return f"{sum(d['written'] for d in done)} of {len(done)} feature files written ({extractor.dim} features)"
+
+
+def _log_failure(runs: Path, step: str, err: BaseException):
+    with open(runs / "failures.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "error": f"{type(err).__name__}: {err}",
+                            "traceback": traceback.format_exc(limit=3)}) + "\n")
+
+
+def prepare_smoke(smoke: dict, paths: dict):
+    """Write and prepare the synthetic datasets of the smoke section, and their k-fold file."""
+    from fer_keras import cli
+
+    for dataset, spec in (smoke.get("datasets") or {}).items():
+        out = _moved(spec["out"], paths)
+        if not (Path(out) / "manifest.json").is_file():
+            source = f"{out}_source" + (".csv" if dataset == "fer2013" else "")
+            if not Path(source).exists():
+                cli.main(["synth", dataset, source, *map(str, spec.get("synth", []))])
+            cli.main(["prepare", dataset, source, out, "-q", *map(str, spec.get("prepare", []))])
+        if smoke.get("folds") and dataset == "bu4dfe":
+            cli.main(["folds", out, "--k", str(smoke["folds"]), "--out", str(Path(out) / "splits.json")])
+
+
+def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None) -> dict:
+    """Run every step of the thesis's plan (``only``: just the experiments so named, and the
+    steps that feed them are still the user's to have run), then write its results table."""
+    from fer_keras import results
+
+    folder = Path(folder) if folder else experiments_dir(thesis)
+    plan = read_plan(folder)
+    if smoke and not plan.get("smoke"):
+        raise ValueError(f"{folder / PLAN}: has no smoke section; run it on the real datasets without --smoke")
+    settings = plan.get("smoke") if smoke else {}
+    runs = Path(settings.get("runs", runs) if smoke else runs)
+    paths = {"runs/": f"{runs}/", **(settings.get("paths") or {})}
+    runs.mkdir(parents=True, exist_ok=True)
+    if smoke:
+        prepare_smoke(settings, paths)
+    failed, log = [], []
+    for step in plan["steps"]:
+        kind, value = next(iter(step.items()))
+        items = value if kind == "run" else [value]
+        for item in items:
+            label = item if kind == "run" else f"{kind} {json.dumps(item, sort_keys=True)}"
+            if only and kind == "run" and item not in only:
+                continue
+            if only and kind == "features":
+                continue
+            start = time.perf_counter()
+            try:
+                if kind == "run":
+                    what = run_experiment(folder, item, runs, settings, paths)
+                else:
+                    what = run_features(item, paths)
+            except Exception as err:  # one bad step never stops the others
+                logger.error("%s: %s", label, err)
+                _log_failure(runs, label, err)
+                failed.append(label)
+                what = f"FAILED: {type(err).__name__}: {err}"
+            took = time.perf_counter() - start
+            log.append({"step": label, "result": what, "seconds": round(took, 1)})
+            print(f"[{len(log)}] {label}: {what} ({took:.0f} s)", flush=True)
+    table = runs / f"results-{str(thesis).zfill(3)}.md"
+    counts = results.write([str(runs)], out=str(table), thesis=str(thesis), experiments=str(folder),
+                           csv_path=str(table.with_suffix(".csv")))
+    (runs / f"reproduce-{str(thesis).zfill(3)}.json").write_text(json.dumps(
+        {"thesis": str(thesis).zfill(3), "smoke": smoke, "steps": log, "failed": failed, "results": counts},
+        indent=2))
+    return {"steps": log, "failed": failed, "results": counts, "table": str(table)}
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "reproduce", help="run every experiment of a thesis in order, then its results table",
+        description="Run the steps of experiments/thesis<NNN>/reproduce.yaml (searches, trainings, feature "
+                    "extraction, cross-validations, late fusions) into RUNS/<experiment name>, skipping what is "
+                    "done, then write RUNS/results-<NNN>.md and .csv beside the thesis's numbers. --smoke: the same "
+                    "on synthetic datasets at tiny sizes (the plan's smoke section).")
+    p.add_argument("thesis", help="thesis number, e.g. 002")
+    p.add_argument("--experiments", metavar="DIR", help="thesis folder (default experiments/thesis<NNN>)")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="where the runs go (default runs; smoke: the plan's)")
+    p.add_argument("--smoke", action="store_true", help="synthetic data at tiny sizes, end to end")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="only these experiment files")
+    return p
+
+
+def run(args) -> int:
+    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
+
+    result = reproduce(args.thesis, folder=args.experiments, runs=args.runs, smoke=args.smoke, only=args.only)
+    counts = result["results"]
+    print(f"results: {result['table']} ({counts['filled']} of {counts['rows']} rows filled)")
+    if result["failed"]:
+        print(f"{len(result['failed'])} step(s) failed: {', '.join(result['failed'])} (failures.jsonl)")
+        return 1
+    return 0

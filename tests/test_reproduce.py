@@ -1,0 +1,172 @@
+"""make reproduce: the thesis plans (every file once, each after what it reads), the smoke overrides,
+and a small plan run end to end (a CV of cached features, a late fusion, the results table); the whole
+thesis 002 smoke run is the slow test."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fer_keras import reproduce
+from fer_keras.data.features import write_features
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _order(plan):
+    return [n for step in plan["steps"] if "run" in step for n in step["run"]]
+
+
+@pytest.mark.parametrize("thesis", ["000", "002"])
+def test_plan_runs_every_file_once_after_what_it_reads(thesis):
+    folder = EXPERIMENTS / f"thesis{thesis}"
+    plan = reproduce.read_plan(folder)
+    order = _order(plan)
+    files = sorted(p.stem for p in folder.glob("*.yaml") if p.name != reproduce.PLAN)
+    assert sorted(order) == files and len(order) == len(set(order))
+    position = {n: i for i, n in enumerate(order)}
+    steps = [next(iter(s)) for s in plan["steps"]]
+    features_at = [i for i, k in enumerate(steps) if k == "features"]
+    step_of = {n: i for i, s in enumerate(plan["steps"]) if "run" in s for n in s["run"]}
+    for name in order:
+        raw = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        for member in raw.get("runs", []) if "method" in raw else []:  # late fusion after its members
+            assert position[member] < position[name], f"{name} fuses {member} before it runs"
+        for key in ("hyperparameters_from", "weights_from"):
+            if raw.get(key):
+                assert step_of[Path(raw[key]).name] < step_of[name], f"{name}: {key} runs later"
+        if (raw.get("data") or {}).get("format") == "hdf5":  # the features are written first
+            assert features_at and max(features_at) < step_of[name]
+    for i in features_at:  # and their source model trained before them
+        source = Path(plan["steps"][i]["features"]["source"]).name
+        assert step_of[source] < i
+
+
+def test_smoke_overrides_and_moved_paths():
+    folder = EXPERIMENTS / "thesis002"
+    plan = reproduce.read_plan(folder)
+    smoke = plan["smoke"]
+    paths = {"runs/": "runs/smoke/", **smoke["paths"]}
+    raw = reproduce.experiment_raw(folder, "vggface_fer2013_phase2", smoke, paths)
+    assert raw["hyperparameters_from"] == raw["weights_from"] == "runs/smoke/vggface_fer2013_phase1"
+    assert raw["data"]["root"] == "data/smoke/fer2013_prepared"
+    assert raw["model"]["options"]["input_size"] == raw["data"]["pipeline"]["image_size"] == 32
+    lstm = reproduce.experiment_raw(folder, "vggface_lstm", smoke, paths)
+    assert lstm["data"]["features"] == lstm["model"]["options"]["input_dim"] == 512
+    assert reproduce.experiment_raw(folder, "lstm_baseline_1024", smoke, paths)["data"]["features"] == 1024
+    fusion = reproduce.experiment_raw(folder, "late_fusion_all_average", smoke, paths)
+    assert set(fusion) <= {"name", "description", "reproduces", "method", "runs", "options"}
+
+
+def test_bad_plans_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\n")
+    for text, match in [("steps: [{train: [a]}]", "one of run, features"), ("steps: [{run: [b]}]", "no experiment file b"),
+                        ("steps: [{features: {source: x}}]", "features needs source, data, out"),
+                        ("steps: []\nsmoke: {sets: {}}", "unknown key")]:
+        (tmp_path / reproduce.PLAN).write_text(text)
+        with pytest.raises(ValueError, match=match):
+            reproduce.read_plan(tmp_path)
+    with pytest.raises(FileNotFoundError, match="reproduce.yaml"):
+        reproduce.read_plan(tmp_path / "none")
+
+
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise"]
+
+
+def _features(root, rng):
+    """Two fold files and a test file of 6-frame, 8-feature videos, the class in the features."""
+    def write(path, subjects):
+        names = [f"{s}_{c}_tex" for s in subjects for c in CLASSES]
+        labels = np.eye(6, dtype=np.float32)[[CLASSES.index(n.split("_")[1]) for n in names]]
+        features = rng.normal(size=(len(names), 6, 8)).astype(np.float32) + 3 * np.pad(labels, ((0, 0), (0, 2)))[:, None]
+        write_features(path, features, np.ones((len(names), 6), np.float32), labels, names, CLASSES)
+    root.mkdir()
+    write(root / "fold-0-features-8.h5", ["F011", "M012"])
+    write(root / "fold-1-features-8.h5", ["F028", "M028"])
+    write(root / "test-features-8.h5", ["F001", "M001"])
+
+
+def _member(run, accuracy, rng):
+    """A finished CV directory as late fusion reads it: predictions.csv and metrics.json."""
+    run.mkdir(parents=True)
+    with open(run / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video_id", "label", "prediction", *(f"p_{c}" for c in CLASSES)])
+        for s in ("F001", "M001"):
+            for c in CLASSES:
+                p = rng.dirichlet(np.ones(6))
+                writer.writerow([f"{s}_{c}_tex", c, CLASSES[int(p.argmax())], *p])
+    (run / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "classes": CLASSES, "reference": None}))
+
+
+def test_small_plan_end_to_end_and_rerun_skips(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    _features(tmp_path / "features", rng)
+    folder = tmp_path / "thesis009"
+    folder.mkdir()
+    (folder / "cascade.yaml").write_text(yaml.safe_dump({
+        "name": "cascade", "protocol": "cv_folds",
+        "reproduces": {"thesis": "009", "table": "Table 1", "row": "LSTM folds", "value": 50.0},
+        "data": {"root": "features", "format": "hdf5", "features": 8, "test_split": "test",
+                 "pipeline": {"seq_len": 6, "batch_size": 6, "shuffle_buffer": 8}},
+        "model": {"name": "cascade_lstm", "options": {"input_dim": 8, "seq_len": 6, "units": 4}},
+        "training": {"epochs": 1, "monitor": "val_accuracy", "verbose": 0}}))
+    (folder / "late_fusion_ab.yaml").write_text(yaml.safe_dump({
+        "name": "late_fusion_ab", "reproduces": {"thesis": "009", "table": "Table 2", "row": "A + B", "value": 40.0},
+        "method": "weighted_average", "runs": ["a", "b"], "options": {}}))
+    for name in ("a", "b"):
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump({"name": name, "reproduces": {"thesis": "009"}}))
+    (folder / reproduce.PLAN).write_text(yaml.safe_dump({"steps": [{"run": ["cascade"]}, {"run": ["late_fusion_ab"]}]}))
+    _member(tmp_path / "runs" / "a", 0.5, rng)
+    _member(tmp_path / "runs" / "b", 0.25, rng)
+
+    result = reproduce.reproduce("009", folder=folder, runs="runs")
+    assert not result["failed"], result
+    folds = json.loads((tmp_path / "runs" / "cascade" / "folds.json").read_text())
+    fused = json.loads((tmp_path / "runs" / "late_fusion_ab" / "metrics.json").read_text())
+    assert fused["reference"]["ours"] == pytest.approx(100 * fused["accuracy"])
+    table = (tmp_path / "runs" / "results-009.md").read_text()
+    assert f"{100 * folds['mean']:.2f}" in table and f"{100 * fused['accuracy']:.2f}" in table
+    assert result["results"]["filled"] == result["results"]["rows"] == 2
+
+    again = reproduce.reproduce("009", folder=folder, runs="runs")
+    assert [s["result"] for s in again["steps"]] == ["done already", "done already"]
+
+
+def test_a_failing_step_is_logged_and_the_others_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "thesis009"
+    folder.mkdir()
+    (folder / "late_fusion_x.yaml").write_text(yaml.safe_dump({
+        "name": "late_fusion_x", "reproduces": {"thesis": "009", "table": "T", "row": "x", "value": 1.0},
+        "method": "average", "runs": ["missing_a", "missing_b"]}))
+    (folder / "late_fusion_y.yaml").write_text(yaml.safe_dump({
+        "name": "late_fusion_y", "reproduces": {"thesis": "009", "table": "T", "row": "y", "value": 1.0},
+        "method": "average", "runs": ["a", "b"]}))
+    (folder / reproduce.PLAN).write_text(yaml.safe_dump({"steps": [{"run": ["late_fusion_x", "late_fusion_y"]}]}))
+    rng = np.random.default_rng(1)
+    _member(tmp_path / "runs" / "a", 0.5, rng)
+    _member(tmp_path / "runs" / "b", 0.5, rng)
+    result = reproduce.reproduce("009", folder=folder, runs="runs")
+    assert result["failed"] == ["late_fusion_x"]
+    assert (tmp_path / "runs" / "late_fusion_y" / "metrics.json").is_file()
+    (line,) = (tmp_path / "runs" / "failures.jsonl").read_text().splitlines()
+    assert "missing_a" in json.loads(line)["error"]
+
+
+@pytest.mark.slow
+def test_thesis002_smoke_fills_tables_3_6_and_3_7(tmp_path, monkeypatch):
+    """make reproduce THESIS=002 SMOKE=1 from scratch: every row of Tables 3.6 and 3.7 gets a number."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").symlink_to(repo / "experiments")
+    result = reproduce.reproduce("002", smoke=True)
+    assert not result["failed"], result["failed"]
+    with open(result["table"].replace(".md", ".csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    wanted = [r for r in rows if r["table"].startswith(("Table 3.6", "Table 3.7"))]
+    assert len(wanted) == 5 + 15
+    assert all(r["status"] == "ok" and r["ours"] for r in wanted), [r["row"] for r in wanted if not r["ours"]]
