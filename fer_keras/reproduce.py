@@ -168,15 +168,19 @@ def prepare_smoke(smoke: dict, paths: dict):
     """Write and prepare the synthetic datasets of the smoke section, and their k-fold file."""
     from fer_keras import cli
 
+    def command(*argv):
+        if cli.main([str(a) for a in argv]) != 0:
+            raise RuntimeError(f"smoke data: fer-keras {' '.join(map(str, argv))} failed (its error is above)")
+
     for dataset, spec in (smoke.get("datasets") or {}).items():
         out = _moved(spec["out"], paths)
         if not (Path(out) / "manifest.json").is_file():
             source = f"{out}_source" + (".csv" if dataset == "fer2013" else "")
             if not Path(source).exists():
-                cli.main(["synth", dataset, source, *map(str, spec.get("synth", []))])
-            cli.main(["prepare", dataset, source, out, "-q", *map(str, spec.get("prepare", []))])
+                command("synth", dataset, source, *spec.get("synth", []))
+            command("prepare", dataset, source, out, "-q", *spec.get("prepare", []))
         if smoke.get("folds") and dataset == "bu4dfe":
-            cli.main(["folds", out, "--k", str(smoke["folds"]), "--out", str(Path(out) / "splits.json")])
+            command("folds", out, "--k", smoke["folds"], "--out", Path(out) / "splits.json")
 
 
 def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None) -> dict:

@@ -4,7 +4,8 @@
 ``fer-keras results PATH... [--thesis NNN] [--experiments DIR] [--out FILE] [--csv FILE]``
 
 Reads the ``reference`` entry of every ``metrics.json`` (evaluation, the CV runner's final
-evaluation, late fusion) and ``folds.json`` (the CV runner's fold means) under each PATH, skipping
+evaluation, late fusion), ``folds.json`` (the CV runner's fold means) and ``search.json`` (a
+KerasTuner search's best trial) under each PATH, skipping
 ``eval-*`` subdirectories (extra evaluations of a run) unless a PATH is one. The experiment YAMLs
 of ``--experiments`` (default ``experiments/thesis<NNN>`` with ``--thesis``) give the rows a
 table should have: a row without a result is listed as "not run". The run column names the result
@@ -26,7 +27,7 @@ from fer_keras.reference import is_percent
 
 logger = logging.getLogger(__name__)
 
-RESULT_FILES = ("metrics.json", "folds.json")
+RESULT_FILES = ("metrics.json", "folds.json", "search.json")
 REFERENCE_KEYS = ("thesis", "table", "row", "metric", "value")
 PER_CLASS = ("precision", "recall", "f1", "support")
 CSV_HEADER = ("thesis", "table", "row", "metric", "ours", "thesis_value", "difference", "run", "status")
@@ -78,7 +79,7 @@ def _read(path) -> dict | None:
 
 
 def _result_files(root: Path):
-    """metrics.json / folds.json below ``root`` in sorted order, without eval-* subdirectories."""
+    """metrics.json / folds.json / search.json below ``root`` in sorted order, without eval-* subdirectories."""
     for top, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("eval-"))
         for name in RESULT_FILES:
@@ -298,7 +299,7 @@ def add_parser(subparsers):
     """The ``results`` subcommand's parser (the caller sets ``func``)."""
     p = subparsers.add_parser(
         "results", help="thesis tables with our numbers beside the thesis's, from result directories",
-        description="Read the thesis reference of every metrics.json and folds.json under each PATH (eval-* "
+        description="Read the thesis reference of every metrics.json, folds.json and search.json under each PATH (eval-* "
                     "subdirectories skipped unless named) and print one Markdown table per thesis table: row, "
                     "metric, ours, thesis, difference (ours - thesis, in the thesis's unit), run directory. The "
                     "experiment YAMLs of --experiments add the rows no result has yet, as 'not run'.")

@@ -10,6 +10,7 @@ KerasTuner's Bayesian optimisation over the registry search space of ``model.nam
     best_hyperparameters.yaml  the best trial: its drawn values, builder options and score
     best_experiment.yaml       the experiment with the best values, for ``fer-keras train``
     trials.csv                 one row per trial: id, values, score, status
+    search.json                the best score and the thesis row the search reproduces
 
 Rerunning on the same directory resumes: finished trials are kept, an interrupted one is
 retried, and only the trials missing to ``max_trials`` run. KerasTuner's chief/worker mode
@@ -21,6 +22,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import inspect
+import json
 import logging
 import os
 import shutil
@@ -36,10 +38,12 @@ from fer_keras.data.pipeline import INPUTS
 from fer_keras.models import entry
 from fer_keras.models.hypermodels import RegistryHyperModel
 from fer_keras.models.search_spaces import COMPILE_KEYS
+from fer_keras.reference import compare
 
 logger = logging.getLogger(__name__)
 
 STATE_FILES = ("oracle.json", "experiment.yaml")
+SEARCH = "search.json"  # the best score beside the thesis row, for fer-keras results
 # Sections whose change makes an existing search directory a different search.
 SEARCH_SECTIONS = ("data", "model", "training", "tuning")
 
@@ -300,6 +304,10 @@ def write_results(exp: cfg.Experiment, oracle, out: Path) -> dict:
                       "learning_rate": tuned.training.optimizer.learning_rate},
     }
     best_hp_path.write_text(yaml.safe_dump(record, sort_keys=False))
+    search = {"objective": exp.tuning.objective, "score": float(best.score), "trial_id": best.trial_id,
+              "completed": sum(t.status == "COMPLETED" for t in trials), "trials": len(trials),
+              "reference": compare(dataclasses.asdict(exp.reproduces), {exp.tuning.objective: float(best.score)})}
+    (out / SEARCH).write_text(json.dumps(search, indent=2))
     done = sum(t.status == "COMPLETED" for t in trials)
     print(f"tuned {exp.model.name}: {done}/{len(trials)} trials completed; best trial {best.trial_id} "
           f"{exp.tuning.objective}={best.score:.4g} with {record['hyperparameters']}")

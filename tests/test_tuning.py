@@ -1,9 +1,11 @@
 """Hyperparameter search: KerasTuner over a registry search space, resumable, with a best
 experiment YAML that the training engine reads back."""
 import csv
+import json
 
 import keras
 import pytest
+
 import yaml
 
 from fer_keras import config as cfg
@@ -130,7 +132,10 @@ def test_cli_tune(prepared_afew, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "different search" in err and "\n" not in err
     assert main(["tune", str(path), "--out", str(out), "--trials", "1", "--overwrite"]) == 0
-    assert yaml.safe_load(open(out / "best_hyperparameters.yaml"))["objective"] == "val_accuracy"
+    best = yaml.safe_load(open(out / "best_hyperparameters.yaml"))
+    assert best["objective"] == "val_accuracy"
+    search = json.loads((out / tuning.SEARCH).read_text())  # what fer-keras results reads
+    assert search["score"] == best["score"] and search["objective"] == "val_accuracy"
 
     # bad input: one line and exit code 2, no search directory left behind
     for argv, message in [
