@@ -125,7 +125,7 @@ def _experiment(folder, protocol):
                      "test_split": "test",
                      "pipeline": {"seq_len": T, "batch_size": 8, "shuffle_buffer": 16}},
             "model": {"name": "cascade_lstm", "options": {"input_dim": F, "seq_len": T, "units": 8}},
-            "training": {"epochs": 2, "monitor": "val_accuracy", "verbose": 0,
+            "training": {"epochs": 1, "monitor": "val_accuracy", "verbose": 0,
                          "optimizer": {"name": "adam", "learning_rate": 0.01}},
             "evaluation": {"split": "val", "checkpoint": "last"}}
 
