@@ -287,8 +287,17 @@ def _numbers(text, kind, option):
 
 
 def _fuse(args) -> int:
-    _run_dirs(args.run_dirs)
     from fer_keras import fusion
+
+    if len(args.run_dirs) == 1 and args.run_dirs[0].endswith((".yaml", ".yml")):  # a late-fusion file
+        spec = fusion.read_file(args.run_dirs[0])
+        metrics = fusion.fuse_spec(spec, args.runs)
+        print(f"fused {', '.join(spec['runs'])} with {spec['method']} into {os.path.join(args.runs, spec['name'])}: "
+              f"accuracy {metrics['accuracy']}")
+        return 0
+    if args.out is None or args.method is None:
+        raise ValueError("--method and --out are needed when fusing run directories")
+    _run_dirs(args.run_dirs)
 
     if args.method not in fusion.METHODS:
         raise ValueError(f"unknown fusion method {args.method!r}; known: {', '.join(fusion.METHODS)}")
@@ -638,9 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fuse the per-video predictions of evaluated runs (predictions.csv + metrics.json) "
                     "into OUT, written as a run of its own.",
         epilog=_fusion_methods_help)  # a callable: fusion (scikit-learn) loads only for --help
-    f.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="evaluated run directories")
-    f.add_argument("--method", required=True, metavar="M", help="fusion method (listed below)")
-    f.add_argument("--out", required=True, metavar="DIR", help="output directory (not one of the runs)")
+    f.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="evaluated run directories, or one late-fusion experiment file (late_fusion_*.yaml)")
+    f.add_argument("--method", metavar="M", help="fusion method (listed below); a file names its own")
+    f.add_argument("--out", metavar="DIR", help="output directory (not one of the runs)")
+    f.add_argument("--runs", default="runs", metavar="DIR",
+                   help="with a late-fusion file: where its member runs are and its fusion goes (default runs)")
     f.add_argument("--rescale", action="store_true",
                    help="t000_2/3/4: rescale each model's logits to [0, 1] per video")
     f.add_argument("--folds", type=int, help="t000_5: folds of the out-of-fold regression (default 5)")

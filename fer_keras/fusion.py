@@ -402,9 +402,26 @@ def training_class_counts(run_dir) -> list[int]:
     return counts
 
 
+def check_spec(raw, source) -> dict:
+    """A late-fusion experiment (name, description, reproduces, method, runs, options) read from
+    ``source``, checked: unknown keys, an unknown method or option, fewer than two runs are refused."""
+    if not isinstance(raw, dict) or not {"name", "method", "runs"} <= set(raw):
+        raise ValueError(f"{source}: a late-fusion file needs name, method and runs")
+    unknown = sorted(set(raw) - FILE_KEYS)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(FILE_KEYS))}")
+    _method(raw["method"])
+    params = list(inspect.signature(METHODS[raw["method"]]).parameters)[2:]
+    options = raw.get("options") or {}
+    if not isinstance(options, dict) or set(options) - set(params):
+        raise ValueError(f"{source}: method {raw['method']} takes options {params}, got {options!r}")
+    if not isinstance(raw["runs"], list) or len(set(raw["runs"])) < 2:
+        raise ValueError(f"{source}: runs must name at least two experiments")
+    return {**raw, "options": options}
+
+
 def read_file(path) -> dict:
-    """A late-fusion experiment file (name, description, reproduces, method, runs, options),
-    checked: unknown keys, an unknown method or option, fewer than two runs are refused."""
+    """A late-fusion experiment file, checked (``check_spec``)."""
     import yaml
 
     try:
@@ -412,25 +429,12 @@ def read_file(path) -> dict:
             raw = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: cannot read it as YAML ({err})") from None
-    if not isinstance(raw, dict) or not {"name", "method", "runs"} <= set(raw):
-        raise ValueError(f"{path}: a late-fusion file needs name, method and runs")
-    unknown = sorted(set(raw) - FILE_KEYS)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(FILE_KEYS))}")
-    _method(raw["method"])
-    params = list(inspect.signature(METHODS[raw["method"]]).parameters)[2:]
-    options = raw.get("options") or {}
-    if not isinstance(options, dict) or set(options) - set(params):
-        raise ValueError(f"{path}: method {raw['method']} takes options {params}, got {options!r}")
-    if not isinstance(raw["runs"], list) or len(set(raw["runs"])) < 2:
-        raise ValueError(f"{path}: runs must name at least two experiments")
-    return {**raw, "options": options}
+    return check_spec(raw, path)
 
 
-def fuse_file(path, runs_root="runs") -> dict:
-    """Run a late-fusion file: the run directories ``runs_root/<member>`` fused into
-    ``runs_root/<name>``, with the file's thesis row in metrics.json; returns the metrics."""
-    spec = read_file(path)
+def fuse_spec(spec: dict, runs_root="runs") -> dict:
+    """Run a checked late-fusion experiment: the run directories ``runs_root/<member>`` fused into
+    ``runs_root/<name>``, with its thesis row in metrics.json; returns the metrics."""
     run_dirs = [os.path.join(runs_root, r) for r in spec["runs"]]
     options = dict(spec["options"])
     if "class_counts" in inspect.signature(METHODS[spec["method"]]).parameters and "class_counts" not in options:

@@ -120,12 +120,7 @@ def run_experiment(folder, name, runs: Path, smoke=None, paths=None) -> str:
     if _is_fusion(raw):
         if (out / "metrics.json").is_file():
             return "done already"
-        tmp = runs / f".{name}.fusion.yaml"
-        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
-        try:
-            metrics = fusion.fuse_file(tmp, runs)
-        finally:
-            tmp.unlink()
+        metrics = fusion.fuse_spec(fusion.check_spec(raw, Path(folder) / f"{name}.yaml"), runs)
         return f"fused: accuracy {metrics['accuracy']}"
     exp = config.from_dict(raw, str(Path(folder) / f"{name}.yaml"))
     if _done(exp.protocol, out):

@@ -170,3 +170,22 @@ def test_thesis002_smoke_fills_tables_3_6_and_3_7(tmp_path, monkeypatch):
     wanted = [r for r in rows if r["table"].startswith(("Table 3.6", "Table 3.7"))]
     assert len(wanted) == 5 + 15
     assert all(r["status"] == "ok" and r["ours"] for r in wanted), [r["row"] for r in wanted if not r["ours"]]
+
+
+def test_fuse_command_runs_a_late_fusion_file(tmp_path, capsys):
+    from fer_keras.cli import main
+
+    rng = np.random.default_rng(2)
+    _member(tmp_path / "runs" / "a", 0.5, rng)
+    _member(tmp_path / "runs" / "b", 0.25, rng)
+    spec = {"name": "late_fusion_ab", "reproduces": {"thesis": "009", "table": "T", "row": "a+b", "value": 30.0},
+            "method": "max", "runs": ["a", "b"], "options": {}}
+    path = tmp_path / "late_fusion_ab.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["fuse", str(path), "--runs", str(tmp_path / "runs")]) == 0
+    metrics = json.loads((tmp_path / "runs" / "late_fusion_ab" / "metrics.json").read_text())
+    assert metrics["method"] == "max" and metrics["reference"]["value"] == 30.0
+    assert "late_fusion_ab" in capsys.readouterr().out
+    path.write_text(yaml.safe_dump({**spec, "optoins": {}}))
+    assert main(["fuse", str(path), "--runs", str(tmp_path / "runs")]) == 2
+    assert "unknown key(s) optoins" in capsys.readouterr().err
