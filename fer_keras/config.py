@@ -118,16 +118,17 @@ class Schedule:
 
 @dataclass
 class Stage:
-    """One training stage: ``trainable`` backbone blocks (0 = head only, "all"; None keeps the
-    model option) for ``epochs``; thesis 000 trains the RNN/FC part, then the whole network."""
+    """One training stage: ``trainable`` backbone blocks (0 = head only, "fc" = the backbone's fully
+    connected layers and the head, "all"; None keeps the model option) for ``epochs``; thesis 000
+    trains the RNN/FC part, then the whole network."""
     epochs: int = 1
     trainable: int | str | None = None
     learning_rate: float | None = None
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
-        if self.trainable not in (None, "all") and not (isinstance(self.trainable, int) and self.trainable >= 0):
-            raise ValueError(f"trainable must be 'all' or a number of blocks >= 0, got {self.trainable!r}")
+        if self.trainable not in (None, "all", "fc") and not (isinstance(self.trainable, int) and self.trainable >= 0):
+            raise ValueError(f"trainable must be 'all', 'fc' or a number of blocks >= 0, got {self.trainable!r}")
 
 
 @dataclass
@@ -238,12 +239,18 @@ class Experiment:
     from (what the YAML sets wins), so a tuned stage feeds the next without copying values.
     ``weights_from`` starts training from the weights of a run directory (its best checkpoint),
     a search directory (its best trial's checkpoint) or a weights file (thesis 002: phase 2
-    unfreezes blocks of the model phase 1 trained)."""
+    unfreezes blocks of the model phase 1 trained). ``init`` initialises named layers from other
+    runs, after ``weights_from``: a list of ``{source: RUN_DIR or .keras file, layers: {prefix:
+    source prefix}}``, each layer of this model whose name starts with ``prefix`` taking the
+    weights of the source's layer named with ``source prefix`` instead (thesis 000: early fusion
+    starts its audio GRU from an audio run, ``{audio_gru: rnn}``, and its CNN from a visual run,
+    ``{frame_cnn: frame_cnn}``)."""
     name: str = "experiment"
     description: str = ""
     protocol: str = "train"
     hyperparameters_from: str | None = None
     weights_from: str | None = None
+    init: list = field(default_factory=list)
     reproduces: Reference = field(default_factory=Reference)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -253,6 +260,12 @@ class Experiment:
 
     def __post_init__(self):
         _choice("protocol", self.protocol, PROTOCOLS)
+        for i, item in enumerate(self.init):
+            if (not isinstance(item, dict) or set(item) != {"source", "layers"} or not isinstance(item["source"], str)
+                    or not isinstance(item["layers"], dict) or not item["layers"]
+                    or not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in item["layers"].items())):
+                raise ValueError(f"init[{i}]: expected {{source: RUN_DIR or .keras file, layers: {{prefix: source "
+                                 f"prefix, ...}}}}, got {item!r}")
 
 
 def _choice(key, value, allowed):

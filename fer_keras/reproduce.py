@@ -17,7 +17,8 @@ point into RUNS. A step whose result is already there is skipped (and the engine
 run), so a rerun continues where a kill left it. ``--smoke`` runs the same steps on synthetic
 stand-ins of the datasets at tiny sizes, with the file's ``smoke`` section: ``datasets`` to write
 and prepare (``fer-keras synth`` / ``prepare`` arguments), ``folds`` (a k-fold split file written
-for them), and ``set``, overrides merged into the experiments whose names match a glob. One bad
+for them), ``set``, overrides merged into the experiments whose names match a glob, and
+``epochs``, the epochs of every stage (of every run without stages). One bad
 step is logged in ``RUNS/failures.jsonl`` and the others still run; the command then exits 1.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 PLAN = "reproduce.yaml"
 PLAN_KEYS = {"steps", "smoke"}
-SMOKE_KEYS = {"datasets", "folds", "set", "runs", "paths"}
+SMOKE_KEYS = {"datasets", "folds", "set", "runs", "paths", "epochs"}
 STEP_KINDS = ("run", "features")
 FEATURE_KEYS = {"source", "data", "out", "tap", "dtype", "augmentations", "folds", "seq_len", "batch"}
 
@@ -88,18 +89,29 @@ def _moved(value, mapping: dict):
 
 def experiment_raw(folder, name, smoke=None, paths=None) -> dict:
     """Experiment file ``name`` as a mapping: the smoke overrides whose globs match it merged in
-    (in the order written), then its paths (data root, hyperparameters_from, weights_from) moved
-    by ``paths``."""
+    (in the order written) and the smoke epochs, then its paths (data root, hyperparameters_from,
+    weights_from, init sources) moved by ``paths``."""
     from fer_keras.config import merge
 
     raw = yaml.safe_load((Path(folder) / f"{name}.yaml").read_text()) or {}
+    if _is_fusion(raw):
+        return raw
     for patterns, overrides in ((smoke or {}).get("set") or {}).items():
-        if not _is_fusion(raw) and any(fnmatch.fnmatchcase(name, p) for p in str(patterns).split()):
+        if any(fnmatch.fnmatchcase(name, p) for p in str(patterns).split()):
             raw = merge(raw, overrides)
+    if (smoke or {}).get("epochs"):  # every stage (or the whole run) this many epochs
+        n = int(smoke["epochs"])
+        training = dict(raw.get("training") or {})
+        stages = [{**stage, "epochs": n} for stage in training.get("stages") or []]
+        training.update({"epochs": n * max(len(stages), 1), **({"stages": stages} if stages else {})})
+        raw["training"] = training
     paths = paths or {}
     for key in ("hyperparameters_from", "weights_from"):
         if key in raw:
             raw[key] = _moved(raw[key], paths)
+    if isinstance(raw.get("init"), list):
+        raw["init"] = [{**item, "source": _moved(item.get("source"), paths)} if isinstance(item, dict) else item
+                       for item in raw["init"]]
     if isinstance(raw.get("data"), dict) and "root" in raw["data"]:
         raw["data"] = {**raw["data"], "root": _moved(raw["data"]["root"], paths)}
     return raw

@@ -36,12 +36,13 @@ from fer_keras.metrics import CCCMetric, MaskedBinaryAccuracy
 from fer_keras.models import entry
 from fer_keras.models.layers import Standardize
 from fer_keras.rundir import (BEST_LOST, DamagedFile, RunDir, check_model_file,
-                              check_weights_file, h5_problem, one_line, read_state,
+                              check_weights_file, h5_problem, load_checkpoint, one_line, read_state,
                               save_atomic, weights_record, write_state)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOSSES = {"category": "cce", "va": "ccc", "au": "au_bce"}
+INIT_REPORT = "init.json"  # in a run directory: the layers config.Experiment.init set, and from where
 
 
 def model_options(exp: cfg.Experiment, trainable=None) -> dict:
@@ -77,6 +78,36 @@ def initial_weights(exp: cfg.Experiment) -> Path | None:
         raise FileNotFoundError(f"{exp.name}: weights_from: {path} does not exist; train (or search) "
                                 f"{exp.weights_from} first")
     return path
+
+
+def initialise_layers(model, init: list) -> list[dict]:
+    """Set the layers ``init`` names (config.Experiment.init) from other runs' checkpoints; returns
+    what loaded: per layer its source file and layer and its weight shapes. A prefix that names no
+    layer, a source layer that is missing or has other shapes, is an error naming it."""
+    report = []
+    for item in init:
+        source = Path(item["source"])
+        path = RunDir(source).best if source.is_dir() else source
+        if not path.is_file():
+            raise FileNotFoundError(f"init: {path} does not exist; train {item['source']} first")
+        donor = load_checkpoint(path, f"train {item['source']} again")
+        for prefix, donor_prefix in item["layers"].items():
+            targets = [layer for layer in model.layers if layer.name.startswith(prefix) and layer.weights]
+            if not targets:
+                raise ValueError(f"init: no layer with weights of this model starts with {prefix!r}")
+            for layer in targets:
+                name = donor_prefix + layer.name[len(prefix):]
+                try:
+                    found = donor.get_layer(name)
+                except ValueError:
+                    raise ValueError(f"init: {path} has no layer {name!r} (for this model's {layer.name!r})") from None
+                ours, theirs = [tuple(w.shape) for w in layer.weights], [tuple(w.shape) for w in found.weights]
+                if ours != theirs:
+                    raise ValueError(f"init: {path} layer {name!r} has weights {theirs}, this model's "
+                                     f"{layer.name!r} {ours}")
+                layer.set_weights(found.get_weights())
+                report.append({"layer": layer.name, "source": str(path), "source_layer": name, "shapes": ours})
+    return report
 
 
 def build_model(exp: cfg.Experiment, trainable=None):
@@ -556,6 +587,11 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
                 if start_from is not None:
                     model.load_weights(start_from)
                     logger.info("weights from %s", start_from)
+                if exp.init:
+                    loaded = initialise_layers(model, exp.init)
+                    (run.root / INIT_REPORT).write_text(json.dumps(loaded, indent=1))
+                    logger.info("init: %d layers from %s (%s)", len(loaded),
+                                ", ".join(sorted({r["source"] for r in loaded})), run.root / INIT_REPORT)
             opt = optimizer(training, steps_per_epoch, stage.learning_rate)
             compile_model(model, training, opt, jit_compile=training.xla)
             model.optimizer.build(model.trainable_variables)

@@ -34,9 +34,9 @@ def test_plan_runs_every_file_once_after_what_it_reads(thesis):
         raw = yaml.safe_load((folder / f"{name}.yaml").read_text())
         for member in raw.get("runs", []) if "method" in raw else []:  # late fusion after its members
             assert position[member] < position[name], f"{name} fuses {member} before it runs"
-        for key in ("hyperparameters_from", "weights_from"):
-            if raw.get(key):
-                assert step_of[Path(raw[key]).name] < step_of[name], f"{name}: {key} runs later"
+        sources = [raw[k] for k in ("hyperparameters_from", "weights_from") if raw.get(k)]
+        for source in sources + [item["source"] for item in raw.get("init") or []]:
+            assert step_of[Path(source).name] < step_of[name], f"{name}: {source} runs later"
         if (raw.get("data") or {}).get("format") == "hdf5":  # the features are written first
             assert features_at and max(features_at) < step_of[name]
     for i in features_at:  # and their source model trained before them

@@ -124,11 +124,21 @@ def set_trainable_blocks(model, backbone, last):
     """Train only the last ``last`` blocks of ``backbone`` (a model built by :func:`build_backbone`).
 
     ``last="all"`` trains everything, 0 freezes the backbone. Layers outside every block (a
-    tap such as VGGFace fc6/fc7 on top of the trunk) train whenever any block does.
+    tap such as VGGFace fc6/fc7 on top of the trunk) train whenever any block does; ``last="fc"``
+    trains the fully connected (Dense) ones among those alone, every convolution block and any
+    other layer frozen (thesis 000's first stage: "only the fully connected layers").
     """
     spec = _spec(backbone)
     if last == "all":
         model.trainable = True
+        return
+    if last == "fc":
+        every = tuple(_flat(spec.blocks))
+        if not every:
+            raise ValueError(f"backbone {backbone!r} has no block list to tell its fully connected layers apart")
+        model.trainable = True
+        for layer in model.layers:
+            layer.trainable = isinstance(layer, keras.layers.Dense) and not layer.name.startswith(every)
         return
     if last and not spec.blocks:
         raise ValueError(f"backbone {backbone!r} has no block list; unfreeze 'all' or 0 blocks")

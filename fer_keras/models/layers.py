@@ -31,21 +31,32 @@ class ZeroMasked(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="fer_keras")
 class MaskedTemporalPool(keras.layers.Layer):
-    """Reduce (batch, T, C) over the valid time steps: thesis 000's "Reduce Mean" / "Reduce Median".
+    """Reduce (batch, T, C) over the valid time steps: thesis 000's "Reduce Mean" / "Reduce Median"
+    (§5.8 "classify the exact sequence").
 
     Called as ``layer([values, mask])``; the median of an even count is the mean of the two
-    middle values (NumPy's convention). A sequence with no valid step gives zeros.
+    middle values (NumPy's convention). A sequence with no valid step gives zeros. ``padded``
+    reduces over all T steps instead, each padded step repeating the last valid one, as the
+    thesis's padding repeats the last frame (§5.8 "classify the model output": its mean and
+    median "not reduced").
     """
 
-    def __init__(self, mode="mean", **kwargs):
+    def __init__(self, mode="mean", padded=False, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True  # the mask is an explicit input; Keras' implicit one ends here
         if mode not in ("mean", "median"):
             raise ValueError(f"MaskedTemporalPool mode must be 'mean' or 'median', got {mode!r}")
         self.mode = mode
+        self.padded = bool(padded)
 
     def call(self, inputs):
         values, mask = inputs
+        if self.padded:  # step t holds step min(t, n - 1): the last real frame repeated
+            n = ops.sum(ops.cast(mask, "int32"), axis=1, keepdims=True)
+            steps = ops.arange(ops.shape(values)[1], dtype="int32")[None, :]
+            index = ops.minimum(steps, ops.maximum(n - 1, 0))
+            values = ops.take_along_axis(values, index[:, :, None], axis=1)
+            mask = ops.where(n > 0, ops.ones_like(mask, dtype="bool"), ops.cast(mask, "bool"))
         mask = ops.cast(mask, values.dtype)[..., None]
         count = ops.sum(mask, axis=1)
         if self.mode == "mean":
@@ -67,7 +78,7 @@ class MaskedTemporalPool(keras.layers.Layer):
         return (shape[0], shape[2])
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+        return {**super().get_config(), "mode": self.mode, "padded": self.padded}
 
 
 @keras.saving.register_keras_serializable(package="fer_keras")

@@ -32,7 +32,7 @@ class Entry:
         """The documented output shapes, as {output name: shape with None for the batch}."""
         opts = self.options(**overrides)
         sizes = {"category": opts.get("classes"), "va": 2, "au": opts.get("num_aus")}
-        framewise = opts.get("temporal") == "frame"
+        framewise = opts.get("temporal") == "frame" or opts.get("classify") == "frame"
         return {task: (None, opts["seq_len"], sizes[task]) if framewise else (None, sizes[task])
                 for task in opts.get("tasks", ("category",))}
 
@@ -60,7 +60,7 @@ T000_SMALL = dict(input_size=32, seq_len=3)
 for short, bk in T000_BACKBONES.items():
     head = dict(feature="fc7") if short == "vggface" else {}
     register(f"{short}_frames", sequence.sequence_model, "000 §3.2 / §6.2 Fine-Tuning Visual",
-             f"{bk['backbone']} classifies each frame; logits Reduce-Mean over valid frames",
+             f"{bk['backbone']} classifies each frame; logits reduced over the valid frames (option classify: all steps, or per frame)",
              ss.thesis000_visual, T000_SMALL, **{**bk, **head}, rnn=None, input_size=112, seq_len=80)
     for variant, opts in {"gru": {}, "bgru": dict(bidirectional=True), "gru_att": dict(attention=True),
                           "bgru_att": dict(bidirectional=True, attention=True)}.items():

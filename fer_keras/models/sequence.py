@@ -15,6 +15,10 @@ from fer_keras.models.layers import AsMask, MaskedTemporalPool, MaskedTimeDistri
 RNNS = {"gru": layers.GRU, "lstm": layers.LSTM}
 TASKS = ("category", "va", "au")
 TEMPORAL = ("frame", "mean", "median", "last")
+# Thesis 000 §5.8, what a per-frame model classifies: each frame (its prediction paired with the video
+# label in the loss), the exact sequence (the real frames reduced) or the model output (all steps
+# reduced, the padded repeats of the last frame included).
+CLASSIFY = ("frame", "sequence", "output")
 
 
 def frame_features(frames, mask, *, backbone, input_size=None, weights=None, global_pool=False,
@@ -22,8 +26,9 @@ def frame_features(frames, mask, *, backbone, input_size=None, weights=None, glo
     """Apply one backbone to every real frame: (B, T, H, W, 3) and mask (B, T) -> (B, T, F), zeros
     at padded steps, which never reach the backbone (nor its BatchNorm statistics in training).
 
-    ``trainable``: "all", or the number of last backbone blocks left trainable (0 = frozen, as
-    thesis 003 freezes its ImageNet CNNs).
+    ``trainable``: "all", "fc" (only the backbone's fully connected taps, e.g. VGGFace fc6 and
+    fc7) or the number of last backbone blocks left trainable (0 = frozen, as thesis 003 freezes
+    its ImageNet CNNs).
     """
     cnn = build_backbone(backbone, input_size=input_size, weights=weights, global_pool=global_pool,
                          feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch,
@@ -72,12 +77,13 @@ def rnn_stack(x, mask, *, rnn="gru", units=128, depth=2, bidirectional=False, dr
 
 
 def task_heads(x, mask, *, tasks=("category",), classes=7, num_aus=11, temporal="frame",
-               head_units=(), head_dropout=0.0):
+               head_units=(), head_dropout=0.0, padded=False):
     """One output per task, named after it: ``category`` (softmax over ``classes``), ``va``
     (linear valence, arousal) and ``au`` (sigmoid per action unit).
 
     ``temporal``: "frame" keeps (B, T, .) outputs; "mean"/"median" pool the per-frame logits
-    over valid frames before the activation (thesis 000); "last" expects (B, F) inputs.
+    over valid frames before the activation (thesis 000; ``padded``: over every step, the
+    padded ones repeating the last valid one); "last" expects (B, F) inputs.
     """
     sizes = {"category": classes, "va": 2, "au": num_aus}
     activations = {"category": "softmax", "va": "linear", "au": "sigmoid"}
@@ -88,7 +94,7 @@ def task_heads(x, mask, *, tasks=("category",), classes=7, num_aus=11, temporal=
         h = dense_stack(x, head_units, dropout=head_dropout, prefix=f"{task}_fc")
         if temporal in ("mean", "median"):
             logits = layers.Dense(sizes[task], name=f"{task}_frame_logits")(h)
-            pooled = MaskedTemporalPool(temporal, name=f"{task}_reduce_{temporal}")([logits, mask])
+            pooled = MaskedTemporalPool(temporal, padded=padded, name=f"{task}_reduce_{temporal}")([logits, mask])
             outputs[task] = layers.Activation(activations[task], name=task)(pooled)
         else:
             outputs[task] = layers.Dense(sizes[task], activation=activations[task], name=task)(h)
@@ -100,7 +106,7 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
                    input_name="features", seq_len=None, fc=(), fc_dropout=0.0, rnn="gru", units=128,
                    rnn_layers=2, bidirectional=False, rnn_dropout=0.0, recurrent_dropout=0.0,
                    attention=False, dropout=0.0, tasks=("category",), classes=7, num_aus=11,
-                   temporal="mean", head_units=(), head_dropout=0.0, standardize=False,
+                   temporal="mean", classify="sequence", head_units=(), head_dropout=0.0, standardize=False,
                    name="sequence_model"):
     """Build a CNN+RNN (``backbone`` set; input ``frames``) or RNN-on-vectors model (``input_dim``
     set; input ``input_name``), both with a ``mask`` input of shape (B, T).
@@ -108,9 +114,18 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
     ``rnn=None`` skips the recurrence (thesis 000's per-frame CNN classification); ``fc`` adds
     per-frame dense layers before the RNN (thesis 001's VGG16-GRU fc 4096, AlexNet-GRU's two).
     ``standardize`` z-scores the vector input with training-split statistics (layers.Standardize).
+    ``classify`` (with ``temporal`` mean or median, thesis 000 §5.8): "sequence" reduces the
+    per-frame logits over the real frames, "output" over every step (padded repeats of the last
+    frame included), "frame" keeps one prediction per frame, each trained on the video's label
+    (evaluation then averages them over the real frames).
     """
     if temporal not in TEMPORAL:
         raise ValueError(f"temporal must be one of {TEMPORAL}, got {temporal!r}")
+    if classify not in CLASSIFY:
+        raise ValueError(f"classify must be one of {CLASSIFY}, got {classify!r}")
+    if classify != "sequence" and temporal not in ("mean", "median"):
+        raise ValueError(f"classify={classify!r} chooses how per-frame logits are reduced: it needs temporal "
+                         f"'mean' or 'median', got {temporal!r}")
     if (backbone is None) == (input_dim is None):
         raise ValueError("give exactly one of backbone (frames input) or input_dim (vector input)")
     if temporal == "last" and rnn is None:
@@ -133,7 +148,8 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
                       return_sequences=temporal != "last")
     if dropout:
         x = layers.Dropout(dropout, name="rnn_dropout")(x)
-    outputs = task_heads(x, mask, tasks=tasks, classes=classes, num_aus=num_aus, temporal=temporal,
-                         head_units=head_units, head_dropout=head_dropout)
+    outputs = task_heads(x, mask, tasks=tasks, classes=classes, num_aus=num_aus,
+                         temporal="frame" if classify == "frame" else temporal, head_units=head_units,
+                         head_dropout=head_dropout, padded=classify == "output")
     return keras.Model({data_in.name: data_in, "mask": mask_in}, outputs, name=name)
 
