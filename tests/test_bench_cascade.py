@@ -5,6 +5,7 @@ import json
 
 import h5py
 import numpy as np
+import pytest
 
 from fer_keras import bench_cascade, training
 from fer_keras.data import loader

@@ -189,3 +189,21 @@ def test_fuse_command_runs_a_late_fusion_file(tmp_path, capsys):
     path.write_text(yaml.safe_dump({**spec, "optoins": {}}))
     assert main(["fuse", str(path), "--runs", str(tmp_path / "runs")]) == 2
     assert "unknown key(s) optoins" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_thesis000_smoke_fills_every_row(tmp_path, monkeypatch):
+    """make reproduce THESIS=000 SMOKE=1 from scratch: every training and late-fusion file of thesis 000
+    runs (early fusion restoring its audio and temporal runs) and its row gets our number."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").symlink_to(repo / "experiments")
+    result = reproduce.reproduce("000", smoke=True)
+    assert not result["failed"], result["failed"]
+    with open(result["table"].replace(".md", ".csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    files = [p for p in (repo / "experiments" / "thesis000").glob("*.yaml") if p.name != reproduce.PLAN]
+    assert len(rows) == len(files)
+    assert all(r["status"] == "ok" and r["ours"] for r in rows), [r["row"] for r in rows if not r["ours"]]
+    for run in tmp_path.glob("runs/smoke000/early_fusion_option[234]*"):
+        assert json.loads((run / "init.json").read_text()), run  # the audio GRU and the CNN were restored
