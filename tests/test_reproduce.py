@@ -56,6 +56,13 @@ def test_smoke_overrides_and_moved_paths():
     lstm = reproduce.experiment_raw(folder, "vggface_lstm", smoke, paths)
     assert lstm["data"]["features"] == lstm["model"]["options"]["input_dim"] == 512
     assert reproduce.experiment_raw(folder, "lstm_baseline_1024", smoke, paths)["data"]["features"] == 1024
+    assert lstm["training"]["epochs"] == smoke["epochs"] == 2
+    t000 = reproduce.read_plan(EXPERIMENTS / "thesis000")["smoke"]
+    staged = reproduce.experiment_raw(EXPERIMENTS / "thesis000", "vggface_frames_seq80", t000, {"runs/": "runs/smoke000/"})
+    assert [s["epochs"] for s in staged["training"]["stages"]] == [1, 1] and staged["training"]["epochs"] == 2
+    assert staged["training"]["stages"][0]["trainable"] == "fc"
+    fused = reproduce.experiment_raw(EXPERIMENTS / "thesis000", "early_fusion_option2_audio5", t000, {"runs/": "runs/smoke000/"})
+    assert [i["source"] for i in fused["init"]] == ["runs/smoke000/audio_gru_64x2_att", "runs/smoke000/vggface_gru_seq40"]
     fusion = reproduce.experiment_raw(folder, "late_fusion_all_average", smoke, paths)
     assert set(fusion) <= {"name", "description", "reproduces", "method", "runs", "options"}
 
