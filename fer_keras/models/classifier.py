@@ -16,12 +16,15 @@ from fer_keras.models.sequence import dense_stack, task_heads
 def image_classifier(*, backbone, input_size=None, weights=None, global_pool=False, feature=None,
                      backbone_dropout=0.5, skip_mismatch=False, trainable=0, feature_dropout=0.0, hidden=(1024,),
                      hidden_names=(), dropout=0.5, batchnorm=False, tasks=("category",), classes=7,
-                     num_aus=11, name="image_classifier"):
+                     num_aus=11, weight_decay=0.0, name="image_classifier"):
     """Backbone [-> dropout] -> ``hidden`` dense layers (ReLU, dropout) -> one output per task.
 
     ``trainable`` is the number of last backbone blocks to train ("all", or 0 for a frozen
     base: thesis 002's phase 1). ``hidden_names`` renames hidden layers (thesis 002 calls its
-    first one "dense", the tap its cascades read).
+    first one "dense", the tap its cascades read). ``weight_decay`` is L2 on every kernel, not
+    the biases, as TF-Slim's ``l2_regularizer`` in its arg_scope adds it to the loss (thesis 004:
+    4e-5): ``weight_decay * sum(w ** 2) / 2`` per kernel (``tf.nn.l2_loss``); only trainable
+    kernels count, the only ones a gradient reaches.
     """
     cnn = build_backbone(backbone, input_size=input_size, weights=weights, global_pool=global_pool,
                          feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch)
@@ -32,7 +35,25 @@ def image_classifier(*, backbone, input_size=None, weights=None, global_pool=Fal
     x = dense_stack(x, hidden, names=hidden_names, dropout=dropout, batchnorm=batchnorm,
                     prefix="head_fc")
     outputs = task_heads(x, None, tasks=tasks, classes=classes, num_aus=num_aus, temporal="last")
-    return keras.Model({"image": image}, outputs, name=name)
+    model = keras.Model({"image": image}, outputs, name=name)
+    if weight_decay:
+        decay_kernels(model, weight_decay)
+    return model
+
+
+KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+def decay_kernels(model, weight_decay):
+    """TF-Slim's weight decay: an L2 term ``weight_decay * sum(w ** 2) / 2`` on every kernel of
+    ``model`` (biases, BatchNorm and other variables left out), through the variables'
+    regularisers, which Keras adds to the training loss."""
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    regulariser = keras.regularizers.L2(weight_decay / 2)
+    for variable in model.weights:
+        if variable.path.rsplit("/", 1)[-1] in KERNELS:
+            variable.regularizer = regulariser
 
 
 def vector_classifier(*, input_dim, input_name="functionals", hidden=(1024,), dropout=0.5,

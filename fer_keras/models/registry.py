@@ -145,8 +145,9 @@ for bk, opts in {"vgg16": dict(hidden=(4096, 4096), hidden_names=("fc6", "fc7"),
                  "bn_inception": dict(global_pool=True, hidden=(), feature_dropout=0.2, trainable=0)}.items():
     small = dict(input_size=32 if bk == "vgg16" else 64, **({"hidden": (32, 32)} if bk == "vgg16" else {}))
     register(f"{bk}_au", classifier.image_classifier, f"004 §4.3 {bk} AU detection",
-             f"{bk} -> sigmoid per AU (11 by default; 60 in §4.2); only the head trains",
-             ss.thesis004, small, backbone=bk, **opts, tasks=("au",), num_aus=11, input_size=224)
+             f"{bk} -> sigmoid per AU (11 by default; 60 in §4.2); only the head trains; L2 4e-5",
+             ss.thesis004, small, backbone=bk, **opts, tasks=("au",), num_aus=11, input_size=224,
+             weight_decay=4e-5)
     register(f"{bk}_va", classifier.image_classifier, f"004 §5 {bk} valence/arousal",
-             f"{bk} -> linear valence, arousal; only the head trains", ss.thesis004, small,
-             backbone=bk, **opts, tasks=("va",), input_size=224)
+             f"{bk} -> linear valence, arousal; only the head trains; L2 4e-5", ss.thesis004, small,
+             backbone=bk, **opts, tasks=("va",), input_size=224, weight_decay=4e-5)

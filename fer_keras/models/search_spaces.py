@@ -47,12 +47,13 @@ def thesis001(hp):
 
 def thesis002_finetune(hp):
     """§3.2 phase 1 (KerasTuner, Bayesian, 20 trials): 1-2 dense layers of 256/512/1024 units,
-    each followed by dropout 0.2-0.9, frozen base, SGD. The first dense layer keeps the name
+    each followed by its own dropout 0.2-0.9, frozen base, SGD. The first dense layer keeps the name
     "dense", the tap thesis 002's 1,024-feature cascades read."""
     depth = hp.Int("dense_layers", 1, 2)
     hidden = tuple(hp.Choice(f"units_{i}", [256, 512, 1024]) for i in range(depth))
+    dropout = tuple(hp.Float(f"dropout_{i}", 0.2, 0.9, step=0.1) for i in range(depth))
     return dict(optimizer="sgd", hidden=hidden, hidden_names=("dense", "dense_1")[:depth],
-                dropout=hp.Float("dropout", 0.2, 0.9, step=0.1), trainable=0)
+                dropout=dropout, trainable=0)
 
 
 def thesis002_cascade(hp):

@@ -41,16 +41,21 @@ def dense_stack(x, units, *, names=(), dropout=0.0, activation="relu", batchnorm
     """Hidden fully connected layers, each followed by optional batch norm and dropout.
 
     Layers are called ``<prefix>1``, ``<prefix>2``... unless ``names`` names each of them.
+    ``dropout`` is one rate for every layer or one per layer (thesis 002's head search draws one
+    for each dense layer).
     """
     if names and len(names) != len(units):
         raise ValueError(f"names {tuple(names)} must name each of the hidden layers {tuple(units)}")
-    for i, width in enumerate(units, start=1):
+    rates = tuple(dropout) if isinstance(dropout, (list, tuple)) else (dropout,) * len(units)
+    if len(rates) != len(units):
+        raise ValueError(f"dropout {tuple(dropout)} must give one rate per hidden layer {tuple(units)}")
+    for i, (width, rate) in enumerate(zip(units, rates), start=1):
         layer_name = names[i - 1] if names else f"{prefix}{i}"
         x = layers.Dense(width, activation=activation, name=layer_name)(x)
         if batchnorm:
             x = layers.BatchNormalization(name=f"{layer_name}_bn")(x)
-        if dropout:
-            x = layers.Dropout(dropout, name=f"{layer_name}_dropout")(x)
+        if rate:
+            x = layers.Dropout(rate, name=f"{layer_name}_dropout")(x)
     return x
 
 

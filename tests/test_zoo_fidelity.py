@@ -1,0 +1,68 @@
+"""Model zoo fidelity for theses 001-004 (issue 16): options the theses state, checked against an
+independent computation."""
+import numpy as np
+import tensorflow as tf
+
+from fer_keras.models import entry
+
+
+def _small(name, **extra):
+    spec = entry(name)
+    weights = {"weights": None} if "weights" in spec.options() else {}
+    return spec.builder(**spec.options(**{**spec.small, **weights, **extra}))
+
+
+def test_weight_decay_is_slims_l2_on_the_trainable_kernels_only():
+    """Thesis 004's 4e-5: the loss gains 4e-5 * sum(w ** 2) / 2 (tf.nn.l2_loss) per trainable kernel,
+    no bias or BatchNorm term; a model without it adds nothing."""
+    model = _small("vgg16_au", trainable="all")
+    model({"image": tf.zeros((1, 32, 32, 3))})
+    kernels = [v for v in model.trainable_weights if v.path.endswith("/kernel")]
+    expected = 4e-5 * sum(float(np.sum(np.square(v.numpy()))) for v in kernels) / 2
+    assert len(kernels) == 13 + 3  # the 13 convolutions, fc6, fc7 and the AU layer
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
+    biases = [v for v in model.weights if v.regularizer is not None and not v.path.endswith("kernel")]
+    assert not biases
+    plain = _small("vgg16_au", weight_decay=0.0)
+    plain({"image": tf.zeros((1, 32, 32, 3))})
+    assert not plain.losses
+
+
+def test_c3d_convlstm_and_cnn1d_variants_build_and_save(tmp_path):
+    import keras
+
+    c3d = _small("c3d", pooling="average", conv_dropout=0.3, dropout=0.5)
+    kinds = [type(layer).__name__ for layer in c3d.layers]
+    assert kinds.count("AveragePooling3D") == 3 and "MaxPooling3D" not in kinds
+    assert [layer.rate for layer in c3d.layers if layer.name.startswith("conv3d_dropout")] == [0.3] * 3
+    assert _small("c3d").count_params() == c3d.count_params()  # options without weights
+    convlstm = _small("convlstm", pool="max")  # input 8, same padding: 8 -> pool 4 -> pool 2
+    assert [type(layer).__name__ for layer in convlstm.layers if "pooling" in layer.name] == ["MaxPooling3D", "MaxPooling2D"]
+    assert convlstm.get_layer("flatten").output.shape[-1] == 2 * 2 * 8
+    # valid padding at 16: 3x3 -> 14, pool -> 7, 3x3 -> 5, pool -> 2: Flatten 2 x 2 x 8
+    big = entry("convlstm").builder(**entry("convlstm").options(seq_len=3, input_size=16, pool="average", padding="valid"))
+    assert big.get_layer("flatten").output.shape[-1] == 2 * 2 * 8
+    cnn = entry("cascade_cnn1d").builder(**entry("cascade_cnn1d").options(
+        seq_len=20, input_dim=8, padding="valid", pool_size=3, pool_strides=2, filters=(4, 4, 4, 4)))
+    # valid k=3: 20 -> 18 -> 16, pool 3/2 -> 7, -> 5 -> 3, pool -> 1: Flatten 1 x 4
+    assert cnn.get_layer("flatten").output.shape[-1] == 4
+    for model in (c3d, big, cnn):
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        assert keras.models.load_model(path).count_params() == model.count_params()
+
+
+def test_phase1_head_search_draws_a_dropout_per_dense_layer():
+    import keras_tuner as kt
+
+    from fer_keras.models.search_spaces import thesis002_finetune
+
+    hp = kt.HyperParameters()
+    for name, value in {"dense_layers": 2, "units_0": 512, "units_1": 256, "dropout_0": 0.3, "dropout_1": 0.7}.items():
+        hp.Fixed(name, value)
+    options = thesis002_finetune(hp)
+    options.pop("optimizer")
+    model = _small("vggface_finetune", **options)
+    rates = {layer.name: layer.rate for layer in model.layers if layer.name.endswith("_dropout")}
+    assert rates == {"dense_dropout": 0.3, "dense_1_dropout": 0.7}
+    assert [model.get_layer(n).units for n in ("dense", "dense_1")] == [512, 256]
