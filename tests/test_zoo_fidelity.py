@@ -66,3 +66,31 @@ def test_phase1_head_search_draws_a_dropout_per_dense_layer():
     rates = {layer.name: layer.rate for layer in model.layers if layer.name.endswith("_dropout")}
     assert rates == {"dense_dropout": 0.3, "dense_1_dropout": 0.7}
     assert [model.get_layer(n).units for n in ("dense", "dense_1")] == [512, 256]
+
+
+def test_alexnet_groups_as_thesis001_states_and_backbone_options_reach_the_builder():
+    import keras
+
+    from fer_keras.models import alexnet
+
+    image = keras.Input((96, 96, 3))
+    grouped = keras.Model(image, alexnet.alexnet(image, groups=2))
+    # conv1 11x11x3x96, conv2 5x5x48x256, conv3 3x3x256x384, conv4 3x3x192x384, conv5 3x3x192x256 (+ biases)
+    convs = [(3, 11, 96), (48, 5, 256), (256, 3, 384), (192, 3, 384), (192, 3, 256)]
+    assert grouped.count_params() == sum(k * k * cin * f + f for cin, k, f in convs) == 2_334_080
+    assert tuple(grouped.output.shape[1:]) == (4, 4, 256)
+    full = entry("alexnet_gru_va").builder(**entry("alexnet_gru_va").options(backbone_options={"groups": 1}))
+    default = entry("alexnet_gru_va").builder(**entry("alexnet_gru_va").options())
+    assert full.count_params() - default.count_params() == 1_413_120
+    names = lambda m: {layer.name for layer in m.get_layer("frame_cnn").layer.layers}  # noqa: E731
+    no_lrn = _small("alexnet_gru_va", backbone_options={"groups": 2, "lrn": False})
+    assert "norm1" not in names(no_lrn) and "norm1" in names(_small("alexnet_gru_va"))
+    stem = _small("bn_inception_au", backbone_options={"separable_stem": False})
+    assert stem.count_params() != _small("bn_inception_au").count_params()
+    for bad in ({"grups": 2}, {"groups": 3}):
+        try:
+            _small("alexnet_gru_va", backbone_options=bad)
+        except ValueError as err:
+            assert "grups" in str(err) or "groups must be 1" in str(err)
+        else:
+            raise AssertionError(f"{bad} accepted")

@@ -3,9 +3,10 @@
 The thesis gives the five convolutions (96, 256, 384, 384, 256 filters; 11x11, 5x5, 3x3, 3x3,
 3x3 kernels) and their 4x4x256 output at 96x96, but no strides or padding. TF-Slim's
 ``alexnet_v2`` geometry reproduces that output (11x11/4 'valid' -> 22, 3x3/2 pool -> 10, 5x5
-'same', 3x3/2 pool -> 4, three 3x3 'same'), so it is used, without the two-GPU filter groups of
-the original. Local response normalisation after the first two ReLUs, before pooling, follows
-Krizhevsky et al. 2012 and is an option.
+'same', 3x3/2 pool -> 4, three 3x3 'same'), so it is used. ``groups=2`` is the original's
+two-GPU split that the thesis states (§5.1: conv2 5x5x48, conv4 and conv5 3x3x192; 2,334,080
+convolution parameters, 1,413,120 fewer than full depth). Local response normalisation after the
+first two ReLUs, before pooling, follows Krizhevsky et al. 2012 and is an option.
 """
 import keras
 import tensorflow as tf
@@ -43,19 +44,22 @@ class LocalResponseNorm(layers.Layer):
                 "alpha": self.alpha, "beta": self.beta}
 
 
-def alexnet(x, *, lrn=True):
-    """conv1 [-> norm1] -> pool1 -> conv2 [-> norm2] -> pool2 -> conv3..conv5 (ReLU each).
+def alexnet(x, *, lrn=True, groups=1):
+    """conv1 [-> norm1] -> pool1 -> conv2 [-> norm2] -> pool2 -> conv3..conv5 (ReLU each); conv2,
+    conv4 and conv5 split into ``groups`` filter groups (2: the original's, as thesis 001 states).
 
     Returns conv5: 4x4x256 at 96x96 (no pool5; the thesis feeds this map to its FC layers).
     """
+    if groups not in (1, 2):
+        raise ValueError(f"AlexNet groups must be 1 (full depth) or 2 (the original's split), got {groups!r}")
     x = layers.Conv2D(96, 11, strides=4, padding="valid", activation="relu", name="conv1")(x)
     if lrn:
         x = LocalResponseNorm(name="norm1")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="valid", name="pool1")(x)
-    x = layers.Conv2D(256, 5, padding="same", activation="relu", name="conv2")(x)
+    x = layers.Conv2D(256, 5, padding="same", groups=groups, activation="relu", name="conv2")(x)
     if lrn:
         x = LocalResponseNorm(name="norm2")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="valid", name="pool2")(x)
     x = layers.Conv2D(384, 3, padding="same", activation="relu", name="conv3")(x)
-    x = layers.Conv2D(384, 3, padding="same", activation="relu", name="conv4")(x)
-    return layers.Conv2D(256, 3, padding="same", activation="relu", name="conv5")(x)
+    x = layers.Conv2D(384, 3, padding="same", groups=groups, activation="relu", name="conv4")(x)
+    return layers.Conv2D(256, 3, padding="same", groups=groups, activation="relu", name="conv5")(x)

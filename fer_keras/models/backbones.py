@@ -5,6 +5,7 @@ Every backbone takes ``weights=None | path`` (never a download), an input size, 
 tap (``feature``: any layer name, e.g. VGGFace's ``fc6``). ``BACKBONES[name].blocks`` lists the
 layer-name prefixes of its blocks so heads can unfreeze the last k (thesis 002, Table 3.4).
 """
+import inspect
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -73,7 +74,7 @@ BACKBONES = {
 
 
 def build_backbone(name, *, input_size=None, weights=None, global_pool=False, feature=None,
-                   dropout=0.5, skip_mismatch=False, init=None):
+                   dropout=0.5, skip_mismatch=False, init=None, options=None):
     """Build backbone ``name`` as a Keras model from an image to its feature tap.
 
     Without ``feature`` the output is the last map, average-pooled (``global_pool``) or
@@ -82,9 +83,18 @@ def build_backbone(name, *, input_size=None, weights=None, global_pool=False, fe
     ``.weights.h5`` files by structure; ``skip_mismatch`` skips layers whose shapes differ
     (e.g. fc6 at an input size other than 224). ``init`` re-initialises every kernel of a
     randomly initialised backbone (e.g. "he_normal": Keras' Glorot default halves a ReLU
-    signal at every layer, so a 13-conv VGG trained from scratch stays at chance).
+    signal at every layer, so a 13-conv VGG trained from scratch stays at chance). ``options``
+    are keyword options of the toolkit's own trunk builders (AlexNet ``lrn``, ``groups``;
+    BN-Inception ``separable_stem``), refused for one that does not take them.
     """
     spec = _spec(name)
+    options = dict(options or {})
+    if options:
+        known = set(inspect.signature(spec.trunk).parameters) - {"x", "weights"} if spec.native else set()
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"backbone {name!r}: unknown backbone option(s) {', '.join(unknown)}; "
+                             f"it takes {', '.join(sorted(known)) or 'none'}")
     size = input_size or spec.default_size
     if size < spec.min_size:
         raise ValueError(f"backbone {name!r} needs an input of at least {spec.min_size}px, got {size}")
@@ -93,7 +103,7 @@ def build_backbone(name, *, input_size=None, weights=None, global_pool=False, fe
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: weights file for backbone {name!r} does not exist")
     inputs = keras.Input((size, size, 3), name="image")
-    trunk = spec.trunk(inputs) if spec.native else spec.trunk(inputs, weights=weights)
+    trunk = spec.trunk(inputs, **options) if spec.native else spec.trunk(inputs, weights=weights)
     if feature in spec.taps:
         out = spec.taps[feature](trunk, dropout=dropout)
     elif feature is None:

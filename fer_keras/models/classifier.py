@@ -16,7 +16,7 @@ from fer_keras.models.sequence import dense_stack, task_heads
 def image_classifier(*, backbone, input_size=None, weights=None, global_pool=False, feature=None,
                      backbone_dropout=0.5, skip_mismatch=False, trainable=0, feature_dropout=0.0, hidden=(1024,),
                      hidden_names=(), dropout=0.5, batchnorm=False, tasks=("category",), classes=7,
-                     num_aus=11, weight_decay=0.0, name="image_classifier"):
+                     num_aus=11, weight_decay=0.0, backbone_options=None, name="image_classifier"):
     """Backbone [-> dropout] -> ``hidden`` dense layers (ReLU, dropout) -> one output per task.
 
     ``trainable`` is the number of last backbone blocks to train ("all", or 0 for a frozen
@@ -27,7 +27,8 @@ def image_classifier(*, backbone, input_size=None, weights=None, global_pool=Fal
     kernels count, the only ones a gradient reaches.
     """
     cnn = build_backbone(backbone, input_size=input_size, weights=weights, global_pool=global_pool,
-                         feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch)
+                         feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch,
+                         options=backbone_options)
     set_trainable_blocks(cnn, backbone, trainable)
     image, x = cnn.inputs[0], cnn.outputs[0]
     if feature_dropout:

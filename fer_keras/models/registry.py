@@ -90,9 +90,9 @@ register("resnet50_gru_va", sequence.sequence_model, "001 §3.4 ResNet-GRU",
          ss.thesis001, dict(T001_SMALL, input_size=32), backbone="resnet50", global_pool=True,
          tasks=("va",), temporal="frame", input_size=96, seq_len=80)
 register("alexnet_gru_va", sequence.sequence_model, "001 §3.1 AlexNet-GRU",
-         "AlexNet conv (4x4x256 at 96) -> 2 FC -> 2xGRU(128) -> per-frame valence, arousal",
+         "AlexNet conv (4x4x256 at 96, two filter groups) -> 2 FC -> 2xGRU(128) -> per-frame valence, arousal",
          ss.thesis001, dict(T001_SMALL, fc=(64, 64)), backbone="alexnet", fc=(4096, 4096),
-         tasks=("va",), temporal="frame", input_size=96, seq_len=80)
+         backbone_options={"groups": 2}, tasks=("va",), temporal="frame", input_size=96, seq_len=80)
 
 # --- thesis 002: BU-4DFE ----------------------------------------------------------------------
 register("vggface_finetune", classifier.image_classifier, "002 §3.2 Table 3.4 VGGFace",

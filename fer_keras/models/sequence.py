@@ -22,7 +22,8 @@ CLASSIFY = ("frame", "sequence", "output")
 
 
 def frame_features(frames, mask, *, backbone, input_size=None, weights=None, global_pool=False,
-                   feature=None, backbone_dropout=0.5, skip_mismatch=False, trainable="all", init=None):
+                   feature=None, backbone_dropout=0.5, skip_mismatch=False, trainable="all", init=None,
+                   backbone_options=None):
     """Apply one backbone to every real frame: (B, T, H, W, 3) and mask (B, T) -> (B, T, F), zeros
     at padded steps, which never reach the backbone (nor its BatchNorm statistics in training).
 
@@ -32,7 +33,7 @@ def frame_features(frames, mask, *, backbone, input_size=None, weights=None, glo
     """
     cnn = build_backbone(backbone, input_size=input_size, weights=weights, global_pool=global_pool,
                          feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch,
-                         init=init)
+                         init=init, options=backbone_options)
     set_trainable_blocks(cnn, backbone, trainable)
     return MaskedTimeDistributed(cnn, name="frame_cnn")([frames, mask])
 
@@ -107,7 +108,8 @@ def task_heads(x, mask, *, tasks=("category",), classes=7, num_aus=11, temporal=
 
 
 def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=False, feature=None,
-                   backbone_dropout=0.5, skip_mismatch=False, trainable="all", init=None, input_dim=None,
+                   backbone_dropout=0.5, skip_mismatch=False, trainable="all", init=None,
+                   backbone_options=None, input_dim=None,
                    input_name="features", seq_len=None, fc=(), fc_dropout=0.0, rnn="gru", units=128,
                    rnn_layers=2, bidirectional=False, rnn_dropout=0.0, recurrent_dropout=0.0,
                    attention=False, dropout=0.0, tasks=("category",), classes=7, num_aus=11,
@@ -142,7 +144,8 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
         data_in = keras.Input((seq_len, size, size, 3), name="frames")
         x = frame_features(data_in, mask, backbone=backbone, input_size=size, weights=weights,
                            global_pool=global_pool, feature=feature, backbone_dropout=backbone_dropout,
-                           skip_mismatch=skip_mismatch, trainable=trainable, init=init)
+                           skip_mismatch=skip_mismatch, trainable=trainable, init=init,
+                           backbone_options=backbone_options)
     else:
         data_in = keras.Input((seq_len, input_dim), name=input_name)
         x = standardized(data_in, standardize, input_name)
