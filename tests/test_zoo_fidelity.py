@@ -94,3 +94,16 @@ def test_alexnet_groups_as_thesis001_states_and_backbone_options_reach_the_build
             assert "grups" in str(err) or "groups must be 1" in str(err)
         else:
             raise AssertionError(f"{bad} accepted")
+
+
+def test_thesis003_default_heads_follow_its_tables():
+    """Tables 5.3/5.6 score 3FC higher for the combined VGG16 and Xception, Table 5.1 1FC for VGG19."""
+    heads = {name: entry(name).options()["head_units"] for name in
+             ("vgg16_lstm_combined", "xception_lstm_combined", "vgg19_lstm_category", "vgg16_lstm_category",
+              "vgg19_lstm_va", "vgg19_lstm_combined")}
+    assert heads == {"vgg16_lstm_combined": (128, 128), "xception_lstm_combined": (128, 128),
+                     "vgg19_lstm_category": (), "vgg16_lstm_category": (64,), "vgg19_lstm_va": (128,),
+                     "vgg19_lstm_combined": ()}
+    model = _small("vgg16_lstm_combined")
+    dense = {layer.name: layer.units for layer in model.layers if type(layer).__name__ == "Dense"}
+    assert dense == {"category_fc1": 128, "category_fc2": 128, "category": 7, "va_fc1": 128, "va_fc2": 128, "va": 2}
