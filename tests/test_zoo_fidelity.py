@@ -107,3 +107,16 @@ def test_thesis003_default_heads_follow_its_tables():
     model = _small("vgg16_lstm_combined")
     dense = {layer.name: layer.units for layer in model.layers if type(layer).__name__ == "Dense"}
     assert dense == {"category_fc1": 128, "category_fc2": 128, "category": 7, "va_fc1": 128, "va_fc2": 128, "va": 2}
+
+
+def test_gru_form_output_and_head_activations_are_options():
+    tf1 = _small("vgg16_gru_va", reset_after=False, va_activation="tanh")
+    keras_form = _small("vgg16_gru_va")
+    gru = [layer for layer in tf1.layers if type(layer).__name__ == "GRU"]
+    assert gru and not any(layer.reset_after for layer in gru)
+    assert all(layer.reset_after for layer in keras_form.layers if type(layer).__name__ == "GRU")
+    # reset_after=True keeps two bias vectors per gate: 3 * units more parameters per GRU layer
+    assert keras_form.count_params() - tf1.count_params() == sum(3 * layer.units for layer in gru)
+    assert tf1.get_layer("va").activation.__name__ == "tanh"
+    head = _small("vgg16_lstm_combined", head_activation="elu")
+    assert head.get_layer("category_fc1").activation.__name__ == "elu"

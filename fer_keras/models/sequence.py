@@ -61,18 +61,21 @@ def dense_stack(x, units, *, names=(), dropout=0.0, activation="relu", batchnorm
 
 
 def rnn_stack(x, mask, *, rnn="gru", units=128, depth=2, bidirectional=False, dropout=0.0,
-              recurrent_dropout=0.0, attention=False, return_sequences=True, prefix="rnn"):
+              recurrent_dropout=0.0, attention=False, return_sequences=True, reset_after=True, prefix="rnn"):
     """``depth`` stacked GRU/LSTM layers under ``mask``, optionally bidirectional.
 
     ``attention`` adds thesis 000's gate g = a * z with a = sigmoid(W z + b) computed per
     time step from the RNN states z (the thesis leaves its exact place open; after the
-    stack, "per feature map of the RNN", is the reading taken here).
+    stack, "per feature map of the RNN", is the reading taken here). ``reset_after`` (GRU only):
+    Keras' default applies the reset gate after the recurrent matmul (cuDNN's form); False is
+    TF1's ``GRUCell`` (theses 000 and 001 ran TF1).
     """
     cell = RNNS[rnn]
+    extra = {"reset_after": reset_after} if rnn == "gru" else {}
     for i in range(1, depth + 1):
         last = i == depth
         layer = cell(units, return_sequences=return_sequences or not last, dropout=dropout,
-                     recurrent_dropout=recurrent_dropout, name=f"{prefix}{i}")
+                     recurrent_dropout=recurrent_dropout, name=f"{prefix}{i}", **extra)
         if bidirectional:
             layer = layers.Bidirectional(layer, name=f"{prefix}{i}_bi")
         x = layer(x, mask=mask)
@@ -83,7 +86,7 @@ def rnn_stack(x, mask, *, rnn="gru", units=128, depth=2, bidirectional=False, dr
 
 
 def task_heads(x, mask, *, tasks=("category",), classes=7, num_aus=11, temporal="frame",
-               head_units=(), head_dropout=0.0, padded=False):
+               head_units=(), head_dropout=0.0, padded=False, head_activation="relu", va_activation="linear"):
     """One output per task, named after it: ``category`` (softmax over ``classes``), ``va``
     (linear valence, arousal) and ``au`` (sigmoid per action unit).
 
@@ -92,12 +95,12 @@ def task_heads(x, mask, *, tasks=("category",), classes=7, num_aus=11, temporal=
     padded ones repeating the last valid one); "last" expects (B, F) inputs.
     """
     sizes = {"category": classes, "va": 2, "au": num_aus}
-    activations = {"category": "softmax", "va": "linear", "au": "sigmoid"}
+    activations = {"category": "softmax", "va": va_activation, "au": "sigmoid"}
     outputs = {}
     for task in tasks:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-        h = dense_stack(x, head_units, dropout=head_dropout, prefix=f"{task}_fc")
+        h = dense_stack(x, head_units, dropout=head_dropout, activation=head_activation, prefix=f"{task}_fc")
         if temporal in ("mean", "median"):
             logits = layers.Dense(sizes[task], name=f"{task}_frame_logits")(h)
             pooled = MaskedTemporalPool(temporal, padded=padded, name=f"{task}_reduce_{temporal}")([logits, mask])
@@ -113,7 +116,8 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
                    input_name="features", seq_len=None, fc=(), fc_dropout=0.0, rnn="gru", units=128,
                    rnn_layers=2, bidirectional=False, rnn_dropout=0.0, recurrent_dropout=0.0,
                    attention=False, dropout=0.0, tasks=("category",), classes=7, num_aus=11,
-                   temporal="mean", classify="sequence", head_units=(), head_dropout=0.0, standardize=False,
+                   temporal="mean", classify="sequence", head_units=(), head_dropout=0.0,
+                   head_activation="relu", va_activation="linear", reset_after=True, standardize=False,
                    name="sequence_model"):
     """Build a CNN+RNN (``backbone`` set; input ``frames``) or RNN-on-vectors model (``input_dim``
     set; input ``input_name``), both with a ``mask`` input of shape (B, T).
@@ -121,7 +125,9 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
     ``rnn=None`` skips the recurrence (thesis 000's per-frame CNN classification); ``fc`` adds
     per-frame dense layers before the RNN (thesis 001's VGG16-GRU fc 4096, AlexNet-GRU's two).
     ``standardize`` z-scores the vector input with training-split statistics (layers.Standardize).
-    ``classify`` (with ``temporal`` mean or median, thesis 000 §5.8): "sequence" reduces the
+    ``head_activation`` is the hidden head layers' activation (thesis 003 does not state it),
+    ``va_activation`` the valence/arousal output's (linear; "tanh" bounds it to the labels' [-1, 1]),
+    ``reset_after`` the GRU form (rnn_stack). ``classify`` (with ``temporal`` mean or median, thesis 000 §5.8): "sequence" reduces the
     per-frame logits over the real frames, "output" over every step (padded repeats of the last
     frame included), "frame" keeps one prediction per frame, each trained on the video's label
     (evaluation then averages them over the real frames).
@@ -153,11 +159,12 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
     if rnn is not None:
         x = rnn_stack(x, mask, rnn=rnn, units=units, depth=rnn_layers, bidirectional=bidirectional,
                       dropout=rnn_dropout, recurrent_dropout=recurrent_dropout, attention=attention,
-                      return_sequences=temporal != "last")
+                      return_sequences=temporal != "last", reset_after=reset_after)
     if dropout:
         x = layers.Dropout(dropout, name="rnn_dropout")(x)
     outputs = task_heads(x, mask, tasks=tasks, classes=classes, num_aus=num_aus,
                          temporal="frame" if classify == "frame" else temporal, head_units=head_units,
-                         head_dropout=head_dropout, padded=classify == "output")
+                         head_dropout=head_dropout, padded=classify == "output",
+                         head_activation=head_activation, va_activation=va_activation)
     return keras.Model({data_in.name: data_in, "mask": mask_in}, outputs, name=name)
 
