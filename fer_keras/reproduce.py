@@ -165,6 +165,17 @@ def run_features(spec: dict, paths=None) -> str:
     return f"{sum(d['written'] for d in done)} of {len(done)} feature files written ({extractor.dim} features)"
 
 
+def _release():
+    """Free what a step built: Keras keeps every model of a process alive in its global state, and
+    a thesis is dozens of steps (thesis 000's smoke run grew past 14 GB without this)."""
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
 def _log_failure(runs: Path, step: str, err: BaseException):
     with open(runs / "failures.jsonl", "a") as f:
         f.write(json.dumps({"step": step, "error": f"{type(err).__name__}: {err}",
@@ -226,6 +237,7 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None) -> di
                 _log_failure(runs, label, err)
                 failed.append(label)
                 what = f"FAILED: {type(err).__name__}: {err}"
+            _release()
             took = time.perf_counter() - start
             log.append({"step": label, "result": what, "seconds": round(took, 1)})
             print(f"[{len(log)}] {label}: {what} ({took:.0f} s)", flush=True)
