@@ -164,16 +164,20 @@ def test_a_failing_step_is_logged_and_the_others_run(tmp_path, monkeypatch):
     assert "missing_a" in json.loads(line)["error"]
 
 
+def _smoke_rows(thesis, tmp_path, monkeypatch) -> list[dict]:
+    """The results rows of a from-scratch smoke reproduction of ``thesis`` run in ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").symlink_to(EXPERIMENTS)
+    result = reproduce.reproduce(thesis, smoke=True)
+    assert not result["failed"], result["failed"]
+    with open(result["table"].replace(".md", ".csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
 @pytest.mark.slow
 def test_thesis002_smoke_fills_tables_3_6_and_3_7(tmp_path, monkeypatch):
     """make reproduce THESIS=002 SMOKE=1 from scratch: every row of Tables 3.6 and 3.7 gets a number."""
-    repo = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "experiments").symlink_to(repo / "experiments")
-    result = reproduce.reproduce("002", smoke=True)
-    assert not result["failed"], result["failed"]
-    with open(result["table"].replace(".md", ".csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _smoke_rows("002", tmp_path, monkeypatch)
     wanted = [r for r in rows if r["table"].startswith(("Table 3.6", "Table 3.7"))]
     assert len(wanted) == 5 + 15
     assert all(r["status"] == "ok" and r["ours"] for r in wanted), [r["row"] for r in wanted if not r["ours"]]
@@ -202,14 +206,8 @@ def test_fuse_command_runs_a_late_fusion_file(tmp_path, capsys):
 def test_thesis000_smoke_fills_every_row(tmp_path, monkeypatch):
     """make reproduce THESIS=000 SMOKE=1 from scratch: every training and late-fusion file of thesis 000
     runs (early fusion restoring its audio and temporal runs) and its row gets our number."""
-    repo = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "experiments").symlink_to(repo / "experiments")
-    result = reproduce.reproduce("000", smoke=True)
-    assert not result["failed"], result["failed"]
-    with open(result["table"].replace(".md", ".csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    files = [p for p in (repo / "experiments" / "thesis000").glob("*.yaml") if p.name != reproduce.PLAN]
+    rows = _smoke_rows("000", tmp_path, monkeypatch)
+    files = [p for p in (EXPERIMENTS / "thesis000").glob("*.yaml") if p.name != reproduce.PLAN]
     assert len(rows) == len(files)
     assert all(r["status"] == "ok" and r["ours"] for r in rows), [r["row"] for r in rows if not r["ours"]]
     for run in tmp_path.glob("runs/smoke000/early_fusion_option[234]*"):
