@@ -59,6 +59,11 @@ def model_options(exp: cfg.Experiment, trainable=None) -> dict:
     return options
 
 
+def _checkpoint_of(source: Path) -> Path:
+    """A run directory's best checkpoint, or ``source`` itself (a file)."""
+    return RunDir(source).best if source.is_dir() else source
+
+
 def initial_weights(exp: cfg.Experiment) -> Path | None:
     """The file ``exp.weights_from`` names: a run directory's best checkpoint, a search
     directory's best trial checkpoint (KerasTuner's trial_<id>/checkpoint.weights.h5), or a file."""
@@ -70,10 +75,8 @@ def initial_weights(exp: cfg.Experiment) -> Path | None:
 
         trial = (yaml.safe_load((source / cfg.BEST_HYPERPARAMETERS).read_text()) or {}).get("trial_id")
         path = source / f"trial_{trial}" / "checkpoint.weights.h5"
-    elif source.is_dir():
-        path = RunDir(source).best
     else:
-        path = source
+        path = _checkpoint_of(source)
     if not path.is_file():
         raise FileNotFoundError(f"{exp.name}: weights_from: {path} does not exist; train (or search) "
                                 f"{exp.weights_from} first")
@@ -86,8 +89,7 @@ def initialise_layers(model, init: list) -> list[dict]:
     layer, a source layer that is missing or has other shapes, is an error naming it."""
     report = []
     for item in init:
-        source = Path(item["source"])
-        path = RunDir(source).best if source.is_dir() else source
+        path = _checkpoint_of(Path(item["source"]))
         if not path.is_file():
             raise FileNotFoundError(f"init: {path} does not exist; train {item['source']} first")
         donor = load_checkpoint(path, f"train {item['source']} again")

@@ -95,11 +95,12 @@ def feature_sources(data, name) -> list:
 
 
 def classes(data):
-    """The class names, in label order."""
+    """The class names, in label order (of a feature folder: its first fold file's; the files
+    read together must agree, which the reader checks)."""
     if data.format == "hdf5":
         from fer_keras.data.features import read_info
-        first = feature_sources(data, data.train_split)[0]
-        return list(read_info(first if isinstance(first, Path) else first[0]).classes)
+        first = feature_folds(data)[0] if data.features is not None else _hdf5_path(data, data.train_split)
+        return list(read_info(first).classes)
     return list(manifest(data.root)["classes"])
 
 
