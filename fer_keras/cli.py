@@ -687,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_parser(sub).set_defaults(func=_user_errors(reproduce.run))
 
     t = sub.add_parser(
-        "tune", help="KerasTuner Bayesian search over a model's registry search space",
+        "tune", help="KerasTuner search (Bayesian, random or grid) over a model's registry search space",
         usage="fer-keras tune (CONFIG.yaml | --model NAME --data DIR) [options]",
         description="Search the hyperparameters of the experiment's model (its registry search space; "
                     "tuning.fixed holds some at a value) with the training engine's losses and optimiser. "

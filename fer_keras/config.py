@@ -185,10 +185,13 @@ class TrainingConfig:
 
 @dataclass
 class TuningConfig:
-    """KerasTuner BayesianOptimization over the model's registry search space."""
+    """KerasTuner search over the model's registry search space: ``algorithm`` bayesian
+    (BayesianOptimization), random or grid (every combination of its choices; ``max_trials: null``
+    runs the whole grid)."""
+    algorithm: str = "bayesian"
     objective: str = "val_loss"
     direction: str = "auto"
-    max_trials: int = 10
+    max_trials: int | None = 10
     epochs: int = 5
     executions_per_trial: int = 1
     num_initial_points: int | None = None
@@ -197,7 +200,11 @@ class TuningConfig:
 
     def __post_init__(self):
         _choice("direction", self.direction, ("auto", "min", "max"))
-        _positive("max_trials", self.max_trials)
+        _choice("algorithm", self.algorithm, ("bayesian", "random", "grid"))
+        if self.max_trials is None and self.algorithm != "grid":
+            raise ValueError("tuning.max_trials: null (every trial) needs algorithm 'grid'")
+        if self.max_trials is not None:
+            _positive("max_trials", self.max_trials)
         _positive("epochs", self.epochs)
 
 

@@ -1,6 +1,6 @@
 """Hyperparameter search: an experiment YAML in, the best experiment YAML out.
 
-KerasTuner's Bayesian optimisation over the registry search space of ``model.name``
+KerasTuner (``tuning.algorithm``: Bayesian, random or grid) over the registry search space of ``model.name``
 (:mod:`fer_keras.models.search_spaces`), each trial built by
 :class:`~fer_keras.models.hypermodels.RegistryHyperModel` and compiled by the training engine
 (its losses, metrics, optimiser, schedule and XLA setting). Search directory::
@@ -37,7 +37,7 @@ from fer_keras import training
 from fer_keras.data.pipeline import INPUTS
 from fer_keras.models import entry
 from fer_keras.models.hypermodels import RegistryHyperModel
-from fer_keras.models.search_spaces import COMPILE_KEYS
+from fer_keras.models.search_spaces import split
 from fer_keras.reference import compare
 
 logger = logging.getLogger(__name__)
@@ -49,21 +49,48 @@ SEARCH_SECTIONS = ("data", "model", "training", "tuning")
 
 
 class _HyperModel(RegistryHyperModel):
-    """A registry HyperModel whose ``fit`` feeds each model only the inputs it takes (the
-    loader always yields ``mask`` and may yield more, and a search space can change them) and
-    sets its feature standardisation from the training split (computed once per search)."""
+    """A registry HyperModel compiled by the training engine, whose ``fit`` feeds each model only
+    the inputs it takes (the loader always yields ``mask`` and may yield more, and a search space
+    can change them), on the data of the trial's batch size and sequence length, and sets its
+    feature standardisation from the training split (computed once per search)."""
 
-    def __init__(self, name, *, experiment, **kwargs):
-        super().__init__(name, **kwargs)
+    def __init__(self, name, *, experiment, epochs, data, **kwargs):
+        super().__init__(name, compile_fn=self._compile, **kwargs)
         self.experiment = experiment
+        self.epochs = epochs
         self.statistics = None
+        self._data = {(): data}  # (train, val, steps) per pipeline draw; () = the experiment's own
 
-    def fit(self, hp, model, x, *args, validation_data=None, **kwargs):
+    def data(self, pipeline: dict):
+        """(train, val, steps per epoch) with ``pipeline``'s values in ``data.pipeline``."""
+        key = tuple(sorted(pipeline.items()))
+        if key not in self._data:
+            self._data[key] = training.datasets(with_pipeline(self.experiment, pipeline), epochs=self.epochs)
+        return self._data[key]
+
+    def _compile(self, model, learning_rate=None, optimizer=None, lr_decay=None, **pipeline):
+        train_cfg = with_compile_args(self.experiment.training, learning_rate=learning_rate,
+                                      optimizer=optimizer, lr_decay=lr_decay)
+        opt = training.optimizer(train_cfg, self.data(pipeline)[2])
+        return training.compile_model(model, train_cfg, opt, jit_compile=train_cfg.xla)
+
+    def fit(self, hp, model, x, *args, validation_data=None, steps_per_epoch=None, **kwargs):
+        x, validation_data, steps_per_epoch = self.data(self.split(hp)[2])
         self.statistics = training.standardize(model, self.experiment, self.statistics)
         names = list(model.input.keys()) if isinstance(model.input, dict) else None
-        if validation_data is not None:
-            validation_data = training._inputs_only(validation_data, names)
-        return model.fit(training._inputs_only(x, names), *args, validation_data=validation_data, **kwargs)
+        return model.fit(training._inputs_only(x, names), *args, steps_per_epoch=steps_per_epoch,
+                         validation_data=training._inputs_only(validation_data, names), **kwargs)
+
+
+def with_pipeline(exp: cfg.Experiment, pipeline: dict) -> cfg.Experiment:
+    """``exp`` with a trial's ``data.pipeline`` values (batch size, sequence length)."""
+    if not pipeline:
+        return exp
+    try:
+        new = dataclasses.replace(exp.data.pipeline, **pipeline)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"search draw {pipeline}: not a valid data.pipeline ({err})") from None
+    return dataclasses.replace(exp, data=dataclasses.replace(exp.data, pipeline=new))
 
 
 class _Recorder:
@@ -167,19 +194,16 @@ def _prepare_dir(exp: cfg.Experiment, out: Path, overwrite: bool):
         cfg.save(exp, saved)
 
 
-def _compile_fn(exp: cfg.Experiment, steps_per_epoch):
-    def compile_fn(model, learning_rate=None, optimizer=None):
-        train_cfg = with_compile_args(exp.training, learning_rate=learning_rate, optimizer=optimizer)
-        opt = training.optimizer(train_cfg, steps_per_epoch)
-        return training.compile_model(model, train_cfg, opt, jit_compile=train_cfg.xla)
-    return compile_fn
-
-
-def with_compile_args(train_cfg: cfg.TrainingConfig, *, learning_rate=None, optimizer=None):
-    """``train_cfg`` with the optimiser name and learning rate a trial drew. Keywords the new
-    optimiser does not take (RMSprop's ``rho`` for SGD) are dropped."""
+def with_compile_args(train_cfg: cfg.TrainingConfig, *, learning_rate=None, optimizer=None, lr_decay=None):
+    """``train_cfg`` with the optimiser name, learning rate and decay a trial drew. Keywords the
+    new optimiser does not take (RMSprop's ``rho`` for SGD) are dropped. ``lr_decay`` is Keras 2's
+    optimiser ``decay`` (thesis 003): lr / (1 + decay * step), an inverse-time schedule of one step."""
     opt = train_cfg.optimizer
     changes = {}
+    if lr_decay is not None:
+        schedule = (cfg.Schedule(name="inverse_time", decay_rate=float(lr_decay), decay_steps=1) if lr_decay
+                    else cfg.Schedule())
+        train_cfg = dataclasses.replace(train_cfg, schedule=schedule)
     if learning_rate is not None:
         changes["learning_rate"] = float(learning_rate)
     if optimizer is not None and optimizer != opt.name:
@@ -198,10 +222,11 @@ def with_compile_args(train_cfg: cfg.TrainingConfig, *, learning_rate=None, opti
 def best_experiment(exp: cfg.Experiment, hp: kt.HyperParameters, out_name=None) -> cfg.Experiment:
     """``exp`` with trial ``hp``: builder options into ``model.options`` (the experiment's own
     options win, as they did in the search) and the compile keys into ``training.optimizer``."""
-    drawn = entry(exp.model.name).space(hp.copy())
-    compile_args = {k: drawn.pop(k) for k in COMPILE_KEYS if k in drawn}
-    model = dataclasses.replace(exp.model, options={**drawn, **exp.model.options})
-    return dataclasses.replace(exp, name=out_name or f"{exp.name}_tuned", model=model,
+    drawn, compile_args, pipeline = split(entry(exp.model.name).space(hp.copy()))
+    options = {**drawn, **exp.model.options}
+    pipeline.update({k: options[k] for k in pipeline if k in exp.model.options})
+    model = dataclasses.replace(exp.model, options=options)
+    return dataclasses.replace(with_pipeline(exp, pipeline), name=out_name or f"{exp.name}_tuned", model=model,
                                training=with_compile_args(exp.training, **compile_args))
 
 
@@ -258,15 +283,11 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     strategy = None if train_cfg.strategy == "default" else training.strategy_from(train_cfg.strategy)
 
     with training.precision(train_cfg.mixed_precision):
-        hypermodel = _HyperModel(exp.model.name, experiment=exp, compile_fn=_compile_fn(exp, steps_per_epoch),
-                                 **fixed_options)
-        tuner = kt.BayesianOptimization(
-            hypermodel, objective=goal, max_trials=tuning.max_trials,
-            num_initial_points=tuning.num_initial_points,
-            seed=tuning.seed + 1 if tuning.seed >= 0 else tuning.seed,  # KerasTuner draws a random seed for 0
-            hyperparameters=hp, tune_new_entries=True,
-            executions_per_trial=tuning.executions_per_trial, distribution_strategy=strategy,
-            directory=str(out.parent), project_name=out.name, overwrite=False)
+        hypermodel = _HyperModel(exp.model.name, experiment=exp, epochs=tuning.epochs,
+                                 data=(train_ds, val_ds, steps_per_epoch), **fixed_options)
+        tuner = _tuner(tuning, hypermodel, hp, objective=goal,
+                       executions_per_trial=tuning.executions_per_trial, distribution_strategy=strategy,
+                       directory=str(out.parent), project_name=out.name, overwrite=False)
         tuner.search(train_ds, validation_data=val_ds, epochs=tuning.epochs, steps_per_epoch=steps_per_epoch,
                      callbacks=callbacks,
                      verbose=training.verbosity(train_cfg))  # KerasTuner's display needs a number
@@ -274,6 +295,24 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     if is_worker():
         return {"role": "worker", "tuner_id": os.environ.get("KERASTUNER_TUNER_ID"), "out_dir": str(out)}
     return write_results(exp, tuner.oracle, out)
+
+
+def _tuner(tuning: cfg.TuningConfig, hypermodel, hp, **kwargs):
+    """KerasTuner's tuner for ``tuning.algorithm``: Bayesian optimisation, random draws, or the
+    whole grid of the space's choices (thesis 001's n x l grid), which needs no continuous range."""
+    seed = tuning.seed + 1 if tuning.seed >= 0 else tuning.seed  # KerasTuner draws a random seed for 0
+    common = dict(max_trials=tuning.max_trials, seed=seed, hyperparameters=hp, tune_new_entries=True, **kwargs)
+    if tuning.algorithm == "bayesian":
+        return kt.BayesianOptimization(hypermodel, num_initial_points=tuning.num_initial_points, **common)
+    if tuning.algorithm == "random":
+        return kt.RandomSearch(hypermodel, **common)
+    space = hp.copy()
+    hypermodel.entry.space(space)
+    continuous = [h.name for h in space.space if isinstance(h, kt.engine.hyperparameters.Float) and not h.step]
+    if continuous:
+        raise ValueError(f"tuning.algorithm grid: the search space of {hypermodel.entry.name!r} has continuous "
+                         f"range(s) {', '.join(continuous)}; fix them with tuning.fixed or use bayesian/random")
+    return kt.GridSearch(hypermodel, **common)
 
 
 def write_results(exp: cfg.Experiment, oracle, out: Path) -> dict:

@@ -1,6 +1,7 @@
 """Hyperparameter search: KerasTuner over a registry search space, resumable, with a best
 experiment YAML that the training engine reads back."""
 import csv
+import dataclasses
 import json
 
 import keras
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from fer_keras import config as cfg
+from fer_keras import training as _training
 from fer_keras import tuning
 from fer_keras.cli import main
 
@@ -93,7 +95,7 @@ def test_fixed_hyperparameters_build_the_model(prepared_afew):
     hp = tuning.fixed_hyperparameters("audio_gru", {"units": 8, "attention": False})
     assert hp.values == {"units": 8, "attention": False}
     exp = _experiment(prepared_afew[0])
-    model = tuning._HyperModel("audio_gru", experiment=exp, compile_fn=tuning._compile_fn(exp, 3), seq_len=8).build(hp)
+    model = tuning._HyperModel("audio_gru", experiment=exp, epochs=1, data=(None, None, 3), seq_len=8).build(hp)
     grus = [layer for layer in model._flatten_layers() if layer.__class__.__name__ == "GRU"]
     assert grus and all(layer.units == 8 for layer in grus)
     assert model.compiled and isinstance(model.optimizer, keras.optimizers.Adam)  # training's, the space's LR
@@ -115,6 +117,61 @@ def test_compile_keys_go_to_the_optimizer():
     sgd = tuning.with_compile_args(training, optimizer="sgd", learning_rate=0.01).optimizer
     assert (sgd.name, sgd.learning_rate, sgd.options) == ("sgd", 0.01, {"momentum": 0.9})
     assert tuning.with_compile_args(training) is training
+    # Keras 2's optimiser decay (thesis 003's "learning rate decay"): lr / (1 + decay * step)
+    decayed = tuning.with_compile_args(training, lr_decay=1e-4)
+    lr = decayed.optimizer.learning_rate
+    schedule = _training.schedule(decayed, lr, steps_per_epoch=7)
+    assert float(schedule(1000)) == pytest.approx(lr / (1 + 1e-4 * 1000))
+    assert tuning.with_compile_args(training, lr_decay=0.0).schedule.name == "constant"
+
+
+def test_grid_search_over_batch_size_and_sequence_length(prepared_afew, tmp_path, monkeypatch):
+    """A space drawing data.pipeline values: each trial trains on batches and sequences of its draw
+    (its model built for that length), the grid runs every combination once, and the best
+    experiment carries the best draw into data.pipeline and model.options."""
+    from fer_keras.models.registry import REGISTRY
+
+    def space(hp):
+        return dict(batch_size=hp.Choice("batch_size", [2, 5]), seq_len=hp.Choice("seq_len", [4, 6]),
+                    lr_decay=hp.Choice("lr_decay", [1e-3]))
+    monkeypatch.setitem(REGISTRY, "audio_gru", dataclasses.replace(REGISTRY["audio_gru"], space=space))
+    seen = []
+    real = keras.Model.fit
+
+    def fit(model, x, *args, steps_per_epoch=None, **kwargs):
+        inputs, _ = next(iter(x))
+        seen.append((inputs["lld"].shape[0], inputs["lld"].shape[1], model.input["lld"].shape[1], steps_per_epoch,
+                     type(model.optimizer._learning_rate).__name__))
+        return real(model, x, *args, steps_per_epoch=steps_per_epoch, **kwargs)
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    exp = _experiment(prepared_afew[0], algorithm="grid", max_trials=None, fixed={})
+    exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, options={"units": 4, "rnn_layers": 1}))
+    result = tuning.tune(exp, tmp_path / "grid")
+    rows = _rows(result["trials"])
+    assert sorted((int(r["batch_size"]), int(r["seq_len"])) for r in rows) == [(2, 4), (2, 6), (5, 4), (5, 6)]
+    assert sorted(s[:3] for s in seen) == [(2, 4, 4), (2, 6, 6), (5, 4, 4), (5, 6, 6)]
+    steps = {b: s for b, _, _, s, _ in seen}
+    assert steps[2] > steps[5] >= 1  # the steps of an epoch follow the batch size
+    assert {s[4] for s in seen} == {"InverseTimeDecay"}
+    best = max(rows, key=lambda r: float(r["score"]))
+    tuned = cfg.load(result["best_experiment"])
+    assert tuned.data.pipeline.batch_size == int(best["batch_size"])
+    assert tuned.data.pipeline.seq_len == tuned.model.options["seq_len"] == int(best["seq_len"])
+    assert (tuned.training.schedule.name, tuned.training.schedule.decay_rate) == ("inverse_time", 1e-3)
+
+
+def test_grid_search_refuses_a_continuous_range(prepared_afew, tmp_path):
+    exp = _experiment(prepared_afew[0], algorithm="grid")  # audio_gru's learning rate is a choice: fine
+    tuning._tuner(exp.tuning, tuning._HyperModel("audio_gru", experiment=exp, epochs=1, data=(None, None, 1)),
+                  tuning.fixed_hyperparameters("audio_gru", {}), objective="val_loss", directory=str(tmp_path),
+                  project_name="ok")
+    exp = cfg.from_dict({"model": {"name": "vgg16_lstm_va"}, "tuning": {"algorithm": "grid"}})
+    with pytest.raises(ValueError, match="continuous range.*learning_rate"):
+        tuning._tuner(exp.tuning, tuning._HyperModel("vgg16_lstm_va", experiment=exp, epochs=1, data=(None, None, 1)),
+                      tuning.fixed_hyperparameters("vgg16_lstm_va", {}), objective="val_loss",
+                      directory=str(tmp_path), project_name="refused")
+    with pytest.raises(ValueError, match="max_trials: null"):
+        cfg.from_dict({"tuning": {"max_trials": None}})
 
 
 def test_cli_tune(prepared_afew, tmp_path, capsys, monkeypatch):

@@ -120,3 +120,40 @@ def test_gru_form_output_and_head_activations_are_options():
     assert tf1.get_layer("va").activation.__name__ == "tanh"
     head = _small("vgg16_lstm_combined", head_activation="elu")
     assert head.get_layer("category_fc1").activation.__name__ == "elu"
+
+
+def test_thesis001_search_is_its_lr_and_n_by_l_grid():
+    """§4.2/§6.3: LR 1e-4/1e-5/1e-6 and n {2, 4, 6} x l {60, 80, 100}, all choices (a grid of 27),
+    defaulting to what the thesis kept (1e-5, n = 4, l = 80); n and l go to data.pipeline, l to the
+    model too."""
+    import keras_tuner as kt
+    from fer_keras.models.search_spaces import split
+
+    for name in ("vgg16_gru_va", "resnet50_gru_va", "alexnet_gru_va"):
+        hp = kt.HyperParameters()
+        options, compile_args, pipeline = split(entry(name).space(hp))
+        values = {h.name: tuple(h.values) for h in hp.space}
+        assert values == {"learning_rate": (1e-4, 1e-5, 1e-6), "batch_size": (2, 4, 6), "seq_len": (60, 80, 100)}
+        assert np.prod([len(v) for v in values.values()]) == 27
+        assert (options, compile_args, pipeline) == ({"seq_len": 80}, {"learning_rate": 1e-5},
+                                                      {"batch_size": 4, "seq_len": 80})
+
+
+def test_thesis003_search_draws_one_dropout_for_every_dropout_and_its_training_settings():
+    import keras_tuner as kt
+    from fer_keras.models.search_spaces import split
+
+    hp = kt.HyperParameters()
+    hp.Fixed("dropout", 0.7)
+    hp.Fixed("head_layers", 2)
+    options, compile_args, pipeline = split(entry("vgg16_lstm_combined").space(hp))
+    names = {h.name for h in hp.space}
+    assert {"batch_size", "seq_len", "lr_decay", "learning_rate", "dropout"} <= names
+    assert [h.values for h in hp.space if h.name == "seq_len"] == [[60, 80]]
+    batch = next(h for h in hp.space if h.name == "batch_size")
+    assert (batch.min_value, batch.max_value) == (1, 4)
+    assert compile_args == {"learning_rate": 1e-5, "lr_decay": 1e-4} and pipeline == {"batch_size": 2, "seq_len": 60}
+    model = _small("vgg16_lstm_combined", **{**options, "seq_len": 3})
+    rates = {layer.name: layer.rate for layer in model.layers if layer.__class__.__name__ == "Dropout"}
+    assert len(rates) == 1 + 2 * 2  # after the LSTM, after each of the 2 hidden FC of both heads
+    assert set(rates.values()) == {0.7}

@@ -8,16 +8,19 @@ import keras
 import keras_tuner as kt
 
 from fer_keras.models.registry import REGISTRY
-from fer_keras.models.search_spaces import COMPILE_KEYS
+from fer_keras.models.search_spaces import split
 
 LOSSES = {"category": "categorical_crossentropy", "va": "mse", "au": "binary_crossentropy"}
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
               "rmsprop": keras.optimizers.RMSprop}
 
 
-def default_compile(model, learning_rate=1e-4, optimizer="adam"):
-    """Adam (the theses' usual choice) and a loss per output: CCE, MSE, sigmoid CE."""
-    model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate=learning_rate),
+def default_compile(model, learning_rate=1e-4, optimizer="adam", lr_decay=0.0, **pipeline):
+    """Adam (the theses' usual choice), ``lr_decay`` as Keras 2's per-step inverse-time decay, and a
+    loss per output: CCE, MSE, sigmoid CE. ``pipeline`` values (batch size, sequence length) are
+    the caller's to feed."""
+    lr = keras.optimizers.schedules.InverseTimeDecay(learning_rate, 1, lr_decay) if lr_decay else learning_rate
+    model.compile(optimizer=OPTIMIZERS[optimizer](learning_rate=lr),
                   loss={name: LOSSES[name] for name in model.output_names})
     return model
 
@@ -33,7 +36,14 @@ class RegistryHyperModel(kt.HyperModel):
         self.compile_fn = compile_fn
 
     def build(self, hp):
-        drawn = self.entry.space(hp)
-        compile_args = {k: drawn.pop(k) for k in COMPILE_KEYS if k in drawn}
-        model = self.entry.builder(**self.entry.options(**{**drawn, **self.fixed}))
-        return self.compile_fn(model, **compile_args)
+        options, compile_args, pipeline = self.split(hp)
+        model = self.entry.builder(**self.entry.options(**options))
+        return self.compile_fn(model, **compile_args, **pipeline)
+
+    def split(self, hp):
+        """Trial ``hp`` as (builder options, compile arguments, data.pipeline values); a fixed
+        option wins over the draw, in the pipeline too (a fixed ``seq_len``)."""
+        options, compile_args, pipeline = split(self.entry.space(hp))
+        options = {**options, **self.fixed}
+        pipeline.update({k: options[k] for k in pipeline if k in self.fixed})
+        return options, compile_args, pipeline

@@ -1,11 +1,24 @@
 """KerasTuner search spaces, one per model family, as each thesis searched (or, where the
 thesis is silent, a documented sensible space).
 
-A space maps a ``keras_tuner.HyperParameters`` to builder options; the keys
-``learning_rate`` and ``optimizer`` go to compilation instead. Thesis 000 tuned by hand, one
-factor at a time on VGG-Face: its spaces are the values it tried (§4.2-4.6).
+A space maps a ``keras_tuner.HyperParameters`` to builder options, except the keys
+``learning_rate``, ``optimizer`` and ``lr_decay`` (Keras 2's optimiser ``decay``, an inverse-time
+schedule), which go to compilation, and ``batch_size`` and ``seq_len``, which set the trial's
+``data.pipeline`` (``seq_len`` is a builder option too). Thesis 000 tuned by hand, one factor at a
+time on VGG-Face: its spaces are the values it tried (§4.2-4.6).
 """
-COMPILE_KEYS = ("learning_rate", "optimizer")
+COMPILE_KEYS = ("learning_rate", "optimizer", "lr_decay")
+PIPELINE_KEYS = ("batch_size", "seq_len")
+BUILDER_PIPELINE_KEYS = ("seq_len",)  # pipeline keys the model builders take as well
+
+
+def split(drawn: dict):
+    """A space's draw as ``(builder options, compile arguments, data.pipeline values)``."""
+    compile_args = {k: v for k, v in drawn.items() if k in COMPILE_KEYS}
+    pipeline = {k: v for k, v in drawn.items() if k in PIPELINE_KEYS}
+    options = {k: v for k, v in drawn.items()
+               if k not in COMPILE_KEYS and (k not in PIPELINE_KEYS or k in BUILDER_PIPELINE_KEYS)}
+    return options, compile_args, pipeline
 
 
 def thesis000_visual(hp):
@@ -40,9 +53,12 @@ def thesis000_fusion(hp):
 
 
 def thesis001(hp):
-    """Thesis 001 names no search: LR on a log scale, GRU width, per-frame FC width."""
-    return dict(learning_rate=hp.Float("learning_rate", 1e-5, 1e-3, sampling="log"),
-                units=hp.Choice("units", [64, 128, 256], default=128))
+    """§4.2 and §6.3: Adam LR 1e-4 / 1e-5 / 1e-6 and the grid of n sequences per batch {2, 4, 6} x
+    sequence length l {60, 80, 100}; the thesis ran a grid, so its search files set
+    ``tuning.algorithm: grid`` (27 trials). Defaults: its choice, LR 1e-5, n = 4, l = 80."""
+    return dict(learning_rate=hp.Choice("learning_rate", [1e-4, 1e-5, 1e-6], default=1e-5),
+                batch_size=hp.Choice("batch_size", [2, 4, 6], default=4),
+                seq_len=hp.Choice("seq_len", [60, 80, 100], default=80))
 
 
 def thesis002_finetune(hp):
@@ -91,11 +107,18 @@ def thesis002_convlstm(hp):
 
 
 def thesis003(hp):
-    """§4.5 Table: dropout 0.5-0.8, LR 0.1-1e-6, 0/1/2 hidden FC of 64 or 128 units."""
+    """§4.5 table: one dropout rate 0.5-0.8 for every dropout of the model (after the LSTM and after
+    each hidden FC layer), LR 0.1-1e-6 and its decay (range not stated: 1e-6 to 1e-3, the best
+    were 1e-4 and 1e-5), batch size 1-4, sequence length 60 or 80, 0/1/2 hidden FC of 64 or 128
+    units. Defaults: the thesis's best (dropout 0.5, LR 1e-5, decay 1e-4, batch 2, length 60)."""
     depth = hp.Int("head_layers", 0, 2)
     width = hp.Choice("head_units", [64, 128])
+    rate = hp.Float("dropout", 0.5, 0.8, step=0.1, default=0.5)
     return dict(learning_rate=hp.Float("learning_rate", 1e-6, 1e-1, sampling="log", default=1e-5),
-                dropout=hp.Float("dropout", 0.5, 0.8, step=0.1), head_units=(width,) * depth)
+                lr_decay=hp.Choice("lr_decay", [1e-6, 1e-5, 1e-4, 1e-3], default=1e-4),
+                batch_size=hp.Int("batch_size", 1, 4, default=2),
+                seq_len=hp.Choice("seq_len", [60, 80], default=60),
+                dropout=rate, head_dropout=rate, head_units=(width,) * depth)
 
 
 def thesis004(hp):
