@@ -157,3 +157,85 @@ def test_thesis003_search_draws_one_dropout_for_every_dropout_and_its_training_s
     rates = {layer.name: layer.rate for layer in model.layers if layer.__class__.__name__ == "Dropout"}
     assert len(rates) == 1 + 2 * 2  # after the LSTM, after each of the 2 hidden FC of both heads
     assert set(rates.values()) == {0.7}
+
+
+def test_vgg16_same_pooling_at_112_gives_thesis001s_4x4x512():
+    """Thesis 001 prints 4x4x512 after VGG16's convolutions: SAME-padded pooling at 112 gives it, the
+    application's VALID pooling gives 3x3 (at 96 both do); the layers and their weights are the same."""
+    from fer_keras.models.backbones import build_backbone
+
+    def side(size, padding):
+        cnn = build_backbone("vgg16", input_size=size, options={"pool_padding": padding}) \
+            if padding else build_backbone("vgg16", input_size=size)
+        return cnn.get_layer("block5_pool").output.shape[1:], len(cnn.weights), cnn.count_params()
+    same112, valid112, same96 = side(112, "same"), side(112, None), side(96, "same")
+    assert same112[0] == (4, 4, 512) and valid112[0] == (3, 3, 512) and same96[0] == (3, 3, 512)
+    assert same112[1:] == valid112[1:] == (26, 14_714_688)
+    model = _small("vgg16_gru_va", input_size=112, backbone_options={"pool_padding": "same"})
+    assert model.get_layer("frame_cnn").layer.output.shape[1:] == (4 * 4 * 512,)
+    assert model.count_params() == 35_315_266 + 4096 * (4 * 4 - 3 * 3) * 512  # fc 4096 on 8,192 inputs
+    import pytest
+    with pytest.raises(ValueError, match="pool_padding"):
+        build_backbone("vgg16", input_size=32, options={"pool_padding": "full"})
+
+
+def _write_keras2(path, layers):
+    """A Keras 2 weights file (top-level layer_names, weight_names per layer), as keras.applications ships."""
+    import h5py
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode() for n in layers])
+        for name, arrays in layers.items():
+            group = f.create_group(name)
+            names = [f"{name}/{w}:0".encode() for w in ("kernel", "bias")[:len(arrays)]]
+            group.attrs["weight_names"] = np.array(names)
+            for w, a in zip(names, arrays):
+                group.create_dataset(w.decode(), data=a)
+
+
+def test_thesis004_fc6_fc7_start_from_the_imagenet_top(tmp_path):
+    """top_weights: the ImageNet VGG16 file with its top (Keras' fc1, fc2) starts fc6 and fc7 and
+    nothing else; a file without them, or with other shapes, is refused naming it."""
+    import pytest
+    rng = np.random.default_rng(0)
+    fc1 = [rng.normal(size=(512, 32)).astype("float32"), rng.normal(size=32).astype("float32")]
+    fc2 = [rng.normal(size=(32, 32)).astype("float32"), rng.normal(size=32).astype("float32")]
+    conv = [np.ones((3, 3, 3, 64), "float32"), np.ones(64, "float32")]
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    _write_keras2(path, {"block1_conv1": conv, "fc1": fc1, "fc2": fc2,
+                         "predictions": [np.zeros((32, 1000), "float32"), np.zeros(1000, "float32")]})
+    model = _small("vgg16_au", top_weights=str(path))
+    for name, arrays in (("fc6", fc1), ("fc7", fc2)):
+        for got, want in zip(model.get_layer(name).get_weights(), arrays):
+            np.testing.assert_array_equal(got, want)
+    assert not np.all(model.get_layer("block1_conv1").get_weights()[0] == 1)  # convolutions untouched
+    _write_keras2(tmp_path / "notop.h5", {"block1_conv1": conv})
+    with pytest.raises(ValueError, match=r"notop\.h5: holds no layer for the hidden layer\(s\) fc6, fc7"):
+        _small("vgg16_au", top_weights=str(tmp_path / "notop.h5"))
+    with pytest.raises(ValueError, match=r"kernels\.h5: layer 'fc1' holds weights of shapes"):
+        _small("vgg16_au", top_weights=str(path), input_size=64)
+
+
+def test_frozen_batchnorm_in_inference_or_batch_mode():
+    """A frozen backbone's BatchNorm keeps its moving statistics (inference, Keras) or normalises with
+    the batch's and updates them, its scale and offset fixed (batch); frozen kernels never move."""
+    import keras
+    import pytest
+    x = {"image": np.random.default_rng(1).normal(3.0, 2.0, size=(4, 32, 32, 3)).astype("float32")}
+    y = {"category": keras.utils.to_categorical([0, 1, 2, 3], 7)}
+    moved = {}
+    for mode in ("inference", "batch"):
+        model = _small("resnet50_finetune", trainable=0, frozen_batchnorm=mode)
+        bn = model.get_layer("conv1_bn")
+        before = [w.numpy().copy() for w in bn.weights]
+        kernel = model.get_layer("conv1_conv").kernel.numpy().copy()
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+        model.fit(x, y, epochs=1, verbose=0)
+        after = dict(zip(("gamma", "beta", "moving_mean", "moving_variance"), (w.numpy() for w in bn.weights)))
+        np.testing.assert_array_equal(after["gamma"], before[0])
+        np.testing.assert_array_equal(after["beta"], before[1])
+        np.testing.assert_array_equal(model.get_layer("conv1_conv").kernel.numpy(), kernel)
+        moved[mode] = float(np.abs(after["moving_mean"] - before[2]).max())
+        assert not any("conv1_bn" in v.path for v in model.trainable_weights)
+    assert moved["inference"] == 0.0 and moved["batch"] > 1e-4
+    with pytest.raises(ValueError, match="frozen_batchnorm"):
+        _small("resnet50_finetune", frozen_batchnorm="train")

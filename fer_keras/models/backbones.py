@@ -34,6 +34,23 @@ def _application(cls, x, weights=None):
     return cls(include_top=False, weights=weights, input_tensor=x).output
 
 
+def _vgg_application(cls, x, weights=None, pool_padding="valid"):
+    """keras.applications VGG16/VGG19 trunk. ``pool_padding="same"`` pads its five 2x2 poolings as
+    TF-Slim and AffWildNet's VGG do, which rounds odd maps up: thesis 001's "4x4x512" comes from a
+    112 input (112 -> 56 -> 28 -> 14 -> 7 -> 4); at 96 both give 3x3x512. The layers, their names
+    and their weights are the application's."""
+    if pool_padding not in ("valid", "same"):
+        raise ValueError(f"pool_padding must be 'valid' or 'same', got {pool_padding!r}")
+    if pool_padding == "valid":
+        return _application(cls, x, weights)
+    chain = cls(include_top=False, weights=weights, input_shape=tuple(x.shape[1:]))
+    for layer in chain.layers[1:]:  # a plain chain: reuse each layer, re-pad the poolings
+        if isinstance(layer, layers.MaxPooling2D):
+            layer = layers.MaxPooling2D(layer.pool_size, layer.strides, padding="same", name=layer.name)
+        x = layer(x)
+    return x
+
+
 BACKBONES = {
     "vggface_vgg16": Backbone(vggface.vgg16, vggface.BLOCKS, 224, 32,
                               "VGGFace (keras-vggface names); theses 000, 002",
@@ -51,10 +68,10 @@ BACKBONES = {
     "alexnet": Backbone(alexnet.alexnet, alexnet.BLOCKS, 96, 96, "AlexNet at 96x96; thesis 001"),
     "bn_inception": Backbone(inception.bn_inception, inception.BLOCKS, 224, 64,
                              "BN-Inception (Inception V2); thesis 004"),
-    "vgg16": Backbone(partial(_application, keras.applications.VGG16),
+    "vgg16": Backbone(partial(_vgg_application, keras.applications.VGG16),
                       tuple(f"block{i}_" for i in range(1, 6)), 224, 32,
                       "VGG16, ImageNet; theses 001, 002, 003, 004", native=False),
-    "vgg19": Backbone(partial(_application, keras.applications.VGG19),
+    "vgg19": Backbone(partial(_vgg_application, keras.applications.VGG19),
                       tuple(f"block{i}_" for i in range(1, 6)), 224, 32,
                       "VGG19, ImageNet; thesis 003", native=False),
     "resnet50": Backbone(partial(_application, keras.applications.ResNet50),
@@ -84,13 +101,13 @@ def build_backbone(name, *, input_size=None, weights=None, global_pool=False, fe
     (e.g. fc6 at an input size other than 224). ``init`` re-initialises every kernel of a
     randomly initialised backbone (e.g. "he_normal": Keras' Glorot default halves a ReLU
     signal at every layer, so a 13-conv VGG trained from scratch stays at chance). ``options``
-    are keyword options of the toolkit's own trunk builders (AlexNet ``lrn``, ``groups``;
-    BN-Inception ``separable_stem``), refused for one that does not take them.
+    are keyword options of the trunk builders (AlexNet ``lrn``, ``groups``; BN-Inception
+    ``separable_stem``; VGG16/VGG19 ``pool_padding``), refused for one that does not take them.
     """
     spec = _spec(name)
     options = dict(options or {})
     if options:
-        known = set(inspect.signature(spec.trunk).parameters) - {"x", "weights"} if spec.native else set()
+        known = set(inspect.signature(spec.trunk).parameters) - {"x", "weights"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"backbone {name!r}: unknown backbone option(s) {', '.join(unknown)}; "
@@ -103,7 +120,7 @@ def build_backbone(name, *, input_size=None, weights=None, global_pool=False, fe
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: weights file for backbone {name!r} does not exist")
     inputs = keras.Input((size, size, 3), name="image")
-    trunk = spec.trunk(inputs, **options) if spec.native else spec.trunk(inputs, weights=weights)
+    trunk = spec.trunk(inputs, **options) if spec.native else spec.trunk(inputs, weights=weights, **options)
     if feature in spec.taps:
         out = spec.taps[feature](trunk, dropout=dropout)
     elif feature is None:
@@ -130,14 +147,33 @@ def load_weights(model, path, *, skip_mismatch=False):
         load_by_name(model, path, skip_mismatch=skip_mismatch)
 
 
-def set_trainable_blocks(model, backbone, last):
+FROZEN_BATCHNORM = ("inference", "batch")
+
+
+def set_trainable_blocks(model, backbone, last, frozen_batchnorm="inference"):
     """Train only the last ``last`` blocks of ``backbone`` (a model built by :func:`build_backbone`).
 
     ``last="all"`` trains everything, 0 freezes the backbone. Layers outside every block (a
     tap such as VGGFace fc6/fc7 on top of the trunk) train whenever any block does; ``last="fc"``
     trains the fully connected (Dense) ones among those alone, every convolution block and any
     other layer frozen (thesis 000's first stage: "only the fully connected layers").
+    ``frozen_batchnorm``: a frozen BatchNormalization runs in "inference" mode (Keras: its moving
+    statistics, never updated) or, "batch", normalises with the batch's statistics and updates its
+    moving ones while its scale and offset stay fixed (TF-Slim fine-tuning with ``is_training``
+    on and the layer left out of the trained variables; thesis 004 does not say which it ran).
     """
+    if frozen_batchnorm not in FROZEN_BATCHNORM:
+        raise ValueError(f"frozen_batchnorm must be one of {FROZEN_BATCHNORM}, got {frozen_batchnorm!r}")
+    _set_trainable(model, backbone, last)
+    if frozen_batchnorm == "batch":
+        for layer in model.layers:
+            if isinstance(layer, layers.BatchNormalization) and not layer.trainable:
+                layer.trainable = True
+                for variable in layer.trainable_weights:
+                    variable.trainable = False
+
+
+def _set_trainable(model, backbone, last):
     spec = _spec(backbone)
     if last == "all":
         model.trainable = True

@@ -5,10 +5,13 @@ last k blocks unfrozen; its Table 3.4 trainable counts pin the heads), thesis 00
 (sigmoid multi-label) and valence/arousal (linear) heads on VGG16 and BN-Inception, and
 thesis 000's whole-video audio FFN on openSMILE functionals.
 """
+from pathlib import Path
+
 import keras
 from keras import layers
 
 from fer_keras.models.backbones import build_backbone, set_trainable_blocks
+from fer_keras.models.keras2_h5 import load_by_name
 from fer_keras.models.layers import standardized
 from fer_keras.models.sequence import dense_stack, task_heads
 
@@ -16,7 +19,8 @@ from fer_keras.models.sequence import dense_stack, task_heads
 def image_classifier(*, backbone, input_size=None, weights=None, global_pool=False, feature=None,
                      backbone_dropout=0.5, skip_mismatch=False, trainable=0, feature_dropout=0.0, hidden=(1024,),
                      hidden_names=(), dropout=0.5, batchnorm=False, tasks=("category",), classes=7,
-                     num_aus=11, weight_decay=0.0, backbone_options=None, name="image_classifier"):
+                     num_aus=11, weight_decay=0.0, backbone_options=None, frozen_batchnorm="inference",
+                     top_weights=None, name="image_classifier"):
     """Backbone [-> dropout] -> ``hidden`` dense layers (ReLU, dropout) -> one output per task.
 
     ``trainable`` is the number of last backbone blocks to train ("all", or 0 for a frozen
@@ -24,12 +28,16 @@ def image_classifier(*, backbone, input_size=None, weights=None, global_pool=Fal
     first one "dense", the tap its cascades read). ``weight_decay`` is L2 on every kernel, not
     the biases, as TF-Slim's ``l2_regularizer`` in its arg_scope adds it to the loss (thesis 004:
     4e-5): ``weight_decay * sum(w ** 2) / 2`` per kernel (``tf.nn.l2_loss``); only trainable
-    kernels count, the only ones a gradient reaches.
+    kernels count, the only ones a gradient reaches. ``top_weights`` is a Keras 2 ``.h5`` file whose
+    same-named layers start the ``hidden`` ones, the ImageNet VGG16/VGG19 file with its top
+    (Keras' ``fc1``, ``fc2``) starting thesis 004's fc6 and fc7 as a TF-Slim fine-tune would; the
+    convolutions still come from ``weights``. ``frozen_batchnorm``: see
+    :func:`~fer_keras.models.backbones.set_trainable_blocks`.
     """
     cnn = build_backbone(backbone, input_size=input_size, weights=weights, global_pool=global_pool,
                          feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch,
                          options=backbone_options)
-    set_trainable_blocks(cnn, backbone, trainable)
+    set_trainable_blocks(cnn, backbone, trainable, frozen_batchnorm)
     image, x = cnn.inputs[0], cnn.outputs[0]
     if feature_dropout:
         x = layers.Dropout(feature_dropout, name="feature_dropout")(x)
@@ -37,9 +45,29 @@ def image_classifier(*, backbone, input_size=None, weights=None, global_pool=Fal
                     prefix="head_fc")
     outputs = task_heads(x, None, tasks=tasks, classes=classes, num_aus=num_aus, temporal="last")
     model = keras.Model({"image": image}, outputs, name=name)
+    if top_weights is not None:
+        load_hidden(model, top_weights, hidden_names or [f"head_fc{i}" for i in range(1, len(hidden) + 1)])
     if weight_decay:
         decay_kernels(model, weight_decay)
     return model
+
+
+# keras.applications' names for the fully connected layers TF-Slim's VGG calls fc6 and fc7
+IMAGENET_TOP = {"fc6": "fc1", "fc7": "fc2"}
+
+
+def load_hidden(model, path, names):
+    """Set the hidden layers ``names`` from a Keras 2 ``.h5`` file's same-named layers (``fc6``/``fc7``
+    also from its ``fc1``/``fc2``); every one must load, with the file's shapes."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: top_weights file does not exist")
+    if not names:
+        raise ValueError(f"{path}: top_weights given but the model has no hidden layers to load")
+    report = load_by_name(model, path, layers=names, aliases=IMAGENET_TOP)
+    missing = [n for n in names if n not in report["loaded"]]
+    if missing:
+        raise ValueError(f"{path}: holds no layer for the hidden layer(s) {', '.join(missing)} "
+                         f"(looked for the same names and {IMAGENET_TOP})")
 
 
 KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")

@@ -29,11 +29,13 @@ def to_original_name(keras_name: str) -> str:
     return keras_name.replace(SLASH, "/")
 
 
-def load_by_name(model, path, *, skip_mismatch=False) -> dict:
+def load_by_name(model, path, *, skip_mismatch=False, layers=None, aliases=None) -> dict:
     """Set the weights of ``model``'s layers from the same-named layers of a Keras 2 ``.h5`` file.
 
     File names are matched through :func:`to_keras_name` (files already written with ``__``
-    match too), in nested models and wrapped layers as well. A layer whose weight count or
+    match too), in nested models and wrapped layers as well. ``layers`` restricts the loading to
+    those model layer names; ``aliases`` maps a model layer name to a file name tried when the
+    file lacks its own (keras.applications' ``fc1`` for TF-Slim's ``fc6``). A layer whose weight count or
     shapes differ raises ``ValueError`` before any weight is set, or with ``skip_mismatch`` is
     skipped with a warning.
     Returns ``{"loaded", "skipped_mismatch", "missing_in_file"}`` (model layer names; the last
@@ -41,16 +43,20 @@ def load_by_name(model, path, *, skip_mismatch=False) -> dict:
     names with weights that the model lacks).
     """
     stored = _read(str(path))
-    layers = {}
+    aliases = aliases or {}
+    by_name = {}
     for layer in _weighted_layers(model):
-        layers.setdefault(layer.name, []).append(layer)
+        if layers is None or layer.name in layers:
+            by_name.setdefault(layer.name, []).append(layer)
     report = {"loaded": [], "skipped_mismatch": [], "missing_in_file": [], "unused_in_file": []}
-    matched = []
-    for name, same_named in layers.items():
-        if name not in stored:
+    matched, used = [], set()
+    for name, same_named in by_name.items():
+        key = name if name in stored else aliases.get(name)
+        if key not in stored:
             report["missing_in_file"].append(name)
             continue
-        original, values = stored[name]
+        used.add(key)
+        original, values = stored[key]
         got = [tuple(v.shape) for v in values]
         expected = [[tuple(w.shape) for w in layer.weights] for layer in same_named]
         wrong = [shapes for shapes in expected if shapes != got]
@@ -67,7 +73,7 @@ def load_by_name(model, path, *, skip_mismatch=False) -> dict:
         for layer in same_named:
             layer.set_weights(values)
         report["loaded"].append(name)
-    report["unused_in_file"] = [original for name, (original, _) in stored.items() if name not in layers]
+    report["unused_in_file"] = [original for name, (original, _) in stored.items() if name not in used]
     return report
 
 

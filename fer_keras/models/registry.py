@@ -82,7 +82,8 @@ for option in (1, 2, 3, 4):
 # --- thesis 001: 4K valence/arousal -----------------------------------------------------------
 T001_SMALL = dict(seq_len=3)
 register("vgg16_gru_va", sequence.sequence_model, "001 §3.3 VGG16-GRU",
-         "VGG16 conv -> FC 4096 -> 2xGRU(128) -> per-frame valence, arousal",
+         "VGG16 conv (3x3x512 at 96; the thesis's 4x4x512 at 112 with backbone_options {pool_padding: same})"
+         " -> FC 4096 -> 2xGRU(128) -> per-frame valence, arousal",
          ss.thesis001, dict(T001_SMALL, input_size=32), backbone="vgg16", fc=(4096,), tasks=("va",),
          temporal="frame", input_size=96, seq_len=80)
 register("resnet50_gru_va", sequence.sequence_model, "001 §3.4 ResNet-GRU",

@@ -23,18 +23,19 @@ CLASSIFY = ("frame", "sequence", "output")
 
 def frame_features(frames, mask, *, backbone, input_size=None, weights=None, global_pool=False,
                    feature=None, backbone_dropout=0.5, skip_mismatch=False, trainable="all", init=None,
-                   backbone_options=None):
+                   backbone_options=None, frozen_batchnorm="inference"):
     """Apply one backbone to every real frame: (B, T, H, W, 3) and mask (B, T) -> (B, T, F), zeros
     at padded steps, which never reach the backbone (nor its BatchNorm statistics in training).
 
     ``trainable``: "all", "fc" (only the backbone's fully connected taps, e.g. VGGFace fc6 and
     fc7) or the number of last backbone blocks left trainable (0 = frozen, as thesis 003 freezes
-    its ImageNet CNNs).
+    its ImageNet CNNs); ``frozen_batchnorm`` how its frozen BatchNorm layers normalise
+    (:func:`~fer_keras.models.backbones.set_trainable_blocks`).
     """
     cnn = build_backbone(backbone, input_size=input_size, weights=weights, global_pool=global_pool,
                          feature=feature, dropout=backbone_dropout, skip_mismatch=skip_mismatch,
                          init=init, options=backbone_options)
-    set_trainable_blocks(cnn, backbone, trainable)
+    set_trainable_blocks(cnn, backbone, trainable, frozen_batchnorm)
     return MaskedTimeDistributed(cnn, name="frame_cnn")([frames, mask])
 
 
@@ -112,7 +113,7 @@ def task_heads(x, mask, *, tasks=("category",), classes=7, num_aus=11, temporal=
 
 def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=False, feature=None,
                    backbone_dropout=0.5, skip_mismatch=False, trainable="all", init=None,
-                   backbone_options=None, input_dim=None,
+                   backbone_options=None, frozen_batchnorm="inference", input_dim=None,
                    input_name="features", seq_len=None, fc=(), fc_dropout=0.0, rnn="gru", units=128,
                    rnn_layers=2, bidirectional=False, rnn_dropout=0.0, recurrent_dropout=0.0,
                    attention=False, dropout=0.0, tasks=("category",), classes=7, num_aus=11,
@@ -151,7 +152,7 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
         x = frame_features(data_in, mask, backbone=backbone, input_size=size, weights=weights,
                            global_pool=global_pool, feature=feature, backbone_dropout=backbone_dropout,
                            skip_mismatch=skip_mismatch, trainable=trainable, init=init,
-                           backbone_options=backbone_options)
+                           backbone_options=backbone_options, frozen_batchnorm=frozen_batchnorm)
     else:
         data_in = keras.Input((seq_len, input_dim), name=input_name)
         x = standardized(data_in, standardize, input_name)
