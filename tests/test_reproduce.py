@@ -212,3 +212,16 @@ def test_thesis000_smoke_fills_every_row(tmp_path, monkeypatch):
     assert all(r["status"] == "ok" and r["ours"] for r in rows), [r["row"] for r in rows if not r["ours"]]
     for run in tmp_path.glob("runs/smoke000/early_fusion_option[234]*"):
         assert json.loads((run / "init.json").read_text()), run  # the audio GRU and the CNN were restored
+
+
+def test_each_step_runs_in_its_own_process_and_a_dead_one_is_an_error():
+    """Steps run isolated (no memory carried from step to step); a process killed mid-step (as the
+    kernel's OOM killer would) comes back as an exception, logged like any failed step."""
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
+    assert reproduce._isolated(os.getpid) != os.getpid()
+    with pytest.raises(ValueError, match="invalid literal"):
+        reproduce._isolated(int, "seven")
+    with pytest.raises(BrokenProcessPool):
+        reproduce._isolated(os._exit, 9)
