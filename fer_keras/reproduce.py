@@ -126,20 +126,26 @@ def _done(kind, out: Path) -> bool:
     return (out / marker).is_file()
 
 
+def finished(folder, name, runs: Path, smoke=None, paths=None) -> bool:
+    """Whether experiment ``name`` has its result in ``runs/<name>`` (read from its file alone,
+    without the engines: a rerun skips done steps in no time)."""
+    raw = experiment_raw(folder, name, smoke, paths)
+    out = Path(runs) / name
+    return (out / "metrics.json").is_file() if _is_fusion(raw) else _done(raw.get("protocol", "train"), out)
+
+
 def run_experiment(folder, name, runs: Path, smoke=None, paths=None) -> str:
     """Run one experiment file into ``runs/<name>`` by its protocol; returns what was done."""
     from fer_keras import config, cv, evaluation, fusion, training, tuning
 
+    if finished(folder, name, runs, smoke, paths):
+        return "done already"
     raw = experiment_raw(folder, name, smoke, paths)
     out = runs / name
     if _is_fusion(raw):
-        if (out / "metrics.json").is_file():
-            return "done already"
         metrics = fusion.fuse_spec(fusion.check_spec(raw, Path(folder) / f"{name}.yaml"), runs)
         return f"fused: accuracy {metrics['accuracy']}"
     exp = config.from_dict(raw, str(Path(folder) / f"{name}.yaml"))
-    if _done(exp.protocol, out):
-        return "done already"
     if exp.protocol == "tune":
         result = tuning.tune(exp, out)
         return f"searched: best {exp.tuning.objective} {result['best_score']:.4g}"
@@ -234,7 +240,9 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None) -> di
                 continue
             start = time.perf_counter()
             try:
-                if kind == "run":
+                if kind == "run" and finished(folder, item, runs, settings, paths):
+                    what = "done already"
+                elif kind == "run":
                     what = _isolated(run_experiment, folder, item, runs, settings, paths)
                 else:
                     what = _isolated(run_features, item, paths)
