@@ -107,6 +107,30 @@ def test_killed_and_resumed_staged_run_ends_as_the_uninterrupted_one(uninterrupt
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_a_run_initialised_from_another_resumes_as_the_uninterrupted_one(uninterrupted, prepared_afew,
+                                                                          tmp_path, monkeypatch):
+    """``init`` (thesis 000's early fusion restoring its audio run) sets the named layers once, at
+    the start: a run killed after its first epoch and resumed ends as the uninterrupted one (the
+    backup wins over a second initialisation), and both differ from the run without init."""
+    source, _, _ = uninterrupted
+    root, _ = prepared_afew
+    exp = config.from_dict({**config.to_dict(experiment(root)),
+                            "init": [{"source": str(source), "layers": {"rnn": "rnn"}}]})
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    watch(monkeypatch, [])
+    training.train(exp, whole, evaluate=False)
+    assert {r["layer"] for r in json.loads((whole / training.INIT_REPORT).read_text())} == {"rnn1", "rnn_attention"}
+    for stop_after in (0, None):
+        watch(monkeypatch, [], stop_after)
+        try:
+            training.train(exp, resumed, evaluate=False)
+        except Interrupt:
+            pass
+    for a, b in zip(weights(resumed), weights(whole)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, b) for a, b in zip(weights(whole), weights(source)))
+
+
 def test_an_early_stop_can_end_the_run(prepared_afew, tmp_path):
     root, _ = prepared_afew
     exp = experiment(root, early_stopping={**STAGED["early_stopping"], "ends": "run"})
