@@ -222,9 +222,7 @@ def with_compile_args(train_cfg: cfg.TrainingConfig, *, learning_rate=None, opti
 def best_experiment(exp: cfg.Experiment, hp: kt.HyperParameters, out_name=None) -> cfg.Experiment:
     """``exp`` with trial ``hp``: builder options into ``model.options`` (the experiment's own
     options win, as they did in the search) and the compile keys into ``training.optimizer``."""
-    drawn, compile_args, pipeline = split(entry(exp.model.name).space(hp.copy()))
-    options = {**drawn, **exp.model.options}
-    pipeline.update({k: options[k] for k in pipeline if k in exp.model.options})
+    options, compile_args, pipeline = split(entry(exp.model.name).space(hp.copy()), exp.model.options)
     model = dataclasses.replace(exp.model, options=options)
     return dataclasses.replace(with_pipeline(exp, pipeline), name=out_name or f"{exp.name}_tuned", model=model,
                                training=with_compile_args(exp.training, **compile_args))

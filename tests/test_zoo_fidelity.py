@@ -137,6 +137,9 @@ def test_thesis001_search_is_its_lr_and_n_by_l_grid():
         assert np.prod([len(v) for v in values.values()]) == 27
         assert (options, compile_args, pipeline) == ({"seq_len": 80}, {"learning_rate": 1e-5},
                                                       {"batch_size": 4, "seq_len": 80})
+        # an experiment's own seq_len wins over the draw, for the model and the data alike
+        options, _, pipeline = split(entry(name).space(hp), {"seq_len": 5, "units": 8})
+        assert options == {"seq_len": 5, "units": 8} and pipeline == {"batch_size": 4, "seq_len": 5}
 
 
 def test_thesis003_search_draws_one_dropout_for_every_dropout_and_its_training_settings():

@@ -41,9 +41,5 @@ class RegistryHyperModel(kt.HyperModel):
         return self.compile_fn(model, **compile_args, **pipeline)
 
     def split(self, hp):
-        """Trial ``hp`` as (builder options, compile arguments, data.pipeline values); a fixed
-        option wins over the draw, in the pipeline too (a fixed ``seq_len``)."""
-        options, compile_args, pipeline = split(self.entry.space(hp))
-        options = {**options, **self.fixed}
-        pipeline.update({k: options[k] for k in pipeline if k in self.fixed})
-        return options, compile_args, pipeline
+        """Trial ``hp`` as (builder options, compile arguments, data.pipeline values)."""
+        return split(self.entry.space(hp), self.fixed)

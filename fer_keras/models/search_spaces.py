@@ -12,13 +12,15 @@ PIPELINE_KEYS = ("batch_size", "seq_len")
 BUILDER_PIPELINE_KEYS = ("seq_len",)  # pipeline keys the model builders take as well
 
 
-def split(drawn: dict):
-    """A space's draw as ``(builder options, compile arguments, data.pipeline values)``."""
+def split(drawn: dict, fixed=None):
+    """A space's draw as ``(builder options, compile arguments, data.pipeline values)``; ``fixed``
+    builder options win over the draw, in the pipeline too (a fixed ``seq_len``)."""
+    fixed = fixed or {}
     compile_args = {k: v for k, v in drawn.items() if k in COMPILE_KEYS}
-    pipeline = {k: v for k, v in drawn.items() if k in PIPELINE_KEYS}
+    pipeline = {k: fixed.get(k, v) for k, v in drawn.items() if k in PIPELINE_KEYS}
     options = {k: v for k, v in drawn.items()
                if k not in COMPILE_KEYS and (k not in PIPELINE_KEYS or k in BUILDER_PIPELINE_KEYS)}
-    return options, compile_args, pipeline
+    return {**options, **fixed}, compile_args, pipeline
 
 
 def thesis000_visual(hp):
