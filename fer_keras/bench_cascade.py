@@ -43,7 +43,6 @@ import os
 import resource
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 
@@ -553,13 +552,11 @@ def main(argv=None) -> int:
             raise SystemExit(f"--{name} must be at least 1")
     if args.input_size < 32:
         raise SystemExit("--input-size must be at least 32 (VGGFace's five poolings)")
+    from fer_keras.data.benchmark import save_report  # TensorFlow only once a run starts
+
     report = run(args)
     print_report(report)
-    path = os.path.join(args.out, "bench_cascade.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=1)
-    print(f"written {path} ({report['seconds']:.0f} s)")
-    sys.stdout.flush()
+    save_report(report, os.path.join(args.out, "bench_cascade.json"))
     return 0
 
 

@@ -440,12 +440,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     report = run(args)
     print_report(report)
-    path = os.path.join(args.out, "results.json")
+    save_report(report, os.path.join(args.out, "results.json"))
+    return 0
+
+
+def save_report(report: dict, path) -> None:
+    """A benchmark's figures as JSON at ``path``, and where they went (``make bench-pipeline`` and
+    ``make bench-cascade`` both end so)."""
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
     print(f"written {path} ({report['seconds']:.0f} s)")
     sys.stdout.flush()
-    return 0
 
 
 if __name__ == "__main__":
