@@ -500,6 +500,14 @@ def _stage_start(run: RunDir, i: int, n_stages: int, first: int, last: int, moni
     return start, start
 
 
+def _save_model_weights(model, path):
+    """The model's weights without its optimizer's: the next stage, a resume and a rebuilt
+    last.keras load them into a fresh model with a new optimizer, and Adam's two moments would
+    triple the file (a stage in progress keeps its optimizer in BackupAndRestore's backup)."""
+    from keras.src.saving import saving_lib  # Model.save_weights has no option to leave it out
+    saving_lib.save_weights_only(model, str(path), objects_to_skip=[model.optimizer])
+
+
 def _load_stage_weights(model, run: RunDir, i: int, state: dict, todo):
     """Stage ``i``'s weights into ``model``, checked against state.json's record first."""
     path = run.stage_weights(i)
@@ -614,7 +622,7 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
             stopped = ran < end
             done = int(model.optimizer.iterations.numpy())
             path = run.stage_weights(i)
-            save_atomic(model.save_weights, path)
+            save_atomic(lambda tmp: _save_model_weights(model, tmp), path)
             stages = [*state.get("stages", []), {"first_epoch": epoch, "epochs": ran - epoch,
                                                   "steps": done - step, "early_stopped": stopped}]
             epoch, step = ran, done

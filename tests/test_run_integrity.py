@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -69,6 +70,8 @@ def runs(tmp_path_factory):
     state = training.train(exp, finished, evaluate=False)
     assert _epochs(finished) == EPOCHS and state["epochs_done"] == 4 and "best_since" not in state
     assert sorted(state["weights"]) == ["stage-0.weights.h5", "stage-1.weights.h5"]
+    with h5py.File(finished / "checkpoints/stage-1.weights.h5") as f:  # the model's, not Adam's
+        assert "optimizer" not in f and "layers" in f
     return exp, finished, killed
 
 
