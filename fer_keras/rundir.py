@@ -7,7 +7,8 @@ Run directory::
 
     config.yaml            every setting the run used (defaults included)
     checkpoints/best.keras best epoch by ``training.monitor``; last.keras at the end;
-                           stage-<i>.weights.h5 when stage i is complete
+                           stage-<i>.weights.h5 when stage i is complete (the model's weights,
+                           not its optimiser's)
     backup/stage-<i>/      BackupAndRestore state of the stage in progress (removed when done)
     logs/                  TensorBoard
     history.csv            one row per epoch, appended across stages and restarts
