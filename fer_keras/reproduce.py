@@ -35,45 +35,13 @@ from pathlib import Path
 
 import yaml
 
-logger = logging.getLogger(__name__)
+from fer_keras.plan import PLAN, read_plan
 
-PLAN = "reproduce.yaml"
-PLAN_KEYS = {"steps", "smoke"}
-SMOKE_KEYS = {"datasets", "folds", "set", "runs", "paths", "epochs"}
-STEP_KINDS = ("run", "features")
-FEATURE_KEYS = {"source", "data", "out", "tap", "dtype", "augmentations", "folds", "seq_len", "batch"}
+logger = logging.getLogger(__name__)
 
 
 def experiments_dir(thesis) -> Path:
     return Path("experiments") / f"thesis{str(thesis).zfill(3)}"
-
-
-def read_plan(folder) -> dict:
-    """The plan file of a thesis folder, checked: known keys, known step kinds, files that exist."""
-    path = Path(folder) / PLAN
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; a thesis folder lists its steps in {PLAN}")
-    plan = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(plan, dict) or set(plan) - PLAN_KEYS or not isinstance(plan.get("steps"), list):
-        raise ValueError(f"{path}: expected a mapping with 'steps' (a list) and optionally 'smoke'")
-    if set(plan.get("smoke") or {}) - SMOKE_KEYS:
-        raise ValueError(f"{path}: smoke: unknown key(s) {sorted(set(plan['smoke']) - SMOKE_KEYS)}; "
-                         f"known: {', '.join(sorted(SMOKE_KEYS))}")
-    for i, step in enumerate(plan["steps"]):
-        if not isinstance(step, dict) or len(step) != 1 or next(iter(step)) not in STEP_KINDS:
-            raise ValueError(f"{path}: steps[{i}]: one of {', '.join(STEP_KINDS)} expected, got {step!r}")
-        kind, value = next(iter(step.items()))
-        if kind == "run":
-            names = value if isinstance(value, list) else [value]
-            missing = [n for n in names if not (Path(folder) / f"{n}.yaml").is_file()]
-            if missing:
-                raise ValueError(f"{path}: steps[{i}]: no experiment file {', '.join(missing)} in {folder}")
-            step["run"] = names
-        elif kind == "features" and (not isinstance(value, dict) or set(value) - FEATURE_KEYS
-                                     or not {"source", "data", "out"} <= set(value)):
-            raise ValueError(f"{path}: steps[{i}]: features needs source, data, out (and may set "
-                             f"{', '.join(sorted(FEATURE_KEYS - {'source', 'data', 'out'}))})")
-    return plan
 
 
 def _is_fusion(raw: dict) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from fer_keras import plan
 from fer_keras.reference import is_percent
 
 logger = logging.getLogger(__name__)
@@ -106,15 +107,28 @@ def collect(paths) -> list[dict]:
     return entries
 
 
+def _plan_order(root: Path) -> list[Path]:
+    """The YAMLs under ``root``: those its plan runs in the plan's order (the thesis's), then the
+    rest by file name; a plan that cannot be read is warned about and file name order used."""
+    paths = sorted(root.rglob("*.yaml"))
+    try:
+        order = {name: i for i, name in enumerate(plan.run_order(root))}
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        logger.warning("%s: rows listed in file name order (%s)", root / plan.PLAN, err)
+        return paths
+    return sorted(paths, key=lambda p: order.get(p.stem, len(order)) if p.parent == root else len(order))
+
+
 def expected_rows(experiments_dir, thesis=None) -> list[dict]:
-    """The thesis rows the experiment YAMLs under ``experiments_dir`` reproduce (file name order;
-    a row two YAMLs name is listed once): ``thesis``, ``table``, ``row``, ``metric``, ``value``
-    (None when the YAML has none), ``percent``, ``config``. Only rows of ``thesis`` when given."""
+    """The thesis rows the experiment YAMLs under ``experiments_dir`` reproduce (in its plan's order,
+    else by file name; a row two YAMLs name is listed once): ``thesis``, ``table``, ``row``,
+    ``metric``, ``value`` (None when the YAML has none), ``percent``, ``config``. Only rows of
+    ``thesis`` when given."""
     root = Path(experiments_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such experiments directory")
     rows, seen = [], set()
-    for path in sorted(root.rglob("*.yaml")):
+    for path in _plan_order(root):
         try:
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f)
@@ -254,7 +268,7 @@ def _render(sections, counts) -> str:
 
 
 def table(rows, expected, thesis=None) -> str:
-    """Markdown: one section per (thesis, table), expected rows in file order (``not run`` where
+    """Markdown: one section per (thesis, table), expected rows in the order given (``not run`` where
     no result has them), then results of rows no YAML names; ``rows`` as collect() returns them."""
     sections, unreferenced = _lines(rows, expected, thesis)
     return _render(sections, _summary(sections, unreferenced))

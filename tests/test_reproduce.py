@@ -225,3 +225,14 @@ def test_each_step_runs_in_its_own_process_and_a_dead_one_is_an_error():
         reproduce._isolated(int, "seven")
     with pytest.raises(BrokenProcessPool):
         reproduce._isolated(os._exit, 9)
+
+
+def test_thesis000_rows_come_in_the_thesis_order():
+    """results-000.md lists §6.2 Table 1 as the thesis prints it: Runs One* to Sixteen."""
+    from fer_keras import results
+
+    rows = [r["row"] for r in results.expected_rows(EXPERIMENTS / "thesis000")
+            if r["table"].startswith("§6.2 Table 1 ")]
+    assert [r.split()[1].rstrip("*") for r in rows] == [
+        "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven", "Twelve",
+        "Thirteen", "Fourteen", "Fifteen", "Sixteen"]

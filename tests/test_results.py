@@ -195,3 +195,16 @@ def test_import_stays_light():
     code = ("import sys, fer_keras.results; "
             "assert not {'tensorflow', 'keras', 'numpy'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_expected_rows_follow_the_plan_order(tmp_path, caplog):
+    """A thesis folder's rows come in its plan's order (the thesis's), the files it does not run
+    after them by name; a broken plan falls back to file name order with a warning."""
+    for name, row in (("a", "Run Two"), ("b", "Run One"), ("c", "Run Three")):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"reproduces": {"thesis": "000", "table": "T", "row": row, "value": 1.0}}))
+    (tmp_path / "reproduce.yaml").write_text(yaml.safe_dump({"steps": [{"run": ["b", "a"]}]}))
+    assert [r["row"] for r in results.expected_rows(tmp_path)] == ["Run One", "Run Two", "Run Three"]
+    (tmp_path / "reproduce.yaml").write_text(yaml.safe_dump({"steps": [{"run": ["b", "gone"]}]}))
+    assert [r["row"] for r in results.expected_rows(tmp_path)] == ["Run Two", "Run One", "Run Three"]
+    assert "no experiment file gone" in caplog.text
