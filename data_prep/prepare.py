@@ -1,6 +1,6 @@
 """Dataset-independent video preparation: frames -> aligned faces, audio -> LLDs, -> shards.
 
-A dataset module (e.g. data_prep/afew.py) turns its layout into a list of SourceVideo items and
+A dataset package (e.g. data_prep/datasets/afew/) turns its layout into a list of SourceVideo items and
 calls `prepare_videos`; everything else (parallel workers, progress, resume, failures) is here.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import tempfile
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing import get_context
 
 import numpy as np
@@ -19,10 +19,11 @@ from tqdm import tqdm
 
 from fer_keras.data.schema import UNLABELLED, VideoRecord, serialize
 
-from .audio import AudioFeatures, clip_bounds_ms
+from .audio import clip_bounds_ms
 from .errors import BadInput
-from .face import DEFAULT_MIN_FACE, LANDMARK_WEIGHTS, FaceDetector, align, check_min_face_size
+from .face import FaceDetector, align
 from .store import PreparedStore, encode_image
+from .video_options import PrepareOptions
 from .video import VideoStream, extract_audio
 
 log = logging.getLogger(__name__)
@@ -65,63 +66,6 @@ class SourceVideo:
     @property
     def key(self) -> str:
         return f"{self.split}/{self.video_id}"
-
-
-# Options that change how fast a preparation runs, not what it writes.
-RUN_SETTINGS = ("jobs", "detect_batch", "shard_size")
-
-
-@dataclass
-class PrepareOptions:
-    """Everything that changes the prepared data (recorded in the manifest) plus run settings."""
-
-    face_size: int = 112
-    margin: float = 0.0
-    min_confidence: float = 0.9
-    min_face_size: float = DEFAULT_MIN_FACE  # fraction of the shorter side (< 1) or pixels (>= 20)
-    fps: float | None = None  # resample to this constant rate; None keeps the source's own frames
-    landmark_weights: tuple = LANDMARK_WEIGHTS
-    image_format: str = "jpeg"
-    jpeg_quality: int = 95
-    sample_rate: int = 16000
-    lld_set: str = "eGeMAPSv02"
-    lld_level: str | None = None
-    lld_mode: str = "context"
-    functionals_set: str | None = "IS10_paraling"
-    functionals_level: str | None = None
-    jobs: int = 1
-    detect_batch: int = 32
-    shard_size: int = 32
-    verify: bool = False  # a rerun checks the kept shards' checksums and records too (sizes always)
-
-    def __post_init__(self):
-        """Refuse, before any video is touched, every value that could not work."""
-        def need(ok, what):
-            if not ok:
-                raise ValueError(f"prepare option {what}")
-        need(16 <= self.face_size <= 1024, f"face_size must be 16..1024 px, got {self.face_size}")
-        need(0 <= self.margin <= 1, f"margin must be 0..1 (a fraction of the crop side), got {self.margin}")
-        need(0 < self.min_confidence < 1, f"min_confidence must be in (0, 1), got {self.min_confidence}")
-        check_min_face_size(self.min_face_size)
-        need(self.fps is None or 1 <= self.fps <= 240, f"fps must be 1..240, got {self.fps}")
-        need(len(self.landmark_weights) == 5 and all(int(w) == w and w >= 0 for w in self.landmark_weights)
-             and sum(self.landmark_weights) > 0, f"landmark_weights must be 5 integers >= 0, got {self.landmark_weights}")
-        need(self.image_format in ("jpeg", "png"), f"image_format must be 'jpeg' or 'png', got {self.image_format!r}")
-        need(1 <= self.jpeg_quality <= 100, f"jpeg_quality must be 1..100, got {self.jpeg_quality}")
-        need(8000 <= self.sample_rate <= 48000, f"sample_rate must be 8000..48000 Hz, got {self.sample_rate}")
-        need(self.lld_mode in ("context", "clip"), f"lld_mode must be 'context' or 'clip', got {self.lld_mode!r}")
-        for name in RUN_SETTINGS:
-            need(int(getattr(self, name)) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-
-    def content(self) -> dict:
-        """The options that define the prepared data (a rerun must match them)."""
-        d = {k: v for k, v in asdict(self).items() if k not in RUN_SETTINGS + ("verify",)}
-        d["landmark_weights"] = list(d["landmark_weights"])
-        return d
-
-    def audio_features(self) -> AudioFeatures:
-        return AudioFeatures(self.lld_set, self.lld_level, self.functionals_set, self.functionals_level,
-                             self.lld_mode)
 
 
 class VideoPreparer:

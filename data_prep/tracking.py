@@ -17,6 +17,8 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from data_prep.options import check, option
+
 log = logging.getLogger(__name__)
 
 # Where cascades are looked up by file name: the folder of opencv-python 4.x wheels (the 5.0 wheels
@@ -63,57 +65,52 @@ def tracker_factory(name: str):
 class TrackOptions:
     """How faces are found and followed; the defaults are thesis 002's choices where it states them."""
 
-    cascade: str = "haarcascade_frontalface_default.xml"  # the thesis does not say which Haar file
-    scale_factor: float = 1.1  # cascade pyramid step
-    min_neighbors: int = 5  # overlapping hits a cascade box needs
-    min_face: float = 0.2  # smallest face: fraction of the frame's shorter side (< 1) or pixels (>= 1)
+    cascade: str = option("haarcascade_frontalface_default.xml",
+                          "Haar cascade: a file name bundled with OpenCV or a path (the thesis does not say which)")
+    scale_factor: float = option(1.1, "cascade pyramid step, > 1")
+    min_neighbors: int = option(5, "overlapping hits a cascade box needs", low=0)
+    min_face: float = option(0.2, "smallest face for the cascade: fraction of the shorter side (< 1) or pixels",
+                             flag="--haar-min-face")
     # Whole-frame histogram equalisation, the usual OpenCV recipe, is off: on the synthetic
     # 640x480 clips (6 seeds, 180 frames with a face) it cut the cascade's hits from 180 to 150,
     # because the textured background takes over the histogram.
-    equalize: bool = False
-    extend: int = 10  # pixels added to the box height before tracking (thesis: 10)
+    equalize: bool = option(False, "equalise each frame's histogram before the cascade")
+    extend: int = option(10, "pixels added to the box height (thesis: 10)", low=0)
     # Where the extension goes ("down", "up", "both": half each); the thesis does not say. "down":
     # the extension is there so that a mouth opened wide (surprise) is not cut off, and the jaw drops
     # downwards.
-    extend_split: str = "down"
-    tracker: str = "medianflow"  # the thesis's choice (fastest); "csrt" and "kcf" were compared
+    extend_split: str = option("down", "where the extension goes (the thesis does not say; down: the jaw drops)",
+                               choices=EXTEND_SPLITS)
+    tracker: str = option("medianflow", "OpenCV tracker (the thesis's choice: medianflow, the fastest)",
+                          choices=tuple(TRACKER_FACTORIES))
     # A search for the face (at the start, or after a loss) that finds nothing in this many frames is
     # logged as a "not_found" event; the cascade still runs on each later frame until a face appears,
     # and each frame without a box is reported as no face.
-    detect_frames: int = 5
+    detect_frames: int = option(5, "first frames the cascade tries before it tries every later frame", low=1)
     # When the tracker reports failure or its box is more than half outside the frame, run the cascade
     # on that frame and restart the tracker; False follows the face from the first detection only.
-    redetect: bool = True
+    redetect: bool = option(True, "follow the face from the first detection only, never re-detect after a loss",
+                            flag="--no-redetect")
     # MedianFlow can report success while its box has slid onto the background (a face leaving the
     # frame fast, measured on the synthetic set). So the cascade checks the region under the box at
     # once when the box jumps by more than half its width in one frame, and every `verify_every`
     # tracked frames (25: once a second at BU-4DFE's 25 fps, about 3 ms each); no face there is a
     # loss ("drift"). 0 never checks periodically (the thesis's pipeline had no check).
-    verify_every: int = 25
+    verify_every: int = option(25, "tracked frames between cascade checks of the box (0: only on jumps)", low=0)
 
     def __post_init__(self):
-        if not isinstance(self.cascade, str) or not self.cascade:
+        check(self, "track option")
+        if not self.cascade:
             raise ValueError(f"track option cascade must be a cascade file name or path, got {self.cascade!r}")
         cascade_path(self.cascade)
         if not self.scale_factor > 1:
             raise ValueError(f"track option scale_factor must be > 1 (the pyramid step), got {self.scale_factor}")
-        for name, low in (("min_neighbors", 0), ("extend", 0), ("detect_frames", 1), ("verify_every", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"track option {name} must be an integer >= {low}, got {value!r}")
         if not self.min_face > 0:
             raise ValueError(f"track option min_face must be a fraction of the frame's shorter side (0 < v < 1) "
                              f"or pixels (v >= 1), got {self.min_face}")
-        if self.extend_split not in EXTEND_SPLITS:
-            raise ValueError(f"track option extend_split must be one of {EXTEND_SPLITS}, got {self.extend_split!r}")
-        if self.tracker not in TRACKER_FACTORIES:
-            raise ValueError(f"track option tracker must be one of {tuple(TRACKER_FACTORIES)}, got {self.tracker!r}")
         if tracker_factory(self.tracker) is None:
             raise ValueError(f"track option tracker: OpenCV {cv2.__version__} has no {TRACKER_FACTORIES[self.tracker]} "
                              f"(in cv2 or cv2.legacy)")
-        for name in ("equalize", "redetect"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"track option {name} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass

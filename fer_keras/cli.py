@@ -15,129 +15,38 @@ import traceback
 
 
 def _synth(args) -> int:
-    from data_prep.synthetic import SyntheticSpec, write_afew
+    from data_prep import options
+    from data_prep.registry import SYNTHETIC
 
-    spec = SyntheticSpec(train_per_class=args.train_per_class, val_per_class=args.val_per_class,
-                         test_clips=args.test_clips, min_frames=args.min_frames, max_frames=args.max_frames,
-                         width=args.width, height=args.height, seed=args.seed, broken=not args.no_broken)
-    truth = write_afew(args.out, spec)
-    print(f"wrote {len(truth['videos'])} synthetic AFEW videos ({args.width}x{args.height}) under {args.out}")
+    generator = SYNTHETIC[args.dataset]
+    print(generator.synth(args.out, options.from_args(generator.spec, args)))
     return 0
 
 
-def _synth_clips(args) -> int:
-    from data_prep.synthetic import TRUTH_FILE, write_real_world_clips
+def _prepare(args) -> int:
+    from data_prep import options
+    from data_prep.registry import dataset
 
-    truth = write_real_world_clips(args.out, seed=args.seed)
-    for clip in truth["clips"]:
-        print(f"  {clip['path']:<22} {clip['width']}x{clip['height']}, {len(clip['frame_times'])} frames, "
-              f"{len(clip['segments'])} rate segment(s), audio start {clip['audio_start']:+.1f} s, "
-              f"rotation {clip['rotation']}")
-    print(f"wrote {len(truth['clips'])} real-world-like clips under {args.out} (ground truth: {TRUTH_FILE})")
-    return 0
-
-
-def _synth_bu4dfe(args) -> int:
-    from data_prep.synthetic_bu4dfe import Bu4dfeSpec, write_bu4dfe
-
-    spec = Bu4dfeSpec(subjects=tuple(args.subjects.split(",")), min_frames=args.min_frames,
-                      max_frames=args.max_frames, long_video=args.long_video, layout=args.layout,
-                      seed=args.seed, broken=not args.no_broken)
-    truth = write_bu4dfe(args.out, spec)
-    kinds = sorted({v["kind"] for v in truth["videos"]} - {"normal"})
-    print(f"wrote {len(truth['videos'])} synthetic BU-4DFE sequences ({args.layout} layout, 640x480, 25 fps) "
-          f"of {len(spec.subjects)} subjects under {args.out}; on purpose: {', '.join(kinds) or 'nothing'}"
-          f"{', missing ' + ', '.join(truth['missing']) if truth['missing'] else ''}")
-    return 0
-
-
-def _synth_fer2013(args) -> int:
-    from data_prep.synthetic_fer2013 import write_fer2013
-
-    truth = write_fer2013(args.out, per_class=tuple(args.per_class), seed=args.seed, malformed=not args.no_malformed)
-    rows = truth["rows"] if isinstance(truth, dict) and "rows" in truth else []
-    bad = sum(1 for r in rows if r.get("malformed"))
-    print(f"wrote {args.out}: {len(rows)} rows ({bad} malformed on purpose)")
-    return 0
-
-
-def _src_out(args, dataset):
+    entry = dataset(args.dataset)
     if len(args.paths) > 2:
-        raise SystemExit(f"usage: fer-keras prepare {dataset} [SRC] OUT")
-    return (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-
-
-def _prepare_bu4dfe(args) -> int:
-    from data_prep import bu4dfe
-    from data_prep.tracking import TrackOptions
-    from data_prep.trimming import TrimOptions
-
-    src, out = _src_out(args, "bu4dfe")
-    try:  # every option is checked before anything is read or written
-        opts = bu4dfe.Bu4dfeOptions(
-            face_detector=args.detector, face_size=args.face_size, image_format=args.image_format,
-            track=TrackOptions(cascade=args.cascade, tracker=args.tracker, extend=args.extend,
-                               extend_split=args.extend_split, detect_frames=args.detect_frames,
-                               min_face=args.haar_min_face),
-            trim=TrimOptions(threshold=args.trim_threshold, max_cut=args.trim_max_cut,
-                             end_frames=args.trim_end_frames, anomaly_frames=args.anomaly_frames,
-                             anomaly=args.anomaly),
-            trimming=not args.no_trim, keep_incomplete_subjects=args.keep_incomplete_subjects,
-            frames_fps=args.frames_fps, **({"mtcnn_min_face_size": args.min_face_size} if args.min_face_size else {}),
-            augment=args.augment, augment_methods=_names(args.augment_methods),
-            seed=args.seed, jobs=args.jobs, shard_size=args.shard_size, verify=args.verify)
-        if src is None:
-            from data_prep.synthetic_bu4dfe import write_bu4dfe
-
-            src = os.path.join(out, "synthetic_source")
-            if not os.path.isdir(src):
-                print(f"no SRC given: writing the synthetic BU-4DFE dataset to {src}")
-                write_bu4dfe(src)
-        manifest = bu4dfe.prepare(src, out, opts, openface_dir=args.openface, progress=not args.quiet)
-    except (bu4dfe.LayoutError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    _summary(manifest, out)
-    print(f"split file: {os.path.join(out, 'splits.json')}")
-    return 0
-
-
-def _names(text):
-    from data_prep.augment import METHODS
-
-    return METHODS if text in (None, "all") else tuple(n.strip() for n in text.split(",") if n.strip())
-
-
-def _prepare_fer2013(args) -> int:
-    from data_prep import fer2013
-
-    src, out = _src_out(args, "fer2013")
-    try:
-        opts = fer2013.Fer2013Options(image_size=args.image_size, interpolation=args.interpolation,
-                                      image_format=args.image_format, shard_size=args.shard_size,
-                                      verify=args.verify)
-        if src is None:
-            from data_prep.synthetic_fer2013 import write_fer2013
-
-            src = os.path.join(out, "synthetic_fer2013.csv")
-            if not os.path.isfile(src):
-                os.makedirs(out, exist_ok=True)
-                print(f"no CSV given: writing a synthetic FER2013 CSV to {src}")
-                write_fer2013(src)
-        manifest = fer2013.prepare(src, out, opts, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    _summary(manifest, out)
-    return 0
-
-
-def _summary(manifest, out):
+        raise ValueError(f"usage: fer-keras prepare {entry.name} [{entry.source_metavar}] OUT")
+    src, out = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
+    opts = options.from_args(entry.options, args)  # every option is checked before anything is read or written
+    if src is None:
+        src = os.path.join(out, entry.synthetic_source)
+        if not os.path.exists(src):
+            print(f"no {entry.source_metavar} given: writing a synthetic {entry.name} set to {src}")
+            entry.synthetic.synth(src, options.from_args(entry.synthetic.spec, args, only=("seed",)))
+    manifest = entry.prepare(src, out, opts, progress=not args.quiet)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "shards"} for k, v in manifest["splits"].items()}))
     print(f"manifest: {os.path.join(out, 'manifest.json')}; failures: {os.path.join(out, 'failures.jsonl')}")
+    if entry.subjects:
+        print(f"split file: {os.path.join(out, 'splits.json')}")
+    return 0
 
 
 def _folds(args) -> int:
+    from data_prep.registry import DATASETS
     from fer_keras.data import loader, splits
 
     info = loader.manifest(args.data)
@@ -145,7 +54,8 @@ def _folds(args) -> int:
               if v.get("status") == "ok" and v.get("subject") and v["split"] == args.split]
     if not videos:
         raise ValueError(f"{args.data}: no prepared video of split {args.split!r} records a subject; "
-                         "k-fold needs a dataset whose manifest has subjects (e.g. bu4dfe)")
+                         "k-fold needs a dataset whose manifest records subjects ("
+                         f"{', '.join(n for n, d in DATASETS.items() if d.subjects)})")
     test = sorted({v["subject"] for v in info["videos"].values() if v.get("subject") and v["split"] == "test"})
     folds = splits.kfold(videos, args.k, args.seed, test=test)
     out = args.out or os.path.join(args.data, f"splits-k{args.k}-seed{args.seed}.json")
@@ -174,38 +84,6 @@ def _verify(args) -> int:
     print(f"{args.root}: {len(problems)} problem(s) in {read['files']} files ({read['bytes'] / 1e6:.1f} MB, "
           f"{what} checked in {took:.1f} s, {read['bytes'] / 1e6 / max(took, 1e-9):.0f} MB/s)")
     return 1 if problems else 0
-
-
-def _prepare(args) -> int:
-    from data_prep import afew
-    from data_prep.prepare import PrepareOptions
-
-    if len(args.paths) > 2:
-        raise SystemExit("usage: fer-keras prepare afew [SRC] OUT")
-    src, out = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-    chosen = {"min_face_size": args.min_face_size} if args.min_face_size is not None else {}
-    try:  # every option is checked before anything is read or written
-        opts = PrepareOptions(
-            face_size=args.face_size, margin=args.margin, min_confidence=args.min_confidence,
-            fps=args.fps, image_format=args.image_format, **chosen,
-            jpeg_quality=args.jpeg_quality, sample_rate=args.sample_rate, lld_set=args.lld_set,
-            lld_level=args.lld_level, lld_mode=args.lld_mode, functionals_set=args.functionals_set,
-            functionals_level=args.functionals_level, jobs=args.jobs, detect_batch=args.detect_batch,
-            shard_size=args.shard_size, verify=args.verify,
-        )
-        if src is None:
-            from data_prep.synthetic import SyntheticSpec, write_afew
-
-            src = os.path.join(out, "synthetic_source")
-            if not os.path.isdir(src):
-                print(f"no SRC given: writing the synthetic AFEW dataset to {src}")
-                write_afew(src, SyntheticSpec(seed=args.seed))
-        manifest = afew.prepare(src, out, opts, progress=not args.quiet)
-    except (afew.LayoutError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    _summary(manifest, out)
-    return 0
 
 
 def _models(args) -> int:
@@ -261,7 +139,6 @@ def _run_dirs(paths):
 
 def _evaluate(args) -> int:
     _run_dirs([args.run_dir])
-    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
     from fer_keras import config as cfg
     from fer_keras.data.integrity import named_data_errors
     from fer_keras.evaluation import evaluate
@@ -360,7 +237,6 @@ def _train(args) -> int:
     flags = {k: v for k, v in flags.items() if v is not None}
     if flags:
         overrides.setdefault("training", {}).update(flags)
-    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
     from fer_keras import config as cfg
     from fer_keras import training
     from fer_keras.data.integrity import named_data_errors
@@ -388,7 +264,6 @@ def _tune(args) -> int:
         raise ValueError("--model needs --data DIR (a prepared dataset)")
     if args.config is not None and not os.path.isfile(args.config):
         raise FileNotFoundError(f"{args.config}: experiment file does not exist")
-    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
     from fer_keras import config as cfg
     from fer_keras import tuning
 
@@ -409,6 +284,34 @@ def _tune(args) -> int:
     return 0
 
 
+def _dataset_commands(sub) -> None:
+    """`fer-keras synth NAME` and `prepare NAME`, one per registered dataset (and generator), their
+    flags generated from the options each declares (data_prep/options.py)."""
+    from data_prep import options
+    from data_prep.registry import DATASETS, SYNTHETIC
+
+    synth = sub.add_parser("synth", help="write a synthetic dataset in a real dataset layout")
+    synth_sub = synth.add_subparsers(dest="dataset", required=True)
+    for name, generator in SYNTHETIC.items():
+        s = synth_sub.add_parser(name, help=generator.summary, description=generator.description or None)
+        s.add_argument("out", metavar="OUT" + (".csv" if generator.target == "file" else ""),
+                       help="CSV file to write" if generator.target == "file" else "directory to write")
+        options.add_arguments(s, generator.spec)
+        s.set_defaults(func=_user_errors(_synth))
+
+    prep = sub.add_parser("prepare", help="detect, align and shard a dataset")
+    prep_sub = prep.add_subparsers(dest="dataset", required=True)
+    for name, entry in DATASETS.items():
+        src = entry.source_metavar
+        p = prep_sub.add_parser(name, help=entry.summary, description=entry.description,
+                                usage=f"fer-keras prepare {name} [options] [{src}] OUT")
+        p.add_argument("paths", nargs="+", metavar=f"[{src}] OUT",
+                       help=f"the dataset's {'file' if entry.source == 'file' else 'root folder'} and the output dir")
+        options.add_arguments(p, entry.options, shared=("seed",))
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=_user_errors(_prepare))
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose epilog may be a callable, called only when help is shown, so that
     listing what a heavy module offers does not slow down every start."""
@@ -424,169 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    synth = sub.add_parser("synth", help="write a synthetic dataset in a real dataset layout")
-    synth_sub = synth.add_subparsers(dest="dataset", required=True)
-    s = synth_sub.add_parser("afew", help="synthetic AFEW 7.0 layout (Train_AFEW, Val_AFEW, Test_AFEW)")
-    s.add_argument("out", help="directory to write")
-    s.add_argument("--train-per-class", type=int, default=2, help="training clips per class (default 2)")
-    s.add_argument("--val-per-class", type=int, default=1, help="validation clips per class (default 1)")
-    s.add_argument("--test-clips", type=int, default=3, help="unlabelled test clips (default 3)")
-    s.add_argument("--min-frames", type=int, default=20, help="shortest clip in frames (default 20)")
-    s.add_argument("--max-frames", type=int, default=36, help="longest clip in frames (default 36)")
-    s.add_argument("--width", type=int, default=160, help="frame width in px (default 160; AFEW is 720)")
-    s.add_argument("--height", type=int, default=128, help="frame height in px (default 128; AFEW is 576)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    s.add_argument("--no-broken", action="store_true",
-                   help="leave out the faceless clip, the clip without audio and the corrupt file")
-    s.set_defaults(func=_synth)
-    c = synth_sub.add_parser(
-        "clips", help="real-world-like clips: variable frame rate, late/early audio, rotation, 720x576, 1280x720",
-        description="Write the clips the real-world preparation tests use (H.264/AAC MP4s and an Xvid AVI; a "
-                    "variable-frame-rate phone clip, audio 2 s late and 1 s early, a rotated phone clip, an "
-                    "anamorphic 720x576 clip, 1280x720 with 5.1 audio) and their ground truth.")
-    c.add_argument("out", help="directory to write")
-    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    c.set_defaults(func=_synth_clips)
-    b = synth_sub.add_parser(
-        "bu4dfe", help="synthetic BU-4DFE: <subject>_<emotion>_tex.avi (or frame folders) + OpenFace CSVs",
-        description="Write a synthetic BU-4DFE set: 640x480 25 fps videos of a real face whose expression rises "
-                    "from neutral to an apex and back, each with the CSV OpenFace 2.x FeatureExtraction writes; "
-                    "on purpose F016 lacks happiness, and there is an AU-peak anomaly, a tracker loss, a video "
-                    "without CSV and a corrupt file. Ground truth: synthetic_truth.json.")
-    b.add_argument("out", help="directory to write")
-    b.add_argument("--subjects", default="F001,F002,M001,F011,F016,F028,F044,M012,M028",
-                   help="comma-separated subject ids (default: test subjects and one per thesis fold, and F016)")
-    b.add_argument("--layout", choices=("video", "frames"), default="video",
-                   help="'video': <subject>_<emotion>_tex.avi (default); 'frames': <subject>/<Emotion>/000.jpg")
-    b.add_argument("--min-frames", type=int, default=48, help="shortest video in frames (default 48)")
-    b.add_argument("--max-frames", type=int, default=64, help="longest video in frames (default 64)")
-    b.add_argument("--long-video", type=int, default=240,
-                   help="frames of the first subject's happy video, over T=100 after trimming (default 240; 0: none)")
-    b.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    b.add_argument("--no-broken", action="store_true", help="leave out the videos broken on purpose")
-    b.set_defaults(func=_user_errors(_synth_bu4dfe))
-    r = synth_sub.add_parser("fer2013", help="synthetic fer2013.csv (emotion,pixels,Usage; 48x48 grey)")
-    r.add_argument("out", metavar="OUT.csv", help="CSV file to write")
-    r.add_argument("--per-class", type=int, nargs=3, default=(12, 3, 3), metavar=("TRAIN", "PUBLIC", "PRIVATE"),
-                   help="images per class for Training, PublicTest, PrivateTest (default 12 3 3)")
-    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    r.add_argument("--no-malformed", action="store_true", help="leave out the malformed rows")
-    r.set_defaults(func=_user_errors(_synth_fer2013))
-
-    prep = sub.add_parser("prepare", help="detect, align and shard a dataset")
-    prep_sub = prep.add_subparsers(dest="dataset", required=True)
-    p = prep_sub.add_parser(
-        "afew", help="prepare an AFEW 7.0 layout", usage="fer-keras prepare afew [options] [SRC] OUT",
-        description="Prepare AFEW: MTCNN faces aligned to a 5-point template, 40 ms audio clips with "
-                    "openSMILE LLDs, whole-clip functionals, TFRecord shards, manifest.json, failures.jsonl. "
-                    "With only OUT, a synthetic AFEW dataset is written to OUT/synthetic_source and prepared.")
-    p.add_argument("paths", nargs="+", metavar="[SRC] OUT", help="AFEW root (holding Train_AFEW, ...) and output dir")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="videos prepared in parallel processes (default 1)")
-    p.add_argument("--face-size", type=int, default=112, help="side of the aligned face crop in px (default 112)")
-    p.add_argument("--margin", type=float, default=0.0,
-                   help="extra context around the template crop, as a fraction of its side on each edge (default 0)")
-    p.add_argument("--min-confidence", type=float, default=0.9, help="MTCNN confidence to keep a face (default 0.9)")
-    p.add_argument("--min-face-size", type=float, metavar="SIZE",
-                   help="smallest face to find: a fraction of the frame's shorter side (0 < SIZE < 1) or pixels "
-                        "(>= 20); detection runs on a copy scaled so it becomes 20 px (default 0.125: "
-                        "72 px at 720x576, 90 px at 1280x720)")
-    p.add_argument("--fps", type=float, default=None,
-                   help="resample every video to this constant frame rate (theses 001/003: 25 or 30); "
-                        "default: keep each source frame once, at its own presentation time")
-    p.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg", help="encoding of face crops")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of face crops (default 95)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate in Hz (default 16000)")
-    p.add_argument("--lld-set", default="eGeMAPSv02",
-                   help="openSMILE LLD set: eGeMAPSv02 (default), ComParE_2016, any bundled set, or a .conf path")
-    p.add_argument("--lld-level", default=None, help="output level name inside a custom .conf (default 'lld')")
-    p.add_argument("--lld-mode", choices=("context", "clip"), default="context",
-                   help="'context': LLDs over the whole track averaged per 40 ms clip (default); "
-                        "'clip': openSMILE on each clip alone, as thesis 000")
-    p.add_argument("--functionals-set", default="IS10_paraling",
-                   help="whole-clip functionals: IS10_paraling (default), any bundled set, a .conf "
-                        "(e.g. emo_large), or 'none'")
-    p.add_argument("--functionals-level", default=None, help="output level name inside a custom .conf (default 'func')")
-    p.add_argument("--detect-batch", type=int, default=32, help="frames per MTCNN call (default 32)")
-    p.add_argument("--shard-size", type=int, default=32, help="videos per TFRecord shard (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset when SRC is omitted")
-    p.add_argument("--verify", action="store_true",
-                   help="on a rerun, check the kept shards' checksums and records too (sizes are always checked); "
-                        "the videos of a missing or damaged shard are prepared again")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_prepare)
-
-    q = prep_sub.add_parser(
-        "bu4dfe", help="prepare BU-4DFE as thesis 002: Haar + MedianFlow faces, OpenFace AU trimming, folds",
-        usage="fer-keras prepare bu4dfe [options] [SRC] OUT",
-        description="Prepare BU-4DFE (<subject>_<emotion>_tex.avi videos or <subject>/<Emotion>/ frame folders): "
-                    "neutral onset/offset frames cut by thesis 002's Algorithm 1 on OpenFace 2.x CSVs, the face "
-                    "found by a Haar cascade on the first frames and tracked (MedianFlow), 160x160 PNG crops, "
-                    "shards (train / test by the thesis's subjects; train_aug with --augment), manifest.json, "
-                    "failures.jsonl and splits.json (Fig. 3.6). With only OUT, a synthetic set is written to "
-                    "OUT/synthetic_source and prepared.")
-    q.add_argument("paths", nargs="+", metavar="[SRC] OUT", help="BU-4DFE root and output dir")
-    q.add_argument("--openface", metavar="DIR", help="folder of OpenFace CSVs (<video stem>.csv); default: beside each video")
-    q.add_argument("-j", "--jobs", type=int, default=1, help="videos prepared in parallel processes (default 1)")
-    q.add_argument("--detector", choices=("haar", "mtcnn"), default="haar",
-                   help="'haar': cascade on the first frames + tracker (thesis 002, default); "
-                        "'mtcnn': MTCNN on every frame + 5-point alignment")
-    q.add_argument("--cascade", default="haarcascade_frontalface_default.xml",
-                   help="Haar cascade: a file name bundled with OpenCV or a path (the thesis does not say which)")
-    q.add_argument("--haar-min-face", type=float, default=0.2,
-                   help="smallest face for the cascade: fraction of the shorter side (< 1) or pixels (default 0.2)")
-    q.add_argument("--tracker", choices=("medianflow", "csrt", "kcf"), default="medianflow", help="OpenCV tracker")
-    q.add_argument("--extend", type=int, default=10, help="pixels added to the box height (default 10, thesis)")
-    q.add_argument("--extend-split", choices=("down", "up", "both"), default="down",
-                   help="where the extension goes (the thesis does not say; default down: the jaw drops)")
-    q.add_argument("--detect-frames", type=int, default=5,
-                   help="first frames the cascade tries before it tries every later frame (default 5)")
-    q.add_argument("--min-face-size", type=float, metavar="SIZE",
-                   help="--detector mtcnn: smallest face, a fraction of the shorter side (< 1) or pixels (>= 20) "
-                        "(default 0.125)")
-    q.add_argument("--face-size", type=int, default=160, help="side of the face crops (default 160)")
-    q.add_argument("--frames-fps", type=float, default=25.0,
-                   help="frame rate of frame-image folders, for frame times (default 25, BU-4DFE's)")
-    q.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="crop encoding (default png, lossless)")
-    q.add_argument("--no-trim", action="store_true", help="keep every frame (no Algorithm 1, no OpenFace needed)")
-    q.add_argument("--trim-threshold", type=float, default=0.5, help="neutral below this fraction of the max AU score (0.5)")
-    q.add_argument("--trim-max-cut", type=float, default=0.5, help="cut at most this fraction of the frames (0.5)")
-    q.add_argument("--trim-end-frames", type=int, default=10, help="always cut this many frames from the end (10)")
-    q.add_argument("--anomaly-frames", type=int, default=20, help="AU peak in the last N frames = anomaly (20)")
-    q.add_argument("--anomaly", choices=("keep", "exclude", "trim"), default="keep",
-                   help="an anomaly is kept untrimmed and flagged (default), excluded, or trimmed anyway")
-    q.add_argument("--keep-incomplete-subjects", action="store_true",
-                   help="keep the other videos of a subject that lacks an emotion (default: exclude it, as F016)")
-    q.add_argument("--augment", choices=("faithful", "corrected"),
-                   help="add one offline augmented copy of each training video per method (split train_aug): "
-                        "'faithful' as the thesis code does it, 'corrected' as the method names say")
-    q.add_argument("--augment-methods", metavar="M,M,...", default="all",
-                   help="comma-separated methods (default all nine; see data_prep/augment.py)")
-    q.add_argument("--shard-size", type=int, default=32, help="videos per TFRecord shard (default 32)")
-    q.add_argument("--seed", type=int, default=0, help="seed of the random augmentations")
-    q.add_argument("--verify", action="store_true",
-                   help="on a rerun, check the kept shards' checksums and records too (sizes are always checked); "
-                        "the videos of a missing or damaged shard are prepared again")
-    q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    q.set_defaults(func=_prepare_bu4dfe)
-
-    g = prep_sub.add_parser(
-        "fer2013", help="prepare fer2013.csv as single-frame records (thesis 002 fine-tuning)",
-        usage="fer-keras prepare fer2013 [options] [CSV] OUT",
-        description="Turn fer2013.csv (emotion,pixels,Usage) into single-frame records: Training -> train, "
-                    "PublicTest -> val, PrivateTest -> test; 48x48 grey becomes RGB at --image-size. Malformed "
-                    "rows are logged with their line number in failures.jsonl. With only OUT, a synthetic CSV "
-                    "is written and prepared.")
-    g.add_argument("paths", nargs="+", metavar="[CSV] OUT", help="fer2013.csv and output dir")
-    g.add_argument("--image-size", type=int, default=224, help="side of the RGB images (default 224 for VGGFace; 48 keeps it)")
-    g.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest", "area"), default="bicubic",
-                   help="resize interpolation (default bicubic)")
-    g.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="image encoding (default png)")
-    g.add_argument("--shard-size", type=int, default=1024, help="images per TFRecord shard (default 1024)")
-    g.add_argument("--verify", action="store_true",
-                   help="on a rerun, check the kept shards' checksums and records too (sizes are always checked); "
-                        "the videos of a missing or damaged shard are prepared again")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    g.set_defaults(func=_prepare_fer2013)
+    _dataset_commands(sub)
 
     k = sub.add_parser(
         "folds", help="write a subject-independent k-fold split file for a prepared dataset",

@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import data_prep  # noqa: E402,F401  must come before tensorflow (see data_prep/__init__.py)
 import pytest  # noqa: E402
 
-from data_prep.synthetic import SyntheticSpec, write_afew  # noqa: E402
+from data_prep.datasets.afew.synthetic import SyntheticSpec, write_afew  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def synthetic_afew(tmp_path_factory):
 @pytest.fixture(scope="session")
 def prepared_afew(synthetic_afew, tmp_path_factory):
     """(out dir, manifest) of the synthetic dataset prepared with the default options."""
-    from data_prep.afew import prepare
+    from data_prep.datasets.afew.layout import prepare
 
     out = str(tmp_path_factory.mktemp("afew_prepared"))
     manifest = prepare(synthetic_afew[0], out, progress=False)

@@ -7,7 +7,7 @@ import opensmile
 import pytest
 
 from data_prep.audio import AudioFeatures, clip_bounds_ms, load_wav, make_smile
-from data_prep.synthetic import class_pitch, render_audio
+from data_prep.synthetic_render import class_pitch, render_audio
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import shutil
 import pytest
 
 from conftest import read_failures
-from data_prep.afew import LayoutError, discover, prepare
+from data_prep.datasets.afew.layout import LayoutError, discover, prepare
 from data_prep.prepare import PrepareOptions
 from data_prep.store import safe_join
-from data_prep.synthetic import SyntheticSpec, write_afew
+from data_prep.datasets.afew.synthetic import SyntheticSpec, write_afew
 from fer_keras.cli import main
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep import bu4dfe
-from data_prep.synthetic_bu4dfe import Bu4dfeSpec, write_bu4dfe
+from data_prep.datasets.bu4dfe import layout as bu4dfe
+from data_prep.datasets.bu4dfe.synthetic import Bu4dfeSpec, write_bu4dfe
 from fer_keras.classes import BU4DFE, OPENFACE_AU_INTENSITY
 from fer_keras.data import splits
 from fer_keras.data.schema import dataset_from_manifest

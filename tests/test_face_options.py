@@ -4,7 +4,7 @@ import pytest
 
 from data_prep.face import MTCNN_MIN_FACE, FaceDetector, detection_size, smallest_face
 from data_prep.prepare import PrepareOptions
-from data_prep.synthetic import render_frames
+from data_prep.synthetic_render import render_frames
 from fer_keras.cli import main
 
 # (width, height): tiny, the synthetic default, web 360p, portrait phone, AFEW, 720p

@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import read_failures
-from data_prep import fer2013
-from data_prep.fer2013 import Fer2013Options, prepare
+from data_prep.datasets.fer2013 import layout as fer2013
+from data_prep.datasets.fer2013.layout import Fer2013Options, prepare
 from data_prep.store import PreparedStore
-from data_prep.synthetic_fer2013 import write_fer2013
+from data_prep.datasets.fer2013.synthetic import write_fer2013
 from fer_keras.classes import FER2013
 from fer_keras.data.pipeline import PipelineConfig, sequences
 from fer_keras.data.schema import dataset_from_manifest

@@ -149,7 +149,7 @@ def _records(root, manifest):
 def test_prepare_repairs_a_corrupted_and_a_missing_shard(dataset, synthetic_afew):
     """A rerun with verify re-prepares the videos of a flipped and of a deleted shard, touching
     nothing else; the dataset then equals the intact preparation record for record."""
-    from data_prep.afew import prepare
+    from data_prep.datasets.afew.layout import prepare
     from data_prep.prepare import PrepareOptions
 
     root, manifest = dataset

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from data_prep.errors import BadInput
-from data_prep.openface import find_csv, read_csv, write_csv
+from data_prep.datasets.bu4dfe.openface import find_csv, read_csv, write_csv
 
 INTENSITY_AUS = "01 02 04 05 06 07 09 10 12 14 15 17 20 23 25 26 45".split()
 PRESENCE_AUS = "01 02 04 05 06 07 09 10 12 14 15 17 20 23 25 26 28 45".split()

@@ -5,9 +5,9 @@ import os
 import numpy as np
 
 from conftest import read_failures
-from data_prep.afew import prepare
+from data_prep.datasets.afew.layout import prepare
 from data_prep.prepare import PrepareOptions
-from data_prep.synthetic import SyntheticSpec, write_afew
+from data_prep.datasets.afew.synthetic import SyntheticSpec, write_afew
 from fer_keras.data.schema import dataset_from_manifest
 
 

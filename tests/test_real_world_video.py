@@ -10,7 +10,7 @@ import pytest
 
 from conftest import read_failures
 from data_prep.prepare import FrameLabels, PrepareOptions, SourceVideo, prepare_videos
-from data_prep.synthetic import write_real_world_clips
+from data_prep.synthetic_render import write_real_world_clips
 from data_prep.video import VideoStream
 from fer_keras.data.schema import dataset_from_manifest
 

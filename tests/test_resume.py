@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from conftest import read_failures
 from data_prep import prepare as prepare_mod
-from data_prep.afew import prepare
+from data_prep.datasets.afew.layout import prepare
 from data_prep.prepare import PrepareOptions
 
 

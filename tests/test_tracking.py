@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep.synthetic import render_frames
+from data_prep.synthetic_render import render_frames
 from data_prep.tracking import (TRACKER_FACTORIES, FaceTracker, TrackOptions, bundled_cascades, cascade_path, crop,
                                 iou, tracker_factory)
 
@@ -190,8 +190,8 @@ def test_drift_onto_the_background_is_caught(jump):
 
 def test_benchmark_measures_both_methods_on_the_same_frames(tmp_path):
     """`make bench-prepare-bu4dfe` in small: one 24-frame 640x480 video, one round."""
-    from data_prep.bench_tracking import measure
-    from data_prep.synthetic import write_video
+    from data_prep.bench.tracking import measure
+    from data_prep.synthetic_render import write_video
 
     rng = np.random.default_rng(5)
     path = str(tmp_path / "F001_happy_tex.avi")

@@ -4,8 +4,8 @@ import doctest
 import numpy as np
 import pytest
 
-from data_prep import trimming
-from data_prep.trimming import TrimOptions, au_score, trim
+from data_prep.datasets.bu4dfe import trimming
+from data_prep.datasets.bu4dfe.trimming import TrimOptions, au_score, trim
 
 AUS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
 

@@ -25,8 +25,9 @@ import numpy as np
 
 from fer_keras.classes import BU4DFE, OPENFACE_AU_INTENSITY
 
-from . import openface
-from .synthetic import SPRITE_FACE_PX, TRUTH_FILE, background, class_colour, face_sprite, write_video
+from data_prep.datasets.bu4dfe import openface
+from data_prep.options import check, option
+from data_prep.synthetic_render import SPRITE_FACE_PX, TRUTH_FILE, background, class_colour, face_sprite, write_video
 
 FPS = 25.0
 # The expression's action units at its apex (FACS / EMFACS prototypes), intensity 0-5.
@@ -60,20 +61,24 @@ class Bu4dfeSpec:
     longer than the thesis's T = 100 after trimming.
     """
 
-    subjects: tuple = ("F001", "F002", "M001", "F011", "F016", "F028", "F044", "M012", "M028")
-    min_frames: int = 48
-    max_frames: int = 64
-    long_video: int = 240  # frames of the first subject's happy video: over T = 100 after trimming (0: none)
-    width: int = 640
-    height: int = 480
-    face_height: float = 0.45  # face box height / frame height
-    layout: str = "video"  # "video": <subject>_<emotion>_tex.avi; "frames": <subject>/<Emotion>/000.jpg
-    seed: int = 0
-    broken: bool = True
+    subjects: tuple = option(("F001", "F002", "M001", "F011", "F016", "F028", "F044", "M012", "M028"),
+                             "comma-separated subject ids (default: test subjects, one per thesis fold, and F016)",
+                             parse=lambda text: tuple(s.strip() for s in text.split(",") if s.strip()))
+    min_frames: int = option(48, "shortest video in frames (at least 40)")
+    max_frames: int = option(64, "longest video in frames")
+    long_video: int = option(240, "frames of the first subject's happy video, over T=100 after trimming (0: none)",
+                             low=0)
+    width: int = option(640, "frame width in px (BU-4DFE's)", cli=False)
+    height: int = option(480, "frame height in px (BU-4DFE's)", cli=False)
+    face_height: float = option(0.45, "face box height / frame height", cli=False)
+    layout: str = option("video", "'video': <subject>_<emotion>_tex.avi; 'frames': <subject>/<Emotion>/000.jpg",
+                         choices=("video", "frames"))
+    seed: int = option(0, "random seed")
+    broken: bool = option(True, "leave out the videos broken on purpose", flag="--no-broken")
 
     def __post_init__(self):
-        if self.layout not in ("video", "frames"):
-            raise ValueError(f"layout must be 'video' or 'frames', got {self.layout!r}")
+        check(self, "synthetic bu4dfe option")
+        self.subjects = tuple(self.subjects)
         if not 40 <= self.min_frames <= self.max_frames:  # shorter, the apex would fall in the last 20 frames
             raise ValueError(f"frames must satisfy 40 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
         if self.broken and len(self.subjects) < 2:
@@ -201,6 +206,16 @@ def write_bu4dfe(out, spec: Bu4dfeSpec | None = None) -> dict:
     with open(os.path.join(out, TRUTH_FILE), "w") as f:
         json.dump(truth, f, indent=1)
     return truth
+
+
+def synth(out, spec: Bu4dfeSpec) -> str:
+    """Write the set; one line saying what was written (and what is broken on purpose)."""
+    truth = write_bu4dfe(out, spec)
+    kinds = sorted({v["kind"] for v in truth["videos"]} - {"normal"})
+    missing = f", missing {', '.join(truth['missing'])}" if truth["missing"] else ""
+    return (f"wrote {len(truth['videos'])} synthetic BU-4DFE sequences ({spec.layout} layout, {spec.width}x"
+            f"{spec.height}, 25 fps) of {len(spec.subjects)} subjects under {out}; on purpose: "
+            f"{', '.join(kinds) or 'nothing'}{missing}")
 
 
 def _write_one(out, spec, rng, subject, emotion, kind, n) -> dict:

@@ -12,7 +12,8 @@ import os
 from fer_keras.classes import AFEW
 from fer_keras.data.schema import UNLABELLED
 
-from .prepare import PrepareOptions, SourceVideo, prepare_videos
+from data_prep.prepare import SourceVideo, prepare_videos
+from data_prep.video_options import PrepareOptions
 
 SPLIT_DIRS = {"train": "Train_AFEW", "val": "Val_AFEW", "test": "Test_AFEW"}
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov")

@@ -1,16 +1,15 @@
-"""Synthetic datasets written in each real dataset's own layout: the built-in demo and test data.
+"""The shared synthetic-data writer: a real face on video, speech-like audio, any codec and timing.
 
-AFEW 7.0 layout: Train_AFEW/<Emotion>/<9-digit id>.avi, Val_AFEW/<Emotion>/..., and a flat,
-unlabelled Test_AFEW/. Each clip shows the public-domain astronaut photo that scikit-image ships
-(a real face, so the real detector runs) moving and scaling over a textured background. The
-class is learnable from both modalities: the face carries a class colour tint, and the audio is
-a voiced, syllable-modulated tone whose pitch depends on the class. Ground truth (which frames
-show a face, which clips are broken on purpose) goes to `synthetic_truth.json` beside the splits.
+Every dataset's synthetic generator (data_prep/datasets/<name>/synthetic.py) draws with these
+pieces: the public-domain astronaut photo that scikit-image ships (a real face, so the real
+detectors run) moving and scaling over a textured background, a class colour tint, and a voiced,
+syllable-modulated tone whose pitch depends on the class; `write_video` encodes them with the
+bundled ffmpeg in the codec, container and frame timing asked for.
 
-Real-world-like clips (`write_real_world_clips`): the same face at 720x576 and 1280x720, a
-variable frame rate, audio that starts late or early, display rotation, anamorphic pixels and
-5.1 audio, written by one ffmpeg-based writer (`write_video`) in the codecs and containers such
-clips come in, with every frame's presentation time in their ground truth.
+Real-world-like clips (`write_real_world_clips`, `fer-keras synth clips`): the same face at
+720x576 and 1280x720, a variable frame rate, audio that starts late or early, display rotation,
+anamorphic pixels and 5.1 audio, in the codecs and containers such clips come in, with every
+frame's presentation time in their ground truth.
 """
 from __future__ import annotations
 
@@ -26,30 +25,11 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from data_prep.options import option
+from data_prep.video import FFMPEG
 from fer_keras.classes import AFEW
 
-from .video import FFMPEG
-
 TRUTH_FILE = "synthetic_truth.json"
-AFEW_SPLITS = {"train": "Train_AFEW", "val": "Val_AFEW", "test": "Test_AFEW"}
-
-
-@dataclass
-class SyntheticSpec:
-    """Size and content of a synthetic AFEW dataset; the defaults take seconds to write and prepare."""
-
-    train_per_class: int = 2
-    val_per_class: int = 1
-    test_clips: int = 3
-    min_frames: int = 20
-    max_frames: int = 36
-    width: int = 160
-    height: int = 128
-    fps: float = 25.0
-    sample_rate: int = 22050
-    face_height: float = 0.4  # face box height / frame height
-    seed: int = 0
-    broken: bool = True  # add the faceless clip, the silent clip and the corrupt file
 
 
 @functools.lru_cache(maxsize=1)
@@ -201,46 +181,6 @@ def write_video(path, frames, width: int, height: int, segments=((0, 25.0),), co
                             "-display_rotation", str(90 * k), "-i", target, "-c", "copy", path], check=True)
 
 
-def write_afew(out, spec: SyntheticSpec | None = None) -> dict:
-    """Write a synthetic AFEW 7.0 layout under `out`; return (and save) its ground truth."""
-    spec = spec or SyntheticSpec()
-    rng = np.random.default_rng(spec.seed)
-    ids = iter(rng.choice(10**9, size=10**4, replace=False))
-    plan = []  # (split, label, kind)
-    for split, per_class in (("train", spec.train_per_class), ("val", spec.val_per_class)):
-        plan += [(split, k, "normal") for k in range(len(AFEW)) for _ in range(per_class)]
-    plan += [("test", int(k), "normal") for k in rng.integers(0, len(AFEW), spec.test_clips)]
-    if spec.broken:
-        plan += [("train", AFEW.index("Happy"), "no_face"), ("val", AFEW.index("Sad"), "no_audio"),
-                 ("train", AFEW.index("Neutral"), "corrupt")]
-    videos = []
-    for split, label, kind in plan:
-        vid = f"{next(ids):09d}"
-        folder = os.path.join(out, AFEW_SPLITS[split], "" if split == "test" else AFEW[label])
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, vid + ".avi")
-        n = int(rng.integers(spec.min_frames, spec.max_frames + 1))
-        faces: list[int] = []
-        if kind == "corrupt":
-            with open(path, "wb") as f:
-                f.write(b"RIFF" + rng.bytes(4096))
-        else:
-            if kind != "no_face":
-                gap_len = int(rng.integers(2, max(3, n // 5)))
-                gap = int(rng.integers(1, n - gap_len))
-                faces = [i for i in range(n) if not gap <= i < gap + gap_len]
-            audio = None if kind == "no_audio" else render_audio(rng, label, n / spec.fps, spec.sample_rate)
-            frames = render_frames(rng, spec.width, spec.height, label, n, set(faces), spec.face_height)
-            write_video(path, frames, spec.width, spec.height, ((n, spec.fps),), "libxvid", audio, spec.sample_rate)
-        videos.append({"id": vid, "split": split, "label": label, "label_name": AFEW[label], "kind": kind,
-                       "path": os.path.relpath(path, out), "frames": n if kind != "corrupt" else 0,
-                       "face_frames": faces, "has_audio": kind not in ("no_audio", "corrupt")})
-    truth = {"dataset": "afew", "classes": list(AFEW), "spec": asdict(spec), "videos": videos}
-    with open(os.path.join(out, TRUTH_FILE), "w") as f:
-        json.dump(truth, f, indent=1)
-    return truth
-
-
 @dataclass
 class ClipSpec:
     """One real-world-like clip: resolution, frame timing, codec, audio placement, orientation."""
@@ -315,3 +255,20 @@ def write_real_world_clips(out, clips=REAL_WORLD_CLIPS, seed: int = 0) -> dict:
     with open(os.path.join(out, TRUTH_FILE), "w") as f:
         json.dump({"clips": truth}, f, indent=1)
     return {"clips": truth}
+
+
+@dataclass
+class ClipsSpec:
+    """`fer-keras synth clips`: the real-world-like clips, drawn with this seed."""
+
+    seed: int = option(0, "random seed")
+
+
+def synth(out, spec: ClipsSpec) -> str:
+    """Write the real-world-like clips; one line per clip and a summary."""
+    truth = write_real_world_clips(out, seed=spec.seed)
+    lines = [f"  {c['path']:<22} {c['width']}x{c['height']}, {len(c['frame_times'])} frames, "
+             f"{len(c['segments'])} rate segment(s), audio start {c['audio_start']:+.1f} s, rotation {c['rotation']}"
+             for c in truth["clips"]]
+    return "\n".join(lines + [f"wrote {len(truth['clips'])} real-world-like clips under {out} "
+                              f"(ground truth: {TRUTH_FILE})"])

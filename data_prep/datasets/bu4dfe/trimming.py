@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_prep.options import check, option
 from fer_keras.classes import OPENFACE_AU_INTENSITY
 
 ANOMALY_CHOICES = ("keep", "exclude", "trim")
@@ -35,24 +36,20 @@ class TrimOptions:
     hand), "exclude" tells the caller to drop it, "trim" runs Algorithm 1 on it anyway.
     """
 
-    threshold: float = 0.5  # fraction of the video's maximum score below which a frame is neutral
-    max_cut: float = 0.5  # fraction of the frames that may be cut at most
-    end_frames: int = 10  # always cut this many frames from the end (within max_cut)
-    anomaly_frames: int = 20  # a maximum within the last this-many frames makes an anomaly
-    exclude_au: tuple[int, ...] = (45,)  # AUs left out of the score (AU45 blinks add noise)
-    anomaly: str = "keep"
+    threshold: float = option(0.5, "neutral below this fraction of the video's maximum AU score, in (0, 1]",
+                              flag="--trim-threshold", high=1)
+    max_cut: float = option(0.5, "cut at most this fraction of the frames", flag="--trim-max-cut", low=0, high=1)
+    end_frames: int = option(10, "always cut this many frames from the end (within max_cut)",
+                             flag="--trim-end-frames", low=0)
+    anomaly_frames: int = option(20, "an AU peak in the last N frames makes an anomaly", low=0)
+    exclude_au: tuple[int, ...] = option((45,), "AUs left out of the score (AU45 blinks add noise)", cli=False)
+    anomaly: str = option("keep", "an anomaly is kept untrimmed and flagged, excluded, or trimmed anyway",
+                          choices=ANOMALY_CHOICES)
 
     def __post_init__(self):
-        if not _is_real(self.threshold) or not 0.0 < self.threshold <= 1.0:
+        check(self, "trim option")
+        if not self.threshold > 0:
             raise ValueError(f"trim option threshold must be in (0, 1], got {self.threshold!r}")
-        if not _is_real(self.max_cut) or not 0.0 <= self.max_cut <= 1.0:
-            raise ValueError(f"trim option max_cut must be in [0, 1], got {self.max_cut!r}")
-        for name in ("end_frames", "anomaly_frames"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"trim option {name} must be an integer >= 0, got {value!r}")
-        if self.anomaly not in ANOMALY_CHOICES:
-            raise ValueError(f"trim option anomaly must be one of {ANOMALY_CHOICES}, got {self.anomaly!r}")
         try:
             self.exclude_au = tuple(int(au) for au in self.exclude_au)
         except (TypeError, ValueError):
@@ -61,10 +58,6 @@ class TrimOptions:
         if unknown:
             raise ValueError(f"trim option exclude_au has AUs without OpenFace intensity: {unknown}; "
                              f"known: {list(OPENFACE_AU_INTENSITY)}")
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 @dataclass

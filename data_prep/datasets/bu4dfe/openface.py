@@ -18,7 +18,7 @@ import numpy as np
 
 from fer_keras.classes import OPENFACE_AU_INTENSITY, OPENFACE_AU_PRESENCE
 
-from .errors import BadInput
+from data_prep.errors import BadInput
 
 REASON = "bad_openface_csv"
 _AU_R = re.compile(r"^AU(\d+)_r$")

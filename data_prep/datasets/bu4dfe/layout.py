@@ -19,28 +19,27 @@ split ("train" or "test") and is written as `splits.json`. Offline augmentation 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import traceback
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from data_prep.augment import augment_video
+from data_prep.datasets.bu4dfe import openface, trimming
+from data_prep.datasets.bu4dfe.options import Bu4dfeOptions
+from data_prep.errors import BadInput
+from data_prep.face import LANDMARK_WEIGHTS, FaceDetector, align
+from data_prep.prepare import run_preparation
+from data_prep.store import PreparedStore, encode_image
+from data_prep.tracking import FaceTracker, crop
+from data_prep.video import VideoStream
 from fer_keras.classes import BU4DFE
 from fer_keras.data import splits as fold_files
 from fer_keras.data.schema import VideoRecord, serialize
-
-from . import openface, trimming
-from .augment import METHODS as AUGMENT_METHODS, MODES as AUGMENT_MODES, augment_video, check as check_augment
-from .errors import BadInput
-from .face import DEFAULT_MIN_FACE, LANDMARK_WEIGHTS, FaceDetector, align, check_min_face_size
-from .prepare import run_preparation
-from .store import PreparedStore, encode_image
-from .tracking import FaceTracker, TrackOptions, crop
-from .video import VideoStream
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".wmv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -87,62 +86,11 @@ class Bu4dfeVideo:
         return [self.key] + [f"{AUGMENTED}/{self.video_id}~{m}" for m in self.augmentations]
 
 
-@dataclass
-class Bu4dfeOptions:
-    """Everything that changes the prepared data (recorded in the manifest) plus run settings."""
-
-    face_detector: str = "haar"  # "haar" (thesis 002: cascade + tracker) or "mtcnn" (+ 5-point alignment)
-    track: TrackOptions = field(default_factory=TrackOptions)
-    face_size: int = 160
-    image_format: str = "png"  # lossless, as the thesis stored its crops
-    mtcnn_min_confidence: float = 0.9
-    mtcnn_min_face_size: float = DEFAULT_MIN_FACE
-    trim: trimming.TrimOptions = field(default_factory=trimming.TrimOptions)
-    trimming: bool = True  # False keeps every frame (no OpenFace needed)
-    keep_incomplete_subjects: bool = False
-    frames_fps: float = 25.0  # frame rate of the frame-image layout (BU-4DFE records at 25 fps)
-    augment: str | None = None  # None, "faithful" or "corrected" (data_prep.augment)
-    augment_methods: tuple = AUGMENT_METHODS
-    seed: int = 0  # of the random augmentations (salt and pepper)
-    jobs: int = 1
-    shard_size: int = 32
-    verify: bool = False  # a rerun checks the kept shards' checksums and records too (sizes always)
-
-    def __post_init__(self):
-        def need(ok, what):
-            if not ok:
-                raise ValueError(f"bu4dfe option {what}")
-        if isinstance(self.track, dict):
-            self.track = TrackOptions(**self.track)
-        if isinstance(self.trim, dict):
-            self.trim = trimming.TrimOptions(**self.trim)
-        need(self.face_detector in ("haar", "mtcnn"), f"face_detector must be 'haar' or 'mtcnn', got {self.face_detector!r}")
-        need(16 <= self.face_size <= 1024, f"face_size must be 16..1024 px, got {self.face_size}")
-        need(self.image_format in ("png", "jpeg"), f"image_format must be 'png' or 'jpeg', got {self.image_format!r}")
-        need(0 < self.mtcnn_min_confidence < 1, f"mtcnn_min_confidence must be in (0, 1), got {self.mtcnn_min_confidence}")
-        check_min_face_size(self.mtcnn_min_face_size)
-        need(1 <= self.frames_fps <= 240, f"frames_fps must be 1..240, got {self.frames_fps}")
-        need(self.augment in (None, *AUGMENT_MODES), f"augment must be one of {AUGMENT_MODES} or None, got {self.augment!r}")
-        self.augment_methods = tuple(self.augment_methods)
-        for method in self.augment_methods:
-            check_augment(method, self.augment or AUGMENT_MODES[0])
-        for name in ("jobs", "shard_size"):
-            need(int(getattr(self, name)) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-
-    def content(self) -> dict:
-        """The options that define the prepared data (a rerun must match them)."""
-        d = asdict(self)
-        for name in ("jobs", "shard_size", "verify"):
-            d.pop(name)
-        d["augment_methods"] = list(d["augment_methods"]) if self.augment else []
-        return json.loads(json.dumps(d))  # as the manifest stores it (tuples become lists)
-
-
 def _emotion(name: str) -> str | None:
     return EMOTION_NAMES.get(name.lower())
 
 
-def discover(src, openface_dir=None, opts: Bu4dfeOptions | None = None) -> tuple[list[Bu4dfeVideo], list[dict]]:
+def discover(src, opts: Bu4dfeOptions | None = None) -> tuple[list[Bu4dfeVideo], list[dict]]:
     """List the sequences under `src`; returns (usable videos, skipped entries for failures.jsonl)."""
     opts = opts or Bu4dfeOptions()
     src = os.path.abspath(src)
@@ -189,7 +137,7 @@ def discover(src, openface_dir=None, opts: Bu4dfeOptions | None = None) -> tuple
     videos = []
     for video in sorted(found.values(), key=lambda v: (v.subject, v.label)):
         video.split = "test" if video.subject in test else "train"
-        video.csv = _find_csv(video, openface_dir)
+        video.csv = _find_csv(video, opts.openface)
         if opts.augment and video.split == "train":
             video.augmentations = opts.augment_methods
         videos.append(video)
@@ -398,14 +346,14 @@ class Bu4dfePreparer:
             source_frames=total, dataset="bu4dfe"))
 
 
-def prepare(src, out, opts: Bu4dfeOptions | None = None, openface_dir=None, progress: bool = True) -> dict:
+def prepare(src, out, opts: Bu4dfeOptions | None = None, progress: bool = True) -> dict:
     """Prepare a BU-4DFE layout at `src` into shards under `out` (+ splits.json); returns the manifest."""
     opts = opts or Bu4dfeOptions()
-    if openface_dir is not None and not os.path.isdir(openface_dir):
-        raise FileNotFoundError(f"{openface_dir}: no such OpenFace output directory")
-    videos, skipped = discover(src, openface_dir, opts)
+    if opts.openface is not None and not os.path.isdir(opts.openface):
+        raise FileNotFoundError(f"{opts.openface}: no such OpenFace output directory")
+    videos, skipped = discover(src, opts)
     header = {"dataset": "bu4dfe", "classes": list(BU4DFE), "source": os.path.abspath(src),
-              "openface": os.path.abspath(openface_dir) if openface_dir else "beside each video",
+              "openface": os.path.abspath(opts.openface) if opts.openface else "beside each video",
               "options": opts.content(), "audio": {"lld_dim": 0, "functionals_dim": 0}, "subjects": True}
     store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
     manifest = run_preparation(videos, store, (Bu4dfePreparer, (opts,)), opts.jobs, skipped, progress)

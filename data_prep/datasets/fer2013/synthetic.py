@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from data_prep.options import check, option
 from fer_keras.classes import FER2013
 
 SIDE = 48
@@ -103,3 +105,24 @@ def write_fer2013(path, per_class=(12, 3, 3), seed: int = 0, malformed: bool = T
     with open(f"{stem}_truth.json", "w") as f:
         json.dump(truth, f, indent=1)
     return truth
+
+
+@dataclass
+class Fer2013Spec:
+    """Size and content of a synthetic fer2013.csv."""
+
+    per_class: tuple = option((12, 3, 3), "images per class for Training, PublicTest, PrivateTest", nargs=3,
+                              parse=int, metavar=("TRAIN", "PUBLIC", "PRIVATE"))
+    seed: int = option(0, "random seed")
+    malformed: bool = option(True, "leave out the malformed rows", flag="--no-malformed")
+
+    def __post_init__(self):
+        check(self, "synthetic fer2013 option")
+        self.per_class = tuple(self.per_class)
+
+
+def synth(path, spec: Fer2013Spec) -> str:
+    """Write the CSV; one line saying what was written."""
+    rows = write_fer2013(path, spec.per_class, spec.seed, spec.malformed)["rows"]
+    return f"wrote {path}: {len(rows)} rows ({sum(r['malformed'] for r in rows)} malformed on purpose)"
+

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -21,66 +20,14 @@ from tqdm import tqdm
 from fer_keras.classes import FER2013
 from fer_keras.data.schema import UNLABELLED, VideoRecord, serialize
 
-from .errors import BadInput
-from .store import PreparedStore, encode_image
+from data_prep.errors import BadInput
+from data_prep.datasets.fer2013.options import INTERPOLATIONS, UNKNOWN_SPLIT, Fer2013Options
+from data_prep.store import PreparedStore, encode_image
 
 HEADER = "emotion,pixels,Usage"
 SOURCE_SIDE = 48
-DEFAULT_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
-UNKNOWN_SPLIT = "unknown"  # where rows whose Usage is missing or unknown are recorded as failures
-INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
-                  "bicubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
 # A still image has no frame rate; 1 fps puts its one frame at 0 s like any first frame.
 FPS = 1.0
-
-
-@dataclass
-class Fer2013Options:
-    """How FER2013's images are written; everything but `shard_size` is recorded in the manifest.
-
-    `image_format` defaults to PNG: lossless, so a stored image is exactly the resize of the CSV's
-    pixels, at 2.3x the bytes of JPEG q95 (shards of the synthetic set at 224 px: 27.3 KB against
-    11.6 KB a record, so about 1.0 GB against 0.42 GB for all of FER2013). Images are encoded with
-    one grey channel: every reader decodes with channels=3, which replicates it to RGB, so the RGB
-    face costs half the PNG bytes of a 3-channel encoding.
-    """
-
-    image_size: int = 224  # side of the written image; VGGFace needs 224, 48 keeps the source
-    interpolation: str = "bicubic"
-    image_format: str = "png"
-    jpeg_quality: int = 95
-    shard_size: int = 1024  # records per shard
-    verify: bool = False  # a rerun checks the kept shards' checksums and records too (sizes always)
-    splits: dict = field(default_factory=lambda: dict(DEFAULT_SPLITS))  # Usage -> split name
-
-    def __post_init__(self):
-        """Refuse, before the CSV is opened, every value that could not work."""
-        def need(ok, what):
-            if not ok:
-                raise ValueError(f"fer2013 option {what}")
-
-        def integer(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        need(integer(self.image_size) and 16 <= self.image_size <= 1024,
-             f"image_size must be an integer 16..1024 px, got {self.image_size!r}")
-        need(self.interpolation in INTERPOLATIONS,
-             f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
-        need(self.image_format in ("png", "jpeg"), f"image_format must be 'png' or 'jpeg', got {self.image_format!r}")
-        need(integer(self.jpeg_quality) and 1 <= self.jpeg_quality <= 100,
-             f"jpeg_quality must be an integer 1..100, got {self.jpeg_quality!r}")
-        need(integer(self.shard_size) and self.shard_size >= 1,
-             f"shard_size must be an integer >= 1, got {self.shard_size!r}")
-        need(isinstance(self.splits, dict) and set(self.splits) == set(DEFAULT_SPLITS),
-             f"splits must map each Usage {', '.join(DEFAULT_SPLITS)} to a split name, got {self.splits!r}")
-        bad = [s for s in self.splits.values()
-               if not isinstance(s, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", s) or s == UNKNOWN_SPLIT]
-        need(not bad, f"splits names must be letters, digits, '_' or '-' (and not {UNKNOWN_SPLIT!r}), got {bad}")
-
-    def content(self) -> dict:
-        """The options that define the prepared data; the side is `face_size`, as every reader takes it."""
-        return {"face_size": self.image_size, "interpolation": self.interpolation,
-                "image_format": self.image_format, "jpeg_quality": self.jpeg_quality, "splits": dict(self.splits)}
 
 
 def _open(path):

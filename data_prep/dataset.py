@@ -1,0 +1,59 @@
+"""The entry a dataset package registers (``DATASET = Dataset(...)``): what the dataset is and how
+it is prepared and synthesised. Its own module so that the packages and the registry that lists
+them (data_prep/registry.py) import it, and not each other.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from data_prep import options as declared_options
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """A synthetic-data generator: what ``fer-keras synth NAME`` runs."""
+
+    module: str  # holds synth(out, spec) -> summary line
+    spec: type  # its options, declared as data_prep.options describes
+    summary: str
+    description: str = ""
+    target: str = "folder"  # what OUT is: a folder or a single file (FER2013's CSV)
+
+    def synth(self, out, spec=None) -> str:
+        """Write the synthetic set to ``out``; returns what was written, in one line."""
+        return importlib.import_module(self.module).synth(out, spec or self.spec())
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset: its classes and labels, its source layout and how it is prepared."""
+
+    name: str
+    package: str  # data_prep.datasets.<name>
+    summary: str  # one line, for `fer-keras prepare --help`
+    description: str  # for `fer-keras prepare NAME --help`
+    classes: tuple  # its class order, from fer_keras.classes
+    labels: tuple  # label kinds its records carry: category, va, au
+    options: type  # its Options dataclass (data_prep.options declarations)
+    synthetic: Synthetic
+    source: str = "folder"  # "folder" (a dataset root) or "file" (one file, e.g. fer2013.csv)
+    subjects: bool = False  # its manifest records each video's subject (k-fold by subject works)
+    synthetic_source: str = "synthetic_source"  # where `prepare NAME OUT` writes a synthetic source under OUT
+
+    @property
+    def source_metavar(self) -> str:
+        return "CSV" if self.source == "file" else "SRC"
+
+    def prepare(self, src, out, opts=None, progress: bool = True) -> dict:
+        """Prepare ``src`` into ``out`` (resumable); returns the manifest."""
+        layout = importlib.import_module(f"{self.package}.layout")
+        return layout.prepare(src, out, opts if opts is not None else self.options(), progress=progress)
+
+    def make_options(self, values: dict | None = None, **fixed):
+        """Options from option names (a plan's ``prepare`` mapping); an unknown name is refused."""
+        values = dict(values or {})
+        for key, value in fixed.items():
+            if key in declared_options.field_names(self.options):
+                values.setdefault(key, value)
+        return declared_options.build(self.options, values)
