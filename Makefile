@@ -58,7 +58,7 @@ features:
 	$(BIN)/fer-keras features $(or $(RUN),$(CONFIG)) --data $(FEATURES_DATA) --out $(or $(OUT),$(DATA)/bu4dfe_features) $(ARGS)
 
 bench-prepare:
-	$(BIN)/python -m data_prep.benchmark --out $(DATA)/bench_prepare
+	$(BIN)/python -m data_prep.bench.prepare --out $(DATA)/bench_prepare
 
 # Check a prepared dataset (ROOT=DIR, default the demo's): sizes, SHA-256, counts; ARGS="--records" parses every record.
 ROOT ?= $(DATA)/demo_prepared
@@ -67,20 +67,20 @@ verify:
 
 # verify beside `cat FILES > /dev/null` on the same dataset, in one run (run make demo first for the default ROOT).
 bench-verify:
-	$(BIN)/python -m fer_keras.data.bench_verify $(ROOT)
+	$(BIN)/python -m fer_keras.bench.verify $(ROOT)
 
 # Haar on the first frames + MedianFlow tracking vs MTCNN on every frame (frames/s, same-face share).
 bench-prepare-bu4dfe:
-	$(BIN)/python -m data_prep.bench_tracking --out $(DATA)/bench_prepare_bu4dfe $(ARGS)
+	$(BIN)/python -m data_prep.bench.tracking --out $(DATA)/bench_prepare_bu4dfe $(ARGS)
 
 # Shard pipeline vs one JPEG file per frame (sequences/s), and vggface_bgru steps/s with/without XLA.
 bench-pipeline:
-	$(BIN)/python -m fer_keras.data.benchmark --out $(DATA)/bench_pipeline $(ARGS)
+	$(BIN)/python -m fer_keras.bench.pipeline --out $(DATA)/bench_pipeline $(ARGS)
 
 # Thesis 002 cascade on cached VGGFace features vs recomputing them every epoch (ratio, reader vs step rate).
 .PHONY: bench-cascade
 bench-cascade:
-	$(BIN)/python -m fer_keras.bench_cascade --out $(DATA)/bench_cascade $(ARGS)
+	$(BIN)/python -m fer_keras.bench.cascade --out $(DATA)/bench_cascade $(ARGS)
 
 clean:
 	rm -rf $(DATA) runs .pytest_cache build *.egg-info

@@ -20,6 +20,10 @@ class Synthetic:
     description: str = ""
     target: str = "folder"  # what OUT is: a folder or a single file (FER2013's CSV)
 
+    def make_spec(self, values: dict):
+        """The spec from option names (a plan's ``synth`` mapping); unknown names and bad values are refused."""
+        return declared_options.build(self.spec, values)
+
     def synth(self, out, spec=None) -> str:
         """Write the synthetic set to ``out``; returns what was written, in one line."""
         return importlib.import_module(self.module).synth(out, spec or self.spec())
@@ -50,10 +54,6 @@ class Dataset:
         layout = importlib.import_module(f"{self.package}.layout")
         return layout.prepare(src, out, opts if opts is not None else self.options(), progress=progress)
 
-    def make_options(self, values: dict | None = None, **fixed):
-        """Options from option names (a plan's ``prepare`` mapping); an unknown name is refused."""
-        values = dict(values or {})
-        for key, value in fixed.items():
-            if key in declared_options.field_names(self.options):
-                values.setdefault(key, value)
+    def make_options(self, values: dict):
+        """The options from option names (a plan's ``prepare`` mapping); unknown names and bad values are refused."""
         return declared_options.build(self.options, values)

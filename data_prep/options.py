@@ -167,6 +167,8 @@ def from_args(cls, args: argparse.Namespace, only=None):
 
 def build(cls, values: dict):
     """``cls`` from flat option names (nested groups' fields by their own names or dotted paths)."""
+    if not isinstance(values, dict):
+        raise ValueError(f"options must map option names to values, got {values!r}")
     flat = {path[-1]: path for path, *_ in _leaves(cls)} | {".".join(p): p for p, *_ in _leaves(cls)}
     top = {f.name for f in dataclasses.fields(cls)}
     nested: dict = {}

@@ -19,11 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from fer_keras.data import integrity
+from fer_keras.data.manifest import FAILURES, MANIFEST
 from fer_keras.data.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
-FAILURES = "failures.jsonl"
 
 
 def atomic_write_json(path, obj) -> None:

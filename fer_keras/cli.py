@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import inspect
 import json
@@ -26,6 +27,7 @@ def _synth(args) -> int:
 def _prepare(args) -> int:
     from data_prep import options
     from data_prep.registry import dataset
+    from fer_keras.data.manifest import FAILURES, MANIFEST
 
     entry = dataset(args.dataset)
     if len(args.paths) > 2:
@@ -39,27 +41,16 @@ def _prepare(args) -> int:
             entry.synthetic.synth(src, options.from_args(entry.synthetic.spec, args, only=("seed",)))
     manifest = entry.prepare(src, out, opts, progress=not args.quiet)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "shards"} for k, v in manifest["splits"].items()}))
-    print(f"manifest: {os.path.join(out, 'manifest.json')}; failures: {os.path.join(out, 'failures.jsonl')}")
+    print(f"manifest: {os.path.join(out, MANIFEST)}; failures: {os.path.join(out, FAILURES)}")
     if entry.subjects:
         print(f"split file: {os.path.join(out, 'splits.json')}")
     return 0
 
 
 def _folds(args) -> int:
-    from data_prep.registry import DATASETS
-    from fer_keras.data import loader, splits
+    from fer_keras.data import splits
 
-    info = loader.manifest(args.data)
-    videos = [(v["subject"], v["label"]) for v in info["videos"].values()
-              if v.get("status") == "ok" and v.get("subject") and v["split"] == args.split]
-    if not videos:
-        raise ValueError(f"{args.data}: no prepared video of split {args.split!r} records a subject; "
-                         "k-fold needs a dataset whose manifest records subjects ("
-                         f"{', '.join(n for n, d in DATASETS.items() if d.subjects)})")
-    test = sorted({v["subject"] for v in info["videos"].values() if v.get("subject") and v["split"] == "test"})
-    folds = splits.kfold(videos, args.k, args.seed, test=test)
-    out = args.out or os.path.join(args.data, f"splits-k{args.k}-seed{args.seed}.json")
-    splits.write(out, folds)
+    out, folds = splits.kfold_file(args.data, args.k, args.seed, args.split, args.out)
     for i, fold in enumerate(folds["folds"]):
         print(f"fold {i}: {len(fold)} subjects ({', '.join(fold[:6])}{' ...' if len(fold) > 6 else ''})")
     print(f"split file: {out} (use it with data.folds={os.path.relpath(out, args.data)} data.fold=K)")
@@ -69,10 +60,10 @@ def _folds(args) -> int:
 def _verify(args) -> int:
     import time
 
-    from fer_keras.data import integrity
+    from fer_keras.data import integrity, manifest
 
     start = time.perf_counter()
-    if os.path.isfile(os.path.join(args.root, integrity.MANIFEST)) or not glob.glob(os.path.join(args.root, "*.h5*")):
+    if manifest.path(args.root).is_file() or not glob.glob(os.path.join(args.root, "*.h5*")):
         problems, read = integrity.check(args.root, quick=args.quick, jobs=args.jobs, records=args.records)
     else:  # a folder of cached feature files
         from fer_keras.data.features import check_folder
@@ -126,7 +117,7 @@ def _user_errors(func):
                 traceback.print_exception(err)
             print(f"error: {err}", file=sys.stderr)
             return 2
-    run.__name__, run.__doc__ = func.__name__, func.__doc__
+    functools.update_wrapper(run, func)
     return run
 
 
@@ -425,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     from fer_keras import results  # pure Python: no TensorFlow
     results.add_parser(sub).set_defaults(func=_user_errors(results.run))
     from fer_keras import reproduce  # the parser only: TensorFlow loads when the command runs
-    reproduce.add_parser(sub).set_defaults(func=_user_errors(reproduce.run))
+    from data_prep.registry import DATASETS  # reproduce --smoke prepares its data through the registry
+    reproduce.add_parser(sub).set_defaults(func=_user_errors(functools.partial(reproduce.run, datasets=DATASETS)))
 
     t = sub.add_parser(
         "tune", help="KerasTuner search (Bayesian, random or grid) over a model's registry search space",

@@ -370,8 +370,6 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
-
     result = cross_validate(args.config, args.out, args.phase)
     if "folds" in result:
         print(f"fold histories averaged: {result['folds']['history']} ({result['folds']['plot']})")

@@ -434,7 +434,7 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
     metrics written to metrics.json plus ``out_dir`` and ``paths`` (name -> file written).
     """
     import fer_keras.models  # noqa: F401  registers the custom layers before loading
-    from fer_keras.data import loader
+    from fer_keras.data import loader, manifest
     from fer_keras.fusion import METRICS, PREDICTIONS
 
     run, exp = _load(run_dir)
@@ -470,7 +470,7 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
     if "au" in outputs:
         labels = {}
         if exp.data.format == "tfrecord":
-            labels = loader.manifest(exp.data.root).get("labels", {})
+            labels = manifest.read(exp.data.root).get("labels", {})
         metrics["au"] = _au(outputs["au"], targets.get("au"), mask, labels)
     videos = list(dict.fromkeys(seq_ids))
     metrics.update({

@@ -159,9 +159,9 @@ def extract(extractor: Extractor, data, out, *, dtype="float32", augmentations=(
             folds="splits.json", progress=True) -> list[dict]:
     """Write every file of :func:`file_plan` for the prepared dataset ``data`` into ``out``, in one
     pass over its shards; returns per file its path, videos and whether this call wrote it."""
-    from fer_keras.data import loader, splits as split_files
+    from fer_keras.data import manifest as manifest_file, splits as split_files
 
-    manifest = loader.manifest(data)
+    manifest = manifest_file.read(data)
     check_augmentations(manifest, augmentations, data)
     plan = file_plan(manifest, split_files.read(Path(data) / folds), augmentations)
     # the videos (augmentations included) are checked by name, so the settings leave them out

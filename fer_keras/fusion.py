@@ -383,7 +383,7 @@ def training_class_counts(run_dir) -> list[int]:
     """Training label counts in class order, from the manifest of a run's config.yaml (t000_4)."""
     import yaml
 
-    from fer_keras.data import loader
+    from fer_keras.data import manifest
 
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(path):
@@ -393,7 +393,7 @@ def training_class_counts(run_dir) -> list[int]:
     if data.get("format", "tfrecord") != "tfrecord":
         raise ValueError(f"{run_dir}: cannot count training labels of an {data['format']} dataset; "
                          "pass --class-counts")
-    info = loader.manifest(data.get("root", "data/afew_prepared"))
+    info = manifest.read(data.get("root", "data/afew_prepared"))
     train = data.get("train_split", "train")
     counts = [0] * len(info["classes"])
     for video in info["videos"].values():

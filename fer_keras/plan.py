@@ -12,12 +12,16 @@ import yaml
 PLAN = "reproduce.yaml"
 PLAN_KEYS = {"steps", "smoke"}
 SMOKE_KEYS = {"datasets", "folds", "set", "runs", "paths", "epochs"}
+SMOKE_DATASET_KEYS = {"out", "synth", "prepare"}
 STEP_KINDS = ("run", "features")
 FEATURE_KEYS = {"source", "data", "out", "tap", "dtype", "augmentations", "folds", "seq_len", "batch"}
 
 
-def read_plan(folder) -> dict:
-    """The plan file of a thesis folder, checked: known keys, known step kinds, files that exist."""
+def read_plan(folder, datasets=None) -> dict:
+    """The plan file of a thesis folder, checked: known keys, known step kinds, files that exist;
+    with ``datasets`` (the dataset registry, data_prep.registry.DATASETS), also every smoke
+    dataset's name and the options its ``synth`` and ``prepare`` mappings set, so a plan naming an
+    unknown or bad option fails here, not when its step runs."""
     path = Path(folder) / PLAN
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; a thesis folder lists its steps in {PLAN}")
@@ -27,6 +31,8 @@ def read_plan(folder) -> dict:
     if set(plan.get("smoke") or {}) - SMOKE_KEYS:
         raise ValueError(f"{path}: smoke: unknown key(s) {sorted(set(plan['smoke']) - SMOKE_KEYS)}; "
                          f"known: {', '.join(sorted(SMOKE_KEYS))}")
+    if datasets is not None:
+        smoke_options(plan.get("smoke") or {}, datasets, path)
     for i, step in enumerate(plan["steps"]):
         if not isinstance(step, dict) or len(step) != 1 or next(iter(step)) not in STEP_KINDS:
             raise ValueError(f"{path}: steps[{i}]: one of {', '.join(STEP_KINDS)} expected, got {step!r}")
@@ -42,6 +48,25 @@ def read_plan(folder) -> dict:
             raise ValueError(f"{path}: steps[{i}]: features needs source, data, out (and may set "
                              f"{', '.join(sorted(FEATURE_KEYS - {'source', 'data', 'out'}))})")
     return plan
+
+
+def smoke_options(smoke: dict, datasets, path=PLAN) -> dict:
+    """{dataset name: (entry, synthetic spec, prepare options, out)} of a smoke section, every
+    value checked by the dataset's own option classes."""
+    found = {}
+    for name, spec in (smoke.get("datasets") or {}).items():
+        if name not in datasets:
+            raise ValueError(f"{path}: smoke: unknown dataset {name!r}; known: {', '.join(datasets)}")
+        if not isinstance(spec, dict) or set(spec) - SMOKE_DATASET_KEYS or "out" not in spec:
+            raise ValueError(f"{path}: smoke: datasets: {name}: expected a mapping with out (and optionally "
+                             f"synth and prepare: option name -> value), got {spec!r}")
+        entry = datasets[name]
+        try:
+            found[name] = (entry, entry.synthetic.make_spec(spec.get("synth") or {}),
+                           entry.make_options(spec.get("prepare") or {}), spec["out"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: smoke: datasets: {name}: {err}") from None
+    return found
 
 
 def run_order(folder) -> list[str]:

@@ -16,8 +16,9 @@ fusion finds its members and ``hyperparameters_from`` / ``weights_from`` paths u
 point into RUNS. A step whose result is already there is skipped (and the engines resume a killed
 run), so a rerun continues where a kill left it. ``--smoke`` runs the same steps on synthetic
 stand-ins of the datasets at tiny sizes, with the file's ``smoke`` section: ``datasets`` to write
-and prepare (``fer-keras synth`` / ``prepare`` arguments), ``folds`` (a k-fold split file written
-for them), ``set``, overrides merged into the experiments whose names match a glob, and
+and prepare (per registered dataset: ``out`` and the option names and values of its ``synth``
+spec and ``prepare`` options, checked when the plan is read), ``folds`` (a k-fold split file
+written for those that record subjects), ``set``, overrides merged into the experiments whose names match a glob, and
 ``epochs``, the epochs of every stage (of every run without stages). One bad
 step is logged in ``RUNS/failures.jsonl`` and the others still run; the command then exits 1.
 Each step runs in a fresh process, so memory does not grow over a thesis's dozens of steps.
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from fer_keras.plan import PLAN, read_plan
+from fer_keras.plan import PLAN, read_plan, smoke_options
 
 logger = logging.getLogger(__name__)
 
@@ -162,32 +163,36 @@ def _log_failure(runs: Path, step: str, err: BaseException):
                             "traceback": traceback.format_exc(limit=3)}) + "\n")
 
 
-def prepare_smoke(smoke: dict, paths: dict):
-    """Write and prepare the synthetic datasets of the smoke section, and their k-fold file."""
-    from fer_keras import cli
+def prepare_smoke(smoke: dict, paths: dict, datasets) -> None:
+    """Write and prepare the synthetic datasets of the smoke section through the dataset registry
+    (a synthetic source under each OUT, as ``fer-keras prepare NAME OUT`` writes one), and the
+    k-fold split file of those that record subjects."""
+    from fer_keras.data import manifest, splits
 
-    def command(*argv):
-        if cli.main([str(a) for a in argv]) != 0:
-            raise RuntimeError(f"smoke data: fer-keras {' '.join(map(str, argv))} failed (its error is above)")
-
-    for dataset, spec in (smoke.get("datasets") or {}).items():
-        out = _moved(spec["out"], paths)
-        if not (Path(out) / "manifest.json").is_file():
-            source = f"{out}_source" + (".csv" if dataset == "fer2013" else "")
-            if not Path(source).exists():
-                command("synth", dataset, source, *spec.get("synth", []))
-            command("prepare", dataset, source, out, "-q", *spec.get("prepare", []))
-        if smoke.get("folds") and dataset == "bu4dfe":
-            command("folds", out, "--k", smoke["folds"], "--out", Path(out) / "splits.json")
+    for name, (entry, spec, opts, out) in smoke_options(smoke, datasets).items():
+        out = _moved(out, paths)
+        if not manifest.path(out).is_file():
+            source = Path(out) / entry.synthetic_source
+            if not source.exists():
+                print(entry.synthetic.synth(str(source), spec), flush=True)
+            entry.prepare(str(source), out, opts, progress=False)
+        if smoke.get("folds") and entry.subjects:
+            splits.kfold_file(out, int(smoke["folds"]), out=Path(out) / splits.SPLITS_FILE)
 
 
-def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None) -> dict:
+def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datasets=None) -> dict:
     """Run every step of the thesis's plan (``only``: just the experiments so named, and the
-    steps that feed them are still the user's to have run), then write its results table."""
+    steps that feed them are still the user's to have run), then write its results table.
+
+    ``datasets`` is the dataset registry (data_prep.registry.DATASETS), which ``--smoke`` needs to
+    write and prepare its synthetic data: the command line hands it in, since the library never
+    imports preparation."""
     from fer_keras import results
 
     folder = Path(folder) if folder else experiments_dir(thesis)
-    plan = read_plan(folder)
+    if smoke and datasets is None:
+        raise ValueError("--smoke needs the dataset registry to prepare its synthetic data (datasets=...)")
+    plan = read_plan(folder, datasets)
     if smoke and not plan.get("smoke"):
         raise ValueError(f"{folder / PLAN}: has no smoke section; run it on the real datasets without --smoke")
     settings = plan.get("smoke") if smoke else {}
@@ -195,7 +200,7 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None) -> di
     paths = {"runs/": f"{runs}/", **(settings.get("paths") or {})}
     runs.mkdir(parents=True, exist_ok=True)
     if smoke:
-        prepare_smoke(settings, paths)
+        prepare_smoke(settings, paths, datasets)
     failed, log = [], []
     for step in plan["steps"]:
         kind, value = next(iter(step.items()))
@@ -246,10 +251,10 @@ def add_parser(subparsers):
     return p
 
 
-def run(args) -> int:
-    import data_prep  # noqa: F401  openSMILE before TensorFlow (see data_prep/__init__.py)
-
-    result = reproduce(args.thesis, folder=args.experiments, runs=args.runs, smoke=args.smoke, only=args.only)
+def run(args, datasets=None) -> int:
+    """`fer-keras reproduce`; ``datasets``: the dataset registry, for --smoke (see ``reproduce``)."""
+    result = reproduce(args.thesis, folder=args.experiments, runs=args.runs, smoke=args.smoke, only=args.only,
+                       datasets=datasets)
     counts = result["results"]
     print(f"results: {result['table']} ({counts['filled']} of {counts['rows']} rows filled)")
     if result["failed"]:

@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fer_keras import bench_cascade, training
+from fer_keras import training
+from fer_keras.bench import cascade as bench_cascade
 from fer_keras.data import loader
 from fer_keras.feature_extraction import load_extractor
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from fer_keras.data import benchmark
+from fer_keras.bench import pipeline as benchmark
 from fer_keras.data.pipeline import Augment, PipelineConfig, sequences
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from data_prep.registry import DATASETS
 from fer_keras import reproduce
 from fer_keras.data.features import write_features
 
@@ -164,11 +165,31 @@ def test_a_failing_step_is_logged_and_the_others_run(tmp_path, monkeypatch):
     assert "missing_a" in json.loads(line)["error"]
 
 
+def test_smoke_datasets_are_checked_when_the_plan_is_read(tmp_path):
+    """A plan's smoke data goes through the dataset registry: the thesis plans' option names and
+    values are valid, and an unknown dataset, option name or value fails when the plan is read."""
+    for thesis in ("000", "002"):
+        found = reproduce.smoke_options(reproduce.read_plan(EXPERIMENTS / f"thesis{thesis}", DATASETS)["smoke"], DATASETS)
+        assert found and all(out.startswith("data/") for *_, out in found.values())
+    assert found["bu4dfe"][2].augment_methods == ("flip", "rotate_left", "rotate_right")
+    for smoke, match in [({"nope": {"out": "x"}}, "unknown dataset 'nope'"),
+                         ({"afew": {"out": "x", "prepare": {"face_sise": 32}}}, "unknown option 'face_sise'"),
+                         ({"afew": {"out": "x", "prepare": ["-j", 2]}}, "afew"),
+                         ({"bu4dfe": {"out": "x", "synth": {"min_frames": 10}}}, "min_frames"),
+                         ({"bu4dfe": {"out": "x", "prepare": {"trim_threshold": 0.5}}}, "unknown option"),
+                         ({"bu4dfe": {"out": "x", "prepare": {"threshold": 0}}}, "trim option threshold"),
+                         ({"fer2013": {"out": "x", "prepare": {"image_size": 8}}}, "fer2013 option image_size")]:
+        (tmp_path / reproduce.PLAN).write_text(yaml.safe_dump({"steps": [], "smoke": {"datasets": smoke}}))
+        with pytest.raises(ValueError, match=match):
+            reproduce.read_plan(tmp_path, DATASETS)
+        reproduce.read_plan(tmp_path)  # without the registry only the plan's own keys are checked
+
+
 def _smoke_rows(thesis, tmp_path, monkeypatch) -> list[dict]:
     """The results rows of a from-scratch smoke reproduction of ``thesis`` run in ``tmp_path``."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "experiments").symlink_to(EXPERIMENTS)
-    result = reproduce.reproduce(thesis, smoke=True)
+    result = reproduce.reproduce(thesis, smoke=True, datasets=DATASETS)
     assert not result["failed"], result["failed"]
     with open(result["table"].replace(".md", ".csv"), newline="") as f:
         return list(csv.DictReader(f))

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from fer_keras.classes import BU4DFE
 from fer_keras.data import loader, splits
+from fer_keras.data.manifest import read as read_manifest
 from fer_keras.data.pipeline import PipelineConfig, sequences, sequences_per_video
 from fer_keras.data.schema import VideoRecord, dataset_from_manifest, serialize
 
@@ -434,7 +435,7 @@ def test_loader_fold_errors(tiny):
         loader.selection(_data(root, augmentations=["flip"]), "val")
     # augmentations without a fold: every training video plus its copies
     sel = loader.selection(_data(root, augmentations=["salt"]), "train")
-    assert {v["id"] for v in sel} == {v["id"] for v in loader.manifest(root)["videos"].values()
+    assert {v["id"] for v in sel} == {v["id"] for v in read_manifest(root)["videos"].values()
                                       if v["status"] == "ok" and (v["split"] == "train" or v.get("augmentation") == "salt")}
     for fold in (-1, True, "1", 1.0):
         with pytest.raises(ValueError, match="fold"):

@@ -18,7 +18,6 @@ import os
 import shutil
 import time
 
-import data_prep  # noqa: F401  (loads openSMILE before TensorFlow)
 import cv2
 import numpy as np
 
@@ -55,8 +54,8 @@ def naive_detection(paths, min_confidence=0.9):
 
 
 def batched_detection(paths, batch=32):
-    from .face import FaceDetector
-    from .video import VideoStream
+    from data_prep.face import FaceDetector
+    from data_prep.video import VideoStream
 
     detector, out = FaceDetector(), {}
     for path in paths:
@@ -76,7 +75,7 @@ class FullResolutionBaseline:
         self.mtcnn, self.min_confidence = MTCNN(), min_confidence
 
     def detect(self, frames):
-        from .face import best_faces
+        from data_prep.face import best_faces
 
         rows = self.mtcnn.detect_faces(list(frames), box_format="xyxy", output_type="numpy", min_face_size=20)
         return [None if f is None else (f.box, f.landmarks) for f in best_faces(rows, len(frames), self.min_confidence)]
@@ -84,7 +83,7 @@ class FullResolutionBaseline:
 
 class _Ours:
     def __init__(self, **options):
-        from .face import FaceDetector
+        from data_prep.face import FaceDetector
 
         self.detector = FaceDetector(**options)
 
@@ -110,8 +109,8 @@ REAL_SIZES = ((720, 576, 0.25), (1280, 720, 0.22))  # (width, height, face box /
 def real_resolution_rows(work, frames_per_clip=64, sizes=REAL_SIZES, batch=32):
     """Detection at real resolutions: the baseline, ours at full resolution and ours by default,
     timed in interleaved rounds (one batch each in turn), so a change in machine load hits all three."""
-    from .synthetic import render_frames, write_video
-    from .video import VideoStream
+    from data_prep.synthetic_render import render_frames, write_video
+    from data_prep.video import VideoStream
 
     rng, rows = np.random.default_rng(7), []
     methods = {"baseline": FullResolutionBaseline(), "full": _Ours(min_face_size=20), "ours": _Ours()}
@@ -157,9 +156,9 @@ def main(argv=None) -> int:
     parser.add_argument("--real-frames", type=int, default=64, help="frames per real-resolution clip (0: skip)")
     args = parser.parse_args(argv)
 
-    from .afew import discover, prepare
-    from .prepare import PrepareOptions
-    from .synthetic import SyntheticSpec, write_afew
+    from data_prep.datasets.afew.layout import discover, prepare
+    from data_prep.prepare import PrepareOptions
+    from data_prep.datasets.afew.synthetic import SyntheticSpec, write_afew
 
     shutil.rmtree(args.out, ignore_errors=True)
     src, prepared = os.path.join(args.out, "src"), os.path.join(args.out, "prepared")

@@ -18,12 +18,12 @@ import os
 import shutil
 import time
 
-from .tracking import FaceTracker, TrackOptions, iou
+from data_prep.tracking import FaceTracker, TrackOptions, iou
 
 
 def synthetic_videos(work: str, count: int) -> list[str]:
     """Write a synthetic BU-4DFE set (no broken videos) under `work` and return `count` of its videos."""
-    from .synthetic_bu4dfe import Bu4dfeSpec, write_bu4dfe
+    from data_prep.datasets.bu4dfe.synthetic import Bu4dfeSpec, write_bu4dfe
 
     subjects = Bu4dfeSpec().subjects[:max(1, -(-count // 6))]  # six emotions per subject
     shutil.rmtree(work, ignore_errors=True)
@@ -35,7 +35,7 @@ class _Mtcnn:
     """MTCNN on every frame, in batches: (x, y, w, h) per frame or None."""
 
     def __init__(self, batch: int):
-        from .face import FaceDetector
+        from data_prep.face import FaceDetector
 
         self.detector, self.batch = FaceDetector(), batch
 
@@ -65,7 +65,7 @@ def same_face(reference, boxes) -> int:
 
 def measure(paths, trackers=("medianflow",), rounds: int = 2, batch: int = 32) -> dict:
     """Decode `paths` once, then time MTCNN and Haar + each tracker on the same frames (see module doc)."""
-    from .video import VideoStream
+    from data_prep.video import VideoStream
 
     start, clips = time.perf_counter(), {}
     for path in paths:

@@ -27,16 +27,16 @@ Also reported: the one-off cost of writing the features (``extract``), and the b
 pays off once the epochs exceed writing / (recompute epoch - cached epoch). Targets: cached >= 20x
 faster per epoch, reader faster than the step. The exit code is 0 either way.
 
-Synthetic videos (``data_prep.synthetic_bu4dfe``, subjects of thesis fold 0, one video per subject
-and emotion, ``--frames`` frames each, at least 40), their preparation (no trimming), the weights,
-the extractor YAML and the feature file are kept under --out and reused by a rerun (the writing time
-is then the one recorded when the file was written). Everything is read from the page cache, so
-the figures are CPU costs; no weights are downloaded.
+Synthetic videos (``fer-keras synth bu4dfe``, subjects of thesis fold 0, one video per subject
+and emotion, ``--frames`` frames each, at least 40), their preparation (``fer-keras prepare bu4dfe
+--no-trim``; both run as the command line in a subprocess, so this process never imports
+``data_prep``), the weights, the extractor YAML and the feature file are kept under --out and
+reused by a rerun (the writing time is then the one recorded when the file was written).
+Everything is read from the page cache, so the figures are CPU costs; no weights are downloaded.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -44,11 +44,8 @@ import resource
 import shutil
 import statistics
 import time
-from dataclasses import dataclass
 
 import numpy as np
-
-importlib.import_module("data_prep")  # loads openSMILE before TensorFlow, for the preparation
 
 TARGET_RATIO = 20.0    # cached epoch at least this many times faster than recomputing
 BACKBONE = "vggface_vgg16"
@@ -74,11 +71,12 @@ def fold0_subjects(count):
     return list(subjects[:count])
 
 
-def prepare_data(out, videos, frames, *, jobs=2, progress=True) -> dict:
+def prepare_data(out, videos, frames, *, jobs=2) -> dict:
     """Write ``videos`` synthetic BU-4DFE videos of ``frames`` frames and prepare them (no trimming)
-    into ``out/prepared``; reused when already prepared with these settings. Returns what was done."""
-    from data_prep.bu4dfe import Bu4dfeOptions, prepare
-    from data_prep.synthetic_bu4dfe import Bu4dfeSpec, write_bu4dfe
+    into ``out/prepared`` with ``fer-keras synth bu4dfe`` and ``fer-keras prepare bu4dfe`` run in a
+    subprocess; reused when already prepared with these settings. Returns what was done (the
+    synthesis and preparation times include the subprocesses' start-up)."""
+    from fer_keras.bench.pipeline import run_cli
     from fer_keras.classes import BU4DFE
 
     wanted = {"videos": videos, "frames": frames, "seed": SEED}
@@ -94,30 +92,50 @@ def prepare_data(out, videos, frames, *, jobs=2, progress=True) -> dict:
     if os.path.exists(record):
         os.remove(record)
     subjects = fold0_subjects(math.ceil(videos / len(BU4DFE)))
-    pairs = [(s, e) for s in subjects for e in BU4DFE]
-
-    @dataclass
-    class Spec(Bu4dfeSpec):  # the last subject has only its first emotions: exactly `videos` videos
-        def missing(self) -> set:
-            return set(pairs[videos:])
+    surplus = [(s, e) for s in subjects for e in BU4DFE][videos:]
 
     print(f"writing {videos} synthetic BU-4DFE videos of {frames} frames ({', '.join(subjects)}) to {src}",
           flush=True)
     start = time.perf_counter()
-    write_bu4dfe(src, Spec(subjects=tuple(subjects), min_frames=frames, max_frames=frames, long_video=0,
-                           broken=False, seed=SEED))
+    run_cli("synth", "bu4dfe", src, "--subjects", ",".join(subjects), "--min-frames", frames,
+            "--max-frames", frames, "--long-video", 0, "--seed", SEED, "--no-broken")
+    drop_videos(src, surplus)  # the last subject keeps only its first emotions: exactly `videos` videos
     synth_s = time.perf_counter() - start
     print(f"preparing {src} -> {prepared} (no trimming, -j {jobs})", flush=True)
     start = time.perf_counter()
-    manifest = prepare(src, prepared, Bu4dfeOptions(trimming=False, keep_incomplete_subjects=True, jobs=jobs),
-                       progress=progress)
+    run_cli("prepare", "bu4dfe", src, prepared, "-q", "--no-trim", "--keep-incomplete-subjects", "-j", jobs)
     prepare_s = time.perf_counter() - start
+    with open(os.path.join(prepared, "manifest.json")) as f:
+        manifest = json.load(f)
     ok = [v for v in manifest["videos"].values() if v["status"] == "ok" and v.get("frames_kept", 0) > 0]
     if len(ok) != videos:
         raise RuntimeError(f"{prepared}: {len(ok)} of {videos} synthetic videos prepared (see failures.jsonl)")
     with open(record, "w") as f:
         json.dump({"settings": wanted, "synth_s": synth_s, "prepare_s": prepare_s}, f, indent=1)
     return {"root": prepared, "reused": False, "synth_s": synth_s, "prepare_s": prepare_s}
+
+
+def drop_videos(src, pairs) -> None:
+    """Remove the (subject, emotion) videos ``pairs`` from a synthetic BU-4DFE set in the video
+    layout (``<subject>_<emotion>_tex.avi`` and its OpenFace CSV), and from its ground truth."""
+    if not pairs:
+        return
+    names = {f"{subject}_{emotion}_tex" for subject, emotion in pairs}
+    for name in sorted(names):
+        video = os.path.join(src, name + ".avi")
+        if not os.path.isfile(video):
+            raise RuntimeError(f"{src}: fer-keras synth bu4dfe wrote no {name}.avi to leave out")
+        os.remove(video)
+        if os.path.isfile(os.path.join(src, name + ".csv")):
+            os.remove(os.path.join(src, name + ".csv"))
+    truth_file = os.path.join(src, "synthetic_truth.json")
+    if os.path.isfile(truth_file):
+        with open(truth_file) as f:
+            truth = json.load(f)
+        truth["videos"] = [v for v in truth.get("videos", []) if v.get("id") not in names]
+        truth["missing"] = sorted(set(truth.get("missing", [])) | {n.removesuffix("_tex") for n in names})
+        with open(truth_file, "w") as f:
+            json.dump(truth, f, indent=1)
 
 
 # --- the frozen VGGFace part, shared by the extractor and the recompute model -----------------
@@ -429,7 +447,7 @@ def run(args) -> dict:
     start = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     synth_frames = max(args.frames, 40)  # the synthetic generator's shortest video
-    data = prepare_data(args.out, args.videos, synth_frames, jobs=args.jobs, progress=not args.quiet)
+    data = prepare_data(args.out, args.videos, synth_frames, jobs=args.jobs)
     prepared = data["root"]
     with open(os.path.join(prepared, "manifest.json")) as f:
         manifest = json.load(f)
@@ -552,7 +570,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"--{name} must be at least 1")
     if args.input_size < 32:
         raise SystemExit("--input-size must be at least 32 (VGGFace's five poolings)")
-    from fer_keras.data.benchmark import save_report  # TensorFlow only once a run starts
+    from fer_keras.bench.pipeline import save_report  # TensorFlow only once a run starts
 
     report = run(args)
     print_report(report)

@@ -20,6 +20,10 @@ pipelines over several epochs of the train split, then a vggface_bgru training s
 input size fed from the shard pipeline and from one in-memory batch, without and with XLA.
 Both storages are read from the page cache (files just written), so the gain measured here is
 CPU time; a cold disk or a network file system adds a seek or a request per file to the baseline.
+
+Without ``--prepared``, the synthetic AFEW set is written and prepared by the command line
+(``fer-keras synth afew`` then ``fer-keras prepare afew``) in a subprocess: the library does not
+import ``data_prep``, and this process never loads openSMILE.
 """
 from __future__ import annotations
 
@@ -28,11 +32,11 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import replace
 
-import data_prep  # noqa: F401  (loads openSMILE before TensorFlow, for the preparation)
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
@@ -52,13 +56,20 @@ PIPELINES = {  # name -> row label
 
 # --- data -------------------------------------------------------------------------------------
 
-def prepare_synthetic(out, *, train_per_class=8, min_frames=30, max_frames=90, jobs=2, seed=1,
-                      progress=True) -> str:
-    """Write and prepare a synthetic AFEW set under ``out`` (reused when already prepared)."""
-    from data_prep.afew import prepare
-    from data_prep.prepare import PrepareOptions
-    from data_prep.synthetic import SyntheticSpec, write_afew
+def run_cli(*args) -> None:
+    """``python -m fer_keras.cli ARGS`` in a subprocess (its output lines pass through); a failure
+    raises RuntimeError with the command and the tail of its stderr."""
+    cmd = [sys.executable, "-m", "fer_keras.cli", *map(str, args)]
+    print("$ fer-keras " + " ".join(cmd[3:]), flush=True)
+    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-20:]) or "(nothing on stderr)"
+        raise RuntimeError(f"fer-keras {' '.join(cmd[3:])} failed with exit code {done.returncode}:\n{tail}")
 
+
+def prepare_synthetic(out, *, train_per_class=8, min_frames=30, max_frames=90, jobs=2, seed=1) -> str:
+    """Write and prepare a synthetic AFEW set under ``out`` (reused when already prepared), with
+    ``fer-keras synth afew`` and ``fer-keras prepare afew`` run in a subprocess."""
     prepared = os.path.join(out, "prepared")
     if os.path.exists(os.path.join(prepared, "manifest.json")):
         print(f"reusing {prepared} (delete it to prepare again)")
@@ -66,9 +77,10 @@ def prepare_synthetic(out, *, train_per_class=8, min_frames=30, max_frames=90, j
     src = os.path.join(out, "src")
     shutil.rmtree(src, ignore_errors=True)
     shutil.rmtree(prepared, ignore_errors=True)
-    write_afew(src, SyntheticSpec(train_per_class=train_per_class, val_per_class=1, test_clips=0,
-                                  min_frames=min_frames, max_frames=max_frames, seed=seed, broken=False))
-    prepare(src, prepared, PrepareOptions(jobs=jobs), progress=progress)
+    run_cli("synth", "afew", src, "--train-per-class", train_per_class, "--val-per-class", 1,
+            "--test-clips", 0, "--min-frames", min_frames, "--max-frames", max_frames, "--seed", seed,
+            "--no-broken")
+    run_cli("prepare", "afew", src, prepared, "-q", "-j", jobs)
     return prepared
 
 
@@ -357,7 +369,7 @@ def run(args) -> dict:
     os.makedirs(args.out, exist_ok=True)
     root = args.prepared or prepare_synthetic(args.out, train_per_class=args.train_per_class,
                                               min_frames=args.min_frames, max_frames=args.max_frames,
-                                              jobs=args.jobs, progress=not args.quiet)
+                                              jobs=args.jobs)
     with open(os.path.join(root, "manifest.json")) as f:
         manifest = json.load(f)
     videos = export_frames(manifest, root, "train", os.path.join(args.out, "frames", "train"),

@@ -15,11 +15,11 @@ import statistics
 import subprocess
 import time
 
-from fer_keras.data import integrity
+from fer_keras.data import integrity, manifest as manifest_file
 
 
 def measure(root, rounds: int = 5, jobs: int = 4) -> dict:
-    manifest = json.loads(open(os.path.join(root, integrity.MANIFEST)).read())
+    manifest = manifest_file.read(root)
     files = [os.path.join(root, rel) for rel in integrity.shards(manifest)]
     size = sum(os.path.getsize(f) for f in files)
     methods = {

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-MANIFEST = "manifest.json"
+from fer_keras.data.manifest import read as _manifest
 FEATURE_INDEX = "features.json"
 CHUNK = 1 << 20
 REPREPARE = "rerun the same `fer-keras prepare` command on this OUT: it prepares the videos of that shard again"
@@ -51,16 +51,6 @@ def sha256(path) -> str:
 def describe(path, records: int) -> dict:
     """What the manifest records of a finished file."""
     return {"size": os.path.getsize(path), "records": records, "sha256": sha256(path)}
-
-
-def _manifest(root) -> dict:
-    path = Path(root) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no manifest.json; is {root} a prepared dataset?") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); prepare the dataset again into a new OUT") from None
 
 
 def shards(manifest: dict, splits=None) -> list[str]:

@@ -4,20 +4,10 @@ Prepared shards (``format: tfrecord``) go through :mod:`fer_keras.data.pipeline`
 features (``format: hdf5``, thesis 002) through :mod:`fer_keras.data.features`. Both yield the
 same ``(inputs, targets[, meta])`` structure, so training and evaluation never branch on it.
 """
-import json
 import math
 from pathlib import Path
 
-
-def manifest(root):
-    path = Path(root) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest.json; is {root} a prepared dataset "
-                                "(fer-keras prepare ...)?")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+from fer_keras.data.manifest import MANIFEST, read as manifest
 
 
 def _hdf5_path(data, split):
@@ -25,7 +15,7 @@ def _hdf5_path(data, split):
     return path if path.suffix == ".h5" else path.with_name(path.name + ".h5")
 
 
-COPY = "~"  # an offline augmented copy's video id is <video id>~<method> (data_prep.bu4dfe)
+COPY = "~"  # an offline augmented copy's video id is <video id>~<method> (data_prep.datasets.bu4dfe)
 
 
 def feature_folds(data) -> list[Path]:
@@ -127,7 +117,7 @@ def selection(data, name, info=None) -> list[dict]:
             raise ValueError(f"{data.root}: fold {data.fold} leaves no {part} videos in split {data.train_split!r}")
         return [info["videos"][k] for k in keys]
     if name not in info["splits"]:
-        raise ValueError(f"{Path(data.root) / 'manifest.json'}: no split {name!r}; "
+        raise ValueError(f"{Path(data.root) / MANIFEST}: no split {name!r}; "
                          f"it has {', '.join(info['splits'])}")
     return [v for v in info["videos"].values()
             if v["split"] == name and v.get("status") == "ok" and v.get("frames_kept", 0) > 0]

@@ -68,6 +68,25 @@ def kfold(videos: list[tuple[str, int]], k: int = 5, seed: int = 0, test=()) -> 
             "k": k, "seed": seed, "test": sorted(test), "folds": folds, "unassigned": []}
 
 
+def kfold_file(data, k: int = 5, seed: int = 0, split: str = "train", out=None) -> tuple[str, dict]:
+    """Write the k-fold split file of the prepared dataset ``data`` (default
+    ``data/splits-k<K>-seed<SEED>.json``) over the subjects of ``split``; the manifest's test
+    subjects stay the test set. Returns (path, split file)."""
+    from fer_keras.data import manifest
+
+    info = manifest.read(data)
+    videos = [(v["subject"], v["label"]) for v in info["videos"].values()
+              if v.get("status") == "ok" and v.get("subject") and v["split"] == split]
+    if not videos:
+        raise ValueError(f"{data}: no prepared video of split {split!r} records a subject; k-fold needs a "
+                         "dataset whose manifest records subjects")
+    test = sorted({v["subject"] for v in info["videos"].values() if v.get("subject") and v["split"] == "test"})
+    folds = kfold(videos, k, seed, test=test)
+    out = str(out or os.path.join(data, f"splits-k{k}-seed{seed}.json"))
+    write(out, folds)
+    return out, folds
+
+
 def check(splits: dict, path="splits") -> dict:
     """Refuse a split file where a subject sits in two folds, or in a fold and the test set."""
     seen = {s: "test" for s in splits.get("test", [])}
