@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= data
 SRC ?=
-# OUT: output of a prepare-* target; each has its own default (data/<dataset>_prepared)
+# OUT: output of a prepare-NAME / synth-NAME target (default data/NAME_prepared, data/synthetic_NAME)
 OUT ?=
 JOBS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-slow verify bench-verify prepare-afew synth-afew prepare-bu4dfe synth-bu4dfe prepare-fer2013 bench-prepare bench-prepare-bu4dfe bench-pipeline train evaluate tune demo clean
+.PHONY: install test test-slow verify bench-verify bench-prepare bench-prepare-bu4dfe bench-pipeline train evaluate tune demo clean
 
 install: $(BIN)/fer-keras
 
@@ -25,28 +25,24 @@ test:
 test-slow:
 	$(BIN)/python -m pytest -m slow tests || [ $$? -eq 5 ]  # 5: no slow test selected
 
-synth-afew:
-	$(BIN)/fer-keras synth afew $(DATA)/synthetic_afew
+# Any registered dataset (data_prep/registry.py), with the same variables for every one:
+#   make synth-NAME [OUT=DIR] [ARGS=...]          a synthetic set in NAME's real layout (OUT: data/synthetic_NAME)
+#   make prepare-NAME [SRC=...] [OUT=DIR] [JOBS=N] [ARGS=...]
+#                                                 prepare SRC into OUT (default data/NAME_prepared); with SRC
+#                                                 unset a synthetic source is written under OUT and prepared.
+# ARGS adds options (fer-keras prepare NAME --help), e.g. ARGS="--augment faithful" or ARGS="--face-size 160".
+synth-%:
+	$(BIN)/fer-keras synth $* $(or $(OUT),$(DATA)/synthetic_$*) $(ARGS)
 
-# With SRC unset the synthetic AFEW dataset is written and prepared.
-prepare-afew:
-	$(BIN)/fer-keras prepare afew $(SRC) $(or $(OUT),$(DATA)/afew_prepared) -j $(JOBS)
+prepare-%:
+	$(BIN)/fer-keras prepare $* $(or $(SRC),$($*_SRC)) $(or $(OUT),$(DATA)/$*_prepared) -j $(JOBS) $(ARGS) $($*_ARGS)
 
-# BU-4DFE (thesis 002): with SRC unset the synthetic set is written to OUT/synthetic_source and prepared
-# (OUT defaults to data/bu4dfe_prepared); OPENFACE=DIR names the folder of OpenFace CSVs (default:
-# beside each video); ARGS adds options, e.g. ARGS="--augment faithful" or ARGS="--detector mtcnn".
+# Older names that keep working: BU-4DFE's OPENFACE=DIR (folder of OpenFace CSVs; default beside each
+# video) and FER2013's CSV=fer2013.csv.
 OPENFACE ?=
-synth-bu4dfe:
-	$(BIN)/fer-keras synth bu4dfe $(DATA)/synthetic_bu4dfe
-
-prepare-bu4dfe:
-	$(BIN)/fer-keras prepare bu4dfe $(SRC) $(or $(OUT),$(DATA)/bu4dfe_prepared) -j $(JOBS) $(if $(OPENFACE),--openface $(OPENFACE)) $(ARGS)
-
-# FER2013 (thesis 002's spatial fine-tuning): CSV=fer2013.csv; unset, a synthetic CSV is written and
-# prepared (OUT defaults to data/fer2013_prepared).
 CSV ?=
-prepare-fer2013:
-	$(BIN)/fer-keras prepare fer2013 $(CSV) $(or $(OUT),$(DATA)/fer2013_prepared) $(ARGS)
+bu4dfe_ARGS = $(if $(OPENFACE),--openface $(OPENFACE))
+fer2013_SRC = $(CSV)
 
 # Cached CNN features for thesis 002's cascades: RUN=a FER2013 run directory (or CONFIG=an experiment YAML
 # naming the image model and its weights) over FEATURES_DATA into OUT (default data/bu4dfe_features);

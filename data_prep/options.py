@@ -47,7 +47,7 @@ def option(default=dataclasses.MISSING, help: str = "", *, factory=dataclasses.M
 
 # The run settings every preparation shares: how fast it runs and how it resumes, never what it writes.
 SHARED = {
-    "jobs": Option("videos prepared in parallel processes", flag="-j", low=1),
+    "jobs": Option("parallel processes: videos prepared at once (FER2013: images resized and encoded)", flag="-j", low=1),
     "shard_size": Option("records per TFRecord shard", low=1),
     "verify": Option("on a rerun, check the kept shards' checksums and records too (sizes are always "
                      "checked); the videos of a missing or damaged shard are prepared again"),

@@ -4,14 +4,11 @@ from __future__ import annotations
 import argparse
 import functools
 import glob
-import inspect
 import json
 import logging
 import math
 import os
-import re
 import sys
-import textwrap
 import traceback
 
 
@@ -121,15 +118,9 @@ def _user_errors(func):
     return run
 
 
-def _run_dirs(paths):
-    """Check that every RUN_DIR exists, before any heavy import."""
-    for path in paths:
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"{path}: no such run directory")
-
-
 def _evaluate(args) -> int:
-    _run_dirs([args.run_dir])
+    if not os.path.isdir(args.run_dir):  # before any heavy import
+        raise FileNotFoundError(f"{args.run_dir}: no such run directory")
     from fer_keras import config as cfg
     from fer_keras.data.integrity import named_data_errors
     from fer_keras.evaluation import evaluate
@@ -147,88 +138,15 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _numbers(text, kind, option):
-    try:
-        return [kind(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(f"{option}: expected comma-separated numbers, got {text!r}") from None
-
-
-def _fuse(args) -> int:
-    from fer_keras import fusion
-
-    if len(args.run_dirs) == 1 and args.run_dirs[0].endswith((".yaml", ".yml")):  # a late-fusion file
-        spec = fusion.read_file(args.run_dirs[0])
-        metrics = fusion.fuse_spec(spec, args.runs)
-        print(f"fused {', '.join(spec['runs'])} with {spec['method']} into {os.path.join(args.runs, spec['name'])}: "
-              f"accuracy {metrics['accuracy']}")
-        return 0
-    if args.out is None or args.method is None:
-        raise ValueError("--method and --out are needed when fusing run directories")
-    _run_dirs(args.run_dirs)
-
-    if args.method not in fusion.METHODS:
-        raise ValueError(f"unknown fusion method {args.method!r}; known: {', '.join(fusion.METHODS)}")
-    params = set(list(inspect.signature(fusion.METHODS[args.method]).parameters)[2:])
-    options = {}
-    if args.rescale:
-        options["rescale"] = True
-    if args.folds is not None:
-        options["n_splits"] = args.folds
-    if args.seed is not None:
-        options["seed"] = args.seed
-    if args.accuracies:
-        options["accuracies"] = _numbers(args.accuracies, float, "--accuracies")
-    if args.class_counts:
-        options["class_counts"] = _numbers(args.class_counts, float, "--class-counts")
-    elif "class_counts" in params:
-        options["class_counts"] = fusion.training_class_counts(args.run_dirs[0])
-    metrics = fusion.fuse_to_dir(args.run_dirs, args.method, args.out, **options)
-    accuracy = metrics["accuracy"]
-    print(f"fused {len(args.run_dirs)} runs with {args.method}: {metrics['n_videos']} videos "
-          f"({metrics['n_labelled']} labelled)")
-    print(f"predictions.csv: {os.path.join(args.out, fusion.PREDICTIONS)}")
-    print(f"metrics.json:    {os.path.join(args.out, fusion.METRICS)}")
-    print("accuracy: " + ("n/a (no labelled video)" if accuracy is None else f"{accuracy:.4f}"))
-    return 0
-
-
-def _fusion_methods_help():
-    from fer_keras import fusion
-
-    lines = []
-    for name, func in fusion.METHODS.items():
-        doc = " ".join((func.__doc__ or "").split())
-        first = re.split(r"(?<=\.)\s+(?=[A-Z])", doc)[0]  # the first sentence
-        lines += textwrap.wrap(first, 100, initial_indent=f"  {name:<18}", subsequent_indent=" " * 20)
-    return "methods:\n" + "\n".join(lines)
-
-
-def _overrides(pairs):
-    """``--set training.epochs=3 data.root=DIR`` -> a nested mapping (values read as YAML)."""
-    import yaml
-
-    out = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {pair!r}: expected SECTION.KEY=VALUE")
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return out
-
-
 def _train(args) -> int:
-    overrides = _overrides(args.set)
+    from fer_keras import config as cfg
+
+    overrides = cfg.overrides(args.set)
     flags = {"xla": args.xla or None, "mixed_precision": args.mixed_precision or None,
              "strategy": args.strategy}
     flags = {k: v for k, v in flags.items() if v is not None}
     if flags:
         overrides.setdefault("training", {}).update(flags)
-    from fer_keras import config as cfg
     from fer_keras import training
     from fer_keras.data.integrity import named_data_errors
     from fer_keras.evaluation import evaluate
@@ -248,31 +166,23 @@ def _train(args) -> int:
     return 0
 
 
+def _fuse(args) -> int:
+    from fer_keras import fusion
+
+    return fusion.run(args)
+
+
+def _fusion_methods() -> str:
+    """The methods list of `fer-keras fuse --help` (fusion and scikit-learn load only for --help)."""
+    from fer_keras import fusion
+
+    return fusion.methods_help()
+
+
 def _tune(args) -> int:
-    if (args.config is None) == (args.model is None):
-        raise ValueError("give either an experiment CONFIG.yaml or --model NAME --data DIR")
-    if args.model is not None and args.data is None:
-        raise ValueError("--model needs --data DIR (a prepared dataset)")
-    if args.config is not None and not os.path.isfile(args.config):
-        raise FileNotFoundError(f"{args.config}: experiment file does not exist")
-    from fer_keras import config as cfg
     from fer_keras import tuning
 
-    overrides = _overrides(args.set)
-    if args.data:
-        overrides = cfg.merge(overrides, {"data": {"root": args.data}})
-    if args.model is not None:
-        exp = tuning.default_experiment(args.model, args.data, overrides)
-    else:
-        exp = cfg.load(args.config, overrides)
-    from fer_keras.data.integrity import named_data_errors
-
-    out = args.out or os.path.join("runs", "tune", exp.name)
-    with named_data_errors(exp.data.root):
-        result = tuning.tune(exp, out, max_trials=args.trials, objective=args.objective, overwrite=args.overwrite)
-    if result.get("role") == "worker":
-        print(f"worker {result['tuner_id']}: no trials left; the chief writes the results to {result['out_dir']}")
-    return 0
+    return tuning.run(args)
 
 
 def _dataset_commands(sub) -> None:
@@ -378,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fuse the per-video predictions of evaluated runs (predictions.csv + metrics.json) "
                     "into OUT, written as a run of its own.",
-        epilog=_fusion_methods_help)  # a callable: fusion (scikit-learn) loads only for --help
+        epilog=_fusion_methods)  # a callable: fusion (scikit-learn) loads only for --help
     f.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="evaluated run directories, or one late-fusion experiment file (late_fusion_*.yaml)")
     f.add_argument("--method", metavar="M", help="fusion method (listed below); a file names its own")

@@ -407,3 +407,18 @@ def to_dict(exp: Experiment) -> dict:
 
 def save(exp: Experiment, path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(exp), sort_keys=False))
+
+
+def overrides(pairs) -> dict:
+    """``--set training.epochs=3 data.root=DIR`` -> a nested mapping (values read as YAML)."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected SECTION.KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out

@@ -23,6 +23,8 @@ import json
 import logging
 import math
 import os
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -441,3 +443,60 @@ def fuse_spec(spec: dict, runs_root="runs") -> dict:
         options["class_counts"] = training_class_counts(run_dirs[0])
     return fuse_to_dir(run_dirs, spec["method"], os.path.join(runs_root, spec["name"]),
                        reproduces=spec.get("reproduces"), **options)
+
+
+def _numbers(text, kind, option):
+    try:
+        return [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
+def run(args) -> int:
+    """`fer-keras fuse`: a late-fusion file, or run directories fused with --method into --out."""
+    if len(args.run_dirs) == 1 and args.run_dirs[0].endswith((".yaml", ".yml")):  # a late-fusion file
+        spec = read_file(args.run_dirs[0])
+        metrics = fuse_spec(spec, args.runs)
+        print(f"fused {', '.join(spec['runs'])} with {spec['method']} into {os.path.join(args.runs, spec['name'])}: "
+              f"accuracy {metrics['accuracy']}")
+        return 0
+    if args.out is None or args.method is None:
+        raise ValueError("--method and --out are needed when fusing run directories")
+    for path in args.run_dirs:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path}: no such run directory")
+
+    if args.method not in METHODS:
+        raise ValueError(f"unknown fusion method {args.method!r}; known: {', '.join(METHODS)}")
+    params = set(list(inspect.signature(METHODS[args.method]).parameters)[2:])
+    options = {}
+    if args.rescale:
+        options["rescale"] = True
+    if args.folds is not None:
+        options["n_splits"] = args.folds
+    if args.seed is not None:
+        options["seed"] = args.seed
+    if args.accuracies:
+        options["accuracies"] = _numbers(args.accuracies, float, "--accuracies")
+    if args.class_counts:
+        options["class_counts"] = _numbers(args.class_counts, float, "--class-counts")
+    elif "class_counts" in params:
+        options["class_counts"] = training_class_counts(args.run_dirs[0])
+    metrics = fuse_to_dir(args.run_dirs, args.method, args.out, **options)
+    accuracy = metrics["accuracy"]
+    print(f"fused {len(args.run_dirs)} runs with {args.method}: {metrics['n_videos']} videos "
+          f"({metrics['n_labelled']} labelled)")
+    print(f"predictions.csv: {os.path.join(args.out, PREDICTIONS)}")
+    print(f"metrics.json:    {os.path.join(args.out, METRICS)}")
+    print("accuracy: " + ("n/a (no labelled video)" if accuracy is None else f"{accuracy:.4f}"))
+    return 0
+
+
+def methods_help() -> str:
+    """One line per method, from the first sentence of its docstring."""
+    lines = []
+    for name, func in METHODS.items():
+        doc = " ".join((func.__doc__ or "").split())
+        first = re.split(r"(?<=\.)\s+(?=[A-Z])", doc)[0]  # the first sentence
+        lines += textwrap.wrap(first, 100, initial_indent=f"  {name:<18}", subsequent_indent=" " * 20)
+    return "methods:\n" + "\n".join(lines)

@@ -352,3 +352,28 @@ def write_results(exp: cfg.Experiment, oracle, out: Path) -> dict:
     return {"out_dir": str(out), "best_trial": best.trial_id, "best_score": float(best.score),
             "best_hyperparameters": str(best_hp_path), "best_experiment": str(best_exp_path),
             "trials": str(out / "trials.csv"), "completed": done, "total": len(trials)}
+
+
+def run(args) -> int:
+    """`fer-keras tune`: an experiment file or --model NAME --data DIR, searched into --out."""
+    if (args.config is None) == (args.model is None):
+        raise ValueError("give either an experiment CONFIG.yaml or --model NAME --data DIR")
+    if args.model is not None and args.data is None:
+        raise ValueError("--model needs --data DIR (a prepared dataset)")
+    if args.config is not None and not os.path.isfile(args.config):
+        raise FileNotFoundError(f"{args.config}: experiment file does not exist")
+    overrides = cfg.overrides(args.set)
+    if args.data:
+        overrides = cfg.merge(overrides, {"data": {"root": args.data}})
+    if args.model is not None:
+        exp = default_experiment(args.model, args.data, overrides)
+    else:
+        exp = cfg.load(args.config, overrides)
+    from fer_keras.data.integrity import named_data_errors
+
+    out = args.out or os.path.join("runs", "tune", exp.name)
+    with named_data_errors(exp.data.root):
+        result = tune(exp, out, max_trials=args.trials, objective=args.objective, overwrite=args.overwrite)
+    if result.get("role") == "worker":
+        print(f"worker {result['tuner_id']}: no trials left; the chief writes the results to {result['out_dir']}")
+    return 0

@@ -10,8 +10,11 @@ logged in failures.jsonl with its line number and skipped.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import cv2
 import numpy as np
@@ -106,34 +109,57 @@ def _record(video_id: str, label: int, frame: bytes, face_size: int) -> bytes:
         has_audio=False, source_frames=1, dataset="fer2013"))
 
 
+def _todo(rows, store: PreparedStore, opts: Fer2013Options, path: str, bar):
+    """(entry, label, image) of every row not yet prepared; a malformed row is logged as failed."""
+    name = os.path.basename(path)
+    for line, fields in rows:
+        bar.update()
+        usage = fields[2] if isinstance(fields, list) and len(fields) == 3 else None
+        split = opts.splits.get(usage, UNKNOWN_SPLIT)
+        video_id = f"fer2013-{line}"
+        entry = {"key": f"{split}/{video_id}", "id": video_id, "split": split, "source": f"{name}:{line}",
+                 "frames_total": 1}
+        if store.is_done(entry["key"]):
+            continue
+        try:
+            label, image = _parse_row(fields, line, path, opts.splits)
+        except BadInput as err:
+            store.fail({**entry, "label": UNLABELLED, "label_name": None, "status": "failed", "frames_kept": 0,
+                        "path": path, "reason": err.reason, "message": err.message}, save=False)
+            continue
+        entry.update(label=label, label_name=FER2013[label], status="ok", frames_kept=1)
+        yield entry, label, image
+
+
+def _row_record(item, opts: Fer2013Options) -> bytes:
+    entry, label, image = item
+    return _record(entry["id"], label, _encode(image, opts), opts.image_size)
+
+
+def _records(todo, opts: Fer2013Options):
+    """(entry, record) in row order; with ``jobs`` > 1 the images are resized and encoded in that
+    many processes, a block of rows at a time (the CSV is never held whole)."""
+    if opts.jobs <= 1:
+        yield from ((item[0], _row_record(item, opts)) for item in todo)
+        return
+    with ProcessPoolExecutor(opts.jobs, mp_context=get_context("spawn")) as pool:
+        while block := list(itertools.islice(todo, 64 * opts.jobs)):
+            records = pool.map(_row_record, block, itertools.repeat(opts), chunksize=16)
+            yield from zip((entry for entry, _, _ in block), records)
+
+
 def prepare(csv_path, out, opts: Fer2013Options | None = None, progress: bool = True) -> dict:
     """Prepare fer2013.csv into shards under `out`; a rerun skips rows already done. Returns the manifest."""
     opts = opts or Fer2013Options()
     path = os.path.abspath(csv_path)
-    name = os.path.basename(path)
     with _open(path) as f:
         header = {"dataset": "fer2013", "classes": list(FER2013), "source": path, "options": opts.content(),
                   "audio": {"lld_dim": 0, "functionals_dim": 0}}
         store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
         bar = tqdm(total=_count_rows(path), desc="fer2013", unit="row", disable=not progress)
         try:
-            for line, fields in _rows(f):
-                bar.update()
-                usage = fields[2] if isinstance(fields, list) and len(fields) == 3 else None
-                split = opts.splits.get(usage, UNKNOWN_SPLIT)
-                video_id = f"fer2013-{line}"
-                entry = {"key": f"{split}/{video_id}", "id": video_id, "split": split,
-                         "source": f"{name}:{line}", "frames_total": 1}
-                if store.is_done(entry["key"]):
-                    continue
-                try:
-                    label, image = _parse_row(fields, line, path, opts.splits)
-                except BadInput as err:
-                    store.fail({**entry, "label": UNLABELLED, "label_name": None, "status": "failed", "frames_kept": 0,
-                                "path": path, "reason": err.reason, "message": err.message}, save=False)
-                    continue
-                entry.update(label=label, label_name=FER2013[label], status="ok", frames_kept=1)
-                store.add(entry, _record(video_id, label, _encode(image, opts), opts.image_size))
+            for entry, record in _records(_todo(_rows(f), store, opts, path, bar), opts):
+                store.add(entry, record)
         finally:  # on Ctrl-C or an error too: finished rows are written as complete shards
             bar.close()
             manifest = store.close()

@@ -30,6 +30,7 @@ class Fer2013Options:
     interpolation: str = option("bicubic", "resize interpolation", choices=tuple(INTERPOLATIONS))
     image_format: str = option("png", "image encoding", choices=("png", "jpeg"))
     jpeg_quality: int = option(95, "JPEG quality", low=1, high=100)
+    jobs: int = 1
     shard_size: int = 1024
     verify: bool = False
     splits: dict = option(help="Usage -> split name", factory=lambda: dict(DEFAULT_SPLITS), cli=False)
