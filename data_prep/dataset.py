@@ -5,7 +5,7 @@ them (data_prep/registry.py) import it, and not each other.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from data_prep import options as declared_options
 
@@ -19,6 +19,7 @@ class Synthetic:
     summary: str
     description: str = ""
     target: str = "folder"  # what OUT is: a folder or a single file (FER2013's CSV)
+    small: dict = field(default_factory=dict)  # spec values of a set that writes in seconds (tests)
 
     def make_spec(self, values: dict):
         """The spec from option names (a plan's ``synth`` mapping); unknown names and bad values are refused."""
@@ -44,6 +45,7 @@ class Dataset:
     source: str = "folder"  # "folder" (a dataset root) or "file" (one file, e.g. fer2013.csv)
     subjects: bool = False  # its manifest records each video's subject (k-fold by subject works)
     synthetic_source: str = "synthetic_source"  # where `prepare NAME OUT` writes a synthetic source under OUT
+    small: dict = field(default_factory=dict)  # options that prepare the small synthetic set in seconds (tests)
 
     @property
     def source_metavar(self) -> str:

@@ -11,5 +11,7 @@ DATASET = Dataset(
                 "whole-clip functionals, TFRecord shards, manifest.json, failures.jsonl. With only OUT, a "
                 "synthetic AFEW dataset is written to OUT/synthetic_source and prepared.",
     synthetic=Synthetic(f"{__name__}.synthetic", SyntheticSpec,
-                        "synthetic AFEW 7.0 layout (Train_AFEW, Val_AFEW, Test_AFEW)"),
+                        "synthetic AFEW 7.0 layout (Train_AFEW, Val_AFEW, Test_AFEW)",
+                        small=dict(train_per_class=1, val_per_class=0, test_clips=1, min_frames=8, max_frames=10)),
+    small=dict(face_size=32, functionals_set="none"),
 )

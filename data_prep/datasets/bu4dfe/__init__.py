@@ -19,5 +19,7 @@ DATASET = Dataset(
         "Write a synthetic BU-4DFE set: 640x480 25 fps videos of a real face whose expression rises from neutral "
         "to an apex and back, each with the CSV OpenFace 2.x FeatureExtraction writes; on purpose F016 lacks "
         "happiness, and there is an AU-peak anomaly, a tracker loss, a video without CSV and a corrupt file. "
-        "Ground truth: synthetic_truth.json."),
+        "Ground truth: synthetic_truth.json.",
+        small=dict(subjects=("F001", "F011"), min_frames=40, max_frames=40, long_video=0)),
+    small=dict(face_size=32),
 )

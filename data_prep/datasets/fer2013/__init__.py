@@ -12,5 +12,6 @@ DATASET = Dataset(
                 "-> val, PrivateTest -> test; 48x48 grey becomes RGB at --image-size. Malformed rows are logged "
                 "with their line number in failures.jsonl. With only OUT, a synthetic CSV is written and prepared.",
     synthetic=Synthetic(f"{__name__}.synthetic", Fer2013Spec, "synthetic fer2013.csv (emotion,pixels,Usage; 48x48 grey)",
-                        target="file"),
+                        target="file", small=dict(per_class=(2, 1, 1))),
+    small=dict(image_size=32),
 )
