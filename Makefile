@@ -32,7 +32,7 @@ test-slow:
 #                                                 unset a synthetic source is written under OUT and prepared.
 # ARGS adds options (fer-keras prepare NAME --help), e.g. ARGS="--augment faithful" or ARGS="--face-size 160".
 synth-%:
-	$(BIN)/fer-keras synth $* $(or $(OUT),$(DATA)/synthetic_$*) $(ARGS)
+	$(BIN)/fer-keras synth $* $(or $(OUT),$(synth_out_$*),$(DATA)/synthetic_$*) $(ARGS)
 
 prepare-%:
 	$(BIN)/fer-keras prepare $* $(or $(SRC),$($*_SRC)) $(or $(OUT),$(DATA)/$*_prepared) -j $(JOBS) $(ARGS) $($*_ARGS)
@@ -43,6 +43,7 @@ OPENFACE ?=
 CSV ?=
 bu4dfe_ARGS = $(if $(OPENFACE),--openface $(OPENFACE))
 fer2013_SRC = $(CSV)
+synth_out_fer2013 = $(DATA)/synthetic_fer2013.csv
 
 # Cached CNN features for thesis 002's cascades: RUN=a FER2013 run directory (or CONFIG=an experiment YAML
 # naming the image model and its weights) over FEATURES_DATA into OUT (default data/bu4dfe_features);

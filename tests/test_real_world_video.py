@@ -1,4 +1,4 @@
-"""Preparation on real-world-like clips written with ffmpeg (data_prep/synthetic.py REAL_WORLD_CLIPS):
+"""Preparation on real-world-like clips written with ffmpeg (data_prep/synthetic_render.py REAL_WORLD_CLIPS):
 a variable frame rate, audio that starts 2 s late or 1 s early, a rotated phone clip, an anamorphic
 720x576 AFEW-style AVI and a 1280x720 clip with 5.1 audio. Frames, times and audio are checked
 against the generator's ground truth."""

@@ -6,7 +6,7 @@ images (`F001/Angry/000.jpg ...`). Subject and emotion come from the names; the 
 thesis 002's [angry, disgust, fear, happy, sad, surprise] (fer_keras.classes.BU4DFE).
 
 Per video, as thesis 002 did it (§3.2.1): neutral onset/offset frames are cut with Algorithm 1
-on the OpenFace 2.x CSV of the video (data_prep.trimming; a video without a CSV is kept whole and
+on the OpenFace 2.x CSV of the video (trimming.py; a video without a CSV is kept whole and
 flagged); the face is found by an OpenCV Haar cascade on the first frames of the kept range, its
 box extended by 10 px vertically and followed by MedianFlow (data_prep.tracking; re-detected when
 the tracker loses it); crops are resized to 160x160 and stored as PNG. `face_detector="mtcnn"`

@@ -1,6 +1,6 @@
 """The per-video CSV that OpenFace 2.x ``FeatureExtraction`` writes: read it, and write it for tests.
 
-Thesis 002 trims neutral frames with OpenFace's AU intensities (see `data_prep.trimming`), so the
+Thesis 002 trims neutral frames with OpenFace's AU intensities (see `data_prep.datasets.bu4dfe.trimming`), so the
 toolkit reads the tool's own output rather than a format of its own. The layout follows OpenFace
 2.2.0's RecorderCSV: 714 columns, names and values separated by ", " (some forks write "," only;
 both are read). `write_csv` writes that exact layout with plausible geometry, so tests and

@@ -1,4 +1,4 @@
-"""A synthetic FER2013 CSV in the Kaggle file's exact layout: the test data of data_prep/fer2013.py.
+"""A synthetic FER2013 CSV in the Kaggle file's exact layout: the test data of layout.py.
 
 `emotion,pixels,Usage` header, "\\n" line ends, one row per 48x48 grayscale image: the integer
 label (classes.FER2013 order), 2304 space-separated 0-255 values, and Training / PublicTest /
