@@ -68,6 +68,19 @@ class SourceVideo:
         return f"{self.split}/{self.video_id}"
 
 
+def guarded(step, item, entry: dict):
+    """``step(item, entry)``, or (``entry`` marked failed with the reason, None) when the item is
+    bad input or meets a bug: one bad video is logged, it never stops a dataset."""
+    try:
+        return step(item, entry)
+    except BadInput as err:
+        entry.update(status="failed", reason=err.reason, message=err.message)
+    except Exception as err:  # a bug or an unforeseen file: log it, never stop the dataset
+        detail = traceback.format_exception_only(type(err), err)[-1].strip()
+        entry.update(status="failed", reason="error", message=f"unexpected error: {detail}")
+    return entry, None
+
+
 class VideoPreparer:
     """Holds the detector and the openSMILE extractors; turns one SourceVideo into a record."""
 
@@ -81,14 +94,7 @@ class VideoPreparer:
         entry = {"key": item.key, "id": item.video_id, "split": item.split, "label": item.label,
                  "label_name": self.classes[item.label] if item.label >= 0 else None,
                  "source": item.source or item.path, "path": item.path, "frames_total": 0, "frames_kept": 0, "flags": []}
-        try:
-            return self._prepare(item, entry)
-        except BadInput as err:
-            entry.update(status="failed", reason=err.reason, message=err.message)
-        except Exception as err:  # a bug or an unforeseen file: log it, never stop the dataset
-            detail = traceback.format_exception_only(type(err), err)[-1].strip()
-            entry.update(status="failed", reason="error", message=f"unexpected error: {detail}")
-        return entry, None
+        return guarded(self._prepare, item, entry)
 
     def _prepare(self, item: SourceVideo, entry: dict) -> tuple[dict, bytes | None]:
         o = self.opts

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import traceback
 import zlib
 from dataclasses import dataclass
 
@@ -33,7 +32,7 @@ from data_prep.datasets.bu4dfe import openface, trimming
 from data_prep.datasets.bu4dfe.options import Bu4dfeOptions
 from data_prep.errors import BadInput
 from data_prep.face import LANDMARK_WEIGHTS, FaceDetector, align
-from data_prep.prepare import run_preparation
+from data_prep.prepare import guarded, run_preparation
 from data_prep.store import PreparedStore, encode_image
 from data_prep.tracking import FaceTracker, crop
 from data_prep.video import VideoStream
@@ -200,14 +199,8 @@ class Bu4dfePreparer:
         entry = {"key": video.key, "id": video.video_id, "split": video.split, "subject": video.subject,
                  "emotion": video.emotion, "label": video.label, "label_name": video.emotion, "source": video.source,
                  "path": video.path, "frames_total": 0, "frames_kept": 0, "flags": []}
-        try:
-            return self._prepare(video, entry)
-        except BadInput as err:
-            entry.update(status="failed", reason=err.reason, message=err.message)
-        except Exception as err:  # a bug or an unforeseen file: log it, never stop the dataset
-            detail = traceback.format_exception_only(type(err), err)[-1].strip()
-            entry.update(status="failed", reason="error", message=f"unexpected error: {detail}")
-        return [(entry, None)]
+        result = guarded(self._prepare, video, entry)  # the video and its copies, or the failed entry
+        return result if isinstance(result, list) else [result]
 
     # -- steps ---------------------------------------------------------------------------------
     def _kept_range(self, video: Bu4dfeVideo, entry: dict):
