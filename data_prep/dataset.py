@@ -5,7 +5,10 @@ them (data_prep/registry.py) import it, and not each other.
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from data_prep import options as declared_options
 
@@ -26,8 +29,23 @@ class Synthetic:
         return declared_options.build(self.spec, values)
 
     def synth(self, out, spec=None) -> str:
-        """Write the synthetic set to ``out``; returns what was written, in one line."""
-        return importlib.import_module(self.module).synth(out, spec or self.spec())
+        """Write the synthetic set to ``out``; returns what was written, in one line.
+
+        A new ``out`` appears whole or not at all: the set is written in ``.partial-<name>`` beside
+        it and moved into place when complete (``out`` itself last), so a kill never leaves a
+        partial set that a rerun would take for a finished one; a leftover is written anew."""
+        write = importlib.import_module(self.module).synth
+        final = Path(out)
+        if final.exists():  # the user's own folder: written into, as asked
+            return write(str(final), spec or self.spec())
+        work = final.parent / f".partial-{final.name}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        summary = write(str(work / final.name), spec or self.spec())
+        for item in sorted(work.iterdir(), key=lambda p: p.name == final.name):
+            os.replace(item, final.parent / item.name)
+        work.rmdir()
+        return summary.replace(str(work / final.name), str(final))
 
 
 @dataclass(frozen=True)

@@ -166,16 +166,16 @@ def _log_failure(runs: Path, step: str, err: BaseException):
 def prepare_smoke(smoke: dict, paths: dict, datasets) -> None:
     """Write and prepare the synthetic datasets of the smoke section through the dataset registry
     (a synthetic source under each OUT, as ``fer-keras prepare NAME OUT`` writes one), and the
-    k-fold split file of those that record subjects."""
-    from fer_keras.data import manifest, splits
+    k-fold split file of those that record subjects. Preparation always runs: it skips what is
+    done, and finishes a dataset that a kill left half prepared (a manifest is no sign of done)."""
+    from fer_keras.data import splits
 
     for name, (entry, spec, opts, out) in smoke_options(smoke, datasets).items():
         out = _moved(out, paths)
-        if not manifest.path(out).is_file():
-            source = Path(out) / entry.synthetic_source
-            if not source.exists():
-                print(entry.synthetic.synth(str(source), spec), flush=True)
-            entry.prepare(str(source), out, opts, progress=False)
+        source = Path(out) / entry.synthetic_source
+        if not source.exists():  # written whole or not at all
+            print(entry.synthetic.synth(str(source), spec), flush=True)
+        entry.prepare(str(source), out, opts, progress=False)
         if smoke.get("folds") and entry.subjects:
             splits.kfold_file(out, int(smoke["folds"]), out=Path(out) / splits.SPLITS_FILE)
 

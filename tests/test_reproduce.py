@@ -257,3 +257,58 @@ def test_thesis000_rows_come_in_the_thesis_order():
     assert [r.split()[1].rstrip("*") for r in rows] == [
         "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven", "Twelve",
         "Thirteen", "Fourteen", "Fifteen", "Sixteen"]
+
+
+SMOKE_DATA = ("import json, sys; from data_prep.registry import DATASETS; from fer_keras import reproduce; "
+              "reproduce.prepare_smoke(json.loads(sys.argv[1]), {}, DATASETS)")
+
+
+def _smoke_data(root):
+    """{video key: (status, label, parsed record or None)} of a prepared dataset, and its split file."""
+    import tensorflow as tf
+
+    info = json.loads((root / "manifest.json").read_text())
+    records = {}
+    for rel in info["files"]:
+        for raw in tf.data.TFRecordDataset(str(root / rel)):
+            example = tf.train.SequenceExample.FromString(raw.numpy())
+            records[example.context.feature["video_id"].bytes_list.value[0].decode()] = example
+    videos = {key: (v["status"], v.get("label"), records.get(v["id"])) for key, v in info["videos"].items()}
+    return videos, json.loads((root / "splits.json").read_text())
+
+
+def test_smoke_data_killed_anywhere_is_finished_by_a_rerun(tmp_path):
+    """The thesis 002 smoke run killed while its BU-4DFE set was written or prepared (SIGKILL at
+    moments drawn over the uninterrupted run's time): the rerun ends with the same dataset, original
+    training videos and augmented copies alike, and the same k-fold file."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def smoke(out):
+        return {"folds": 2, "datasets": {"bu4dfe": {
+            "out": str(out), "prepare": {"face_size": 32, "augment": "faithful", "augment_methods": ["flip"],
+                                         "shard_size": 4},
+            "synth": {"subjects": ["F001", "F011", "F028"], "min_frames": 40, "max_frames": 40,
+                      "long_video": 0, "broken": False}}}}
+
+    def command(out):
+        return subprocess.Popen([sys.executable, "-c", SMOKE_DATA, json.dumps(smoke(out))], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    start = time.perf_counter()
+    assert command(tmp_path / "whole").wait() == 0
+    took = time.perf_counter() - start
+    expected = _smoke_data(tmp_path / "whole")
+    killed = tmp_path / "killed"
+    for moment in sorted(random.Random(0).uniform(0.3, 0.95) * took for _ in range(3)):
+        proc = command(killed)
+        time.sleep(moment)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert command(killed).wait() == 0
+    assert _smoke_data(killed) == expected
+    assert sum(status == "ok" for key, (status, *_) in expected[0].items() if key.startswith("train/")) == 12
