@@ -1,0 +1,61 @@
+"""Kill anywhere, resume to the same result: crash-point sweeps (tests/killsweep.py) over commands
+researchers run for hours. Each uninterrupted run is compared with runs killed by SIGKILL at drawn
+moments and resumed: the same files, the same values (training to float tolerance, since
+TensorFlow on CPU is not bit-stable across processes), no duplicated history rows."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from killsweep import sweep
+from test_cv import experiment, write_cv_dataset
+
+from fer_keras import cv
+
+CV_RUNS = ["folds/fold-0", "folds/fold-1", "early_stopping/fold-0", "early_stopping/fold-1", "final"]
+
+
+def _table(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], rows[1:]
+
+
+def same_table(a, b, rtol=1e-4):
+    """The same header once, the same rows (numbers to ``rtol``)."""
+    (ha, ra), (hb, rb) = _table(a), _table(b)
+    assert ha == hb and len(ra) == len(rb), f"{b}: {len(rb)} rows under {hb}, expected {len(ra)} under {ha}"
+    assert all(row != ha for row in rb), f"{b}: a second header"
+    for x, y in zip(ra, rb):
+        for u, v in zip(x, y):
+            try:
+                assert float(u) == pytest.approx(float(v), rel=rtol, abs=1e-6), f"{b}: {x} != {y}"
+            except ValueError:
+                assert u == v, f"{b}: {x} != {y}"
+
+
+def compare_cv(whole, resumed):
+    for run in CV_RUNS:
+        same_table(whole / run / "history.csv", resumed / run / "history.csv")
+        state = [json.loads((d / run / "state.json").read_text()) for d in (whole, resumed)]
+        assert state[0]["epochs_done"] == state[1]["epochs_done"] and state[0]["stages"] == state[1]["stages"]
+    for name in (cv.HISTORY, "fold_table.csv", "predictions.csv"):
+        same_table(whole / name, resumed / name)
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (whole, resumed)]
+    assert metrics[0]["accuracy"] == metrics[1]["accuracy"] and metrics[0]["n_videos"] == metrics[1]["n_videos"]
+    summary = [json.loads((d / cv.FOLDS_SUMMARY).read_text()) for d in (whole, resumed)]
+    assert [f["epoch"] for f in summary[0]["folds"]] == [f["epoch"] for f in summary[1]["folds"]]
+
+
+@pytest.mark.slow
+def test_cv_all_phases_killed_anywhere_resumes_to_the_same_result(tmp_path):
+    """`fer-keras cv` (folds, early-stopped folds, fold table, final model, evaluation) killed at
+    6 drawn moments: each resumed run ends as the uninterrupted one (thesis 002's convlstm case:
+    a kill between the fold runs and the fold table)."""
+    root = write_cv_dataset(tmp_path / "data", [["A", "B"], ["C", "D"]])
+    config = tmp_path / "tiny_cv.yaml"
+    config.write_text(json.dumps(experiment(root, epochs=3)))
+    figures = sweep(lambda out: ["-m", "fer_keras.cli", "cv", str(config), "--out", str(out)], tmp_path, 6,
+                    compare_cv)
+    print("cv sweep:", figures)
+    assert figures["identical"] == 6 and figures["killed_running"] >= 5
