@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import sys
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -306,6 +307,24 @@ def _mode(training):
     return monitor_mode(training.monitor, training.monitor_mode)
 
 
+class EpochSeeds(keras.callbacks.Callback):
+    """Sets every random-draw state of the model (its dropout layers' SeedGenerators) from
+    (seed, epoch) when an epoch begins, so an epoch's dropout masks never depend on the process's
+    history. Keras keeps those states outside ``model.weights``: a stage's new build, a resumed
+    stage and a run restarted after a kill would otherwise each draw other masks (found by the
+    crash-point sweep: a kill at a stage boundary changed every later epoch)."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        for i, state in enumerate(states):
+            draw = zlib.crc32(f"{self.seed}/{epoch}/{i}".encode())
+            state.assign(np.array([draw, 0], dtype=state.dtype))
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Early stopping that continues a stage a kill interrupted: the monitored values of the
     stage's epochs already run (``earlier``, from history.csv) are replayed when training begins,
@@ -342,6 +361,7 @@ def _callbacks(run: RunDir, training: cfg.TrainingConfig, stage: int, best_since
     threshold = _best_so_far(run.history, training.monitor, mode, best_since)
     callbacks = [
         CheckMonitor(training.monitor),
+        EpochSeeds(training.seed),
         keras.callbacks.CSVLogger(str(run.history), append=True),
         keras.callbacks.BackupAndRestore(str(run.backup(stage))),
         keras.callbacks.ModelCheckpoint(str(run.best), monitor=training.monitor, mode=mode,

@@ -59,3 +59,42 @@ def test_cv_all_phases_killed_anywhere_resumes_to_the_same_result(tmp_path):
                     compare_cv)
     print("cv sweep:", figures)
     assert figures["identical"] == 6 and figures["killed_running"] >= 5
+
+
+def compare_train(whole, resumed):
+    same_table(whole / "history.csv", resumed / "history.csv")
+    state = [json.loads((d / "state.json").read_text()) for d in (whole, resumed)]
+    for key in ("stages_done", "epochs_done", "steps_done", "stages"):
+        assert state[0][key] == state[1][key], key
+    same_table(whole / "predictions.csv", resumed / "predictions.csv")
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (whole, resumed)]
+    assert metrics[0]["accuracy"] == metrics[1]["accuracy"]
+
+
+@pytest.mark.slow
+def test_staged_training_killed_anywhere_resumes_to_the_same_result(tmp_path):
+    """`fer-keras train` with two stages, early stopping ending a stage, a decaying schedule and
+    the evaluation after it, killed at 6 drawn moments: each resumed run ends as the uninterrupted one."""
+    from fer_keras.data.features import write_features
+
+    rng = np.random.default_rng(0)
+    for fold in (1, 2):
+        labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)]
+        masks = (np.arange(10)[None] < rng.integers(3, 11, (16, 1))).astype(np.float32)
+        features = rng.normal(size=(16, 10, 6)).astype(np.float32) + labels.argmax(1)[:, None, None]
+        write_features(tmp_path / f"fold-{fold}-features-6.h5", features, masks, labels,
+                       [f"v{fold}-{i}" for i in range(16)], ["a", "b", "c"])
+    config = tmp_path / "staged.yaml"
+    config.write_text(json.dumps({
+        "name": "staged",
+        "data": {"root": str(tmp_path), "format": "hdf5", "train_split": "fold-1-features-6",
+                 "val_split": "fold-2-features-6", "pipeline": {"seq_len": 10, "batch_size": 4}},
+        "model": {"name": "cascade_lstm", "options": {"input_dim": 6, "seq_len": 10, "units": 4}},
+        "training": {"stages": [{"epochs": 4}, {"epochs": 4}], "optimizer": {"learning_rate": 3e-2},
+                     "schedule": {"name": "exponential", "decay_rate": 0.7, "decay_epochs": 1},
+                     "early_stopping": {"enabled": True, "patience": 1, "ends": "stage"}, "verbose": 0},
+        "evaluation": {"split": "fold-2-features-6"}}))
+    figures = sweep(lambda out: ["-m", "fer_keras.cli", "train", str(config), "--run-dir", str(out)], tmp_path, 6,
+                    compare_train, seed=1)
+    print("train sweep:", figures)
+    assert figures["identical"] == 6 and figures["killed_running"] >= 5
