@@ -55,3 +55,22 @@ def read_failures(out):
         return []
     with open(path) as f:
         return [json.loads(line) for line in f]
+
+
+def write_feature_folds(root, videos: int) -> None:
+    """fold-1/fold-2-features-6.h5: ``videos`` sequences of 10 steps x 6 features, 3 classes,
+    the class added to every feature (learnable in a few epochs), seeded."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from fer_keras.data.features import write_features
+
+    rng = np.random.default_rng(0)
+    for fold in (1, 2):
+        labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, videos)]
+        masks = (np.arange(10)[None] < rng.integers(3, 11, (videos, 1))).astype(np.float32)
+        features = rng.normal(size=(videos, 10, 6)).astype(np.float32) + labels.argmax(1)[:, None, None]
+        write_features(Path(root) / f"fold-{fold}-features-6.h5", features, masks, labels,
+                       [f"v{fold}-{i}" for i in range(videos)], ["a", "b", "c"])
+

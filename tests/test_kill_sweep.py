@@ -5,8 +5,8 @@ TensorFlow on CPU is not bit-stable across processes), no duplicated history row
 import csv
 import json
 
-import numpy as np
 import pytest
+from conftest import write_feature_folds
 from killsweep import sweep
 from test_cv import experiment, write_cv_dataset
 
@@ -75,15 +75,7 @@ def compare_train(whole, resumed):
 def test_staged_training_killed_anywhere_resumes_to_the_same_result(tmp_path):
     """`fer-keras train` with two stages, early stopping ending a stage, a decaying schedule and
     the evaluation after it, killed at 6 drawn moments: each resumed run ends as the uninterrupted one."""
-    from fer_keras.data.features import write_features
-
-    rng = np.random.default_rng(0)
-    for fold in (1, 2):
-        labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)]
-        masks = (np.arange(10)[None] < rng.integers(3, 11, (16, 1))).astype(np.float32)
-        features = rng.normal(size=(16, 10, 6)).astype(np.float32) + labels.argmax(1)[:, None, None]
-        write_features(tmp_path / f"fold-{fold}-features-6.h5", features, masks, labels,
-                       [f"v{fold}-{i}" for i in range(16)], ["a", "b", "c"])
+    write_feature_folds(tmp_path, 16)
     config = tmp_path / "staged.yaml"
     config.write_text(json.dumps({
         "name": "staged",

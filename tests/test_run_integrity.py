@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import write_feature_folds
 from fer_keras import config, evaluation, rundir, training
 from fer_keras.cli import main
 
@@ -45,16 +46,8 @@ class _Interrupt(keras.callbacks.Callback):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(experiment, a finished run, a run killed after the first epoch of stage 2)."""
-    from fer_keras.data.features import write_features
-
     root = tmp_path_factory.mktemp("features")
-    rng = np.random.default_rng(0)
-    for fold in (1, 2):
-        labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 8)]
-        masks = (np.arange(10)[None] < rng.integers(3, 11, (8, 1))).astype(np.float32)
-        features = rng.normal(size=(8, 10, 6)).astype(np.float32) + labels.argmax(1)[:, None, None]
-        write_features(root / f"fold-{fold}-features-6.h5", features, masks, labels,
-                       [f"v{fold}-{i}" for i in range(8)], ["a", "b", "c"])
+    write_feature_folds(root, 8)
     exp = _exp(root)
     killed = root / "killed"
     mp = pytest.MonkeyPatch()
