@@ -90,3 +90,32 @@ def test_staged_training_killed_anywhere_resumes_to_the_same_result(tmp_path):
                     compare_train, seed=1)
     print("train sweep:", figures)
     assert figures["identical"] == 6 and figures["killed_running"] >= 5
+
+
+PREPARE = ("import sys; from data_prep.registry import dataset; d = dataset(sys.argv[1]); "
+           "d.prepare(sys.argv[2], sys.argv[3], d.make_options(d.small), progress=False)")
+
+
+def compare_prepared(whole, resumed):
+    from test_datasets import _records
+
+    infos = [json.loads((d / "manifest.json").read_text()) for d in (whole, resumed)]
+    status = [{k: (v["status"], v.get("reason"), v.get("label")) for k, v in i["videos"].items()} for i in infos]
+    assert status[0] == status[1]
+    for split in infos[0]["splits"]:
+        assert _records(whole, infos[0], split) == _records(resumed, infos[1], split), split
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["afew", "bu4dfe", "fer2013"])
+def test_prepare_killed_anywhere_resumes_to_the_same_dataset(tmp_path, name):
+    """`prepare` of each registered dataset's small synthetic set, killed at 3 drawn moments:
+    each resumed preparation holds the same records (parsed) and the same video statuses."""
+    from data_prep.registry import dataset
+
+    entry = dataset(name)
+    src = tmp_path / entry.synthetic_source
+    entry.synthetic.synth(str(src), entry.synthetic.make_spec(entry.synthetic.small))
+    figures = sweep(lambda out: ["-c", PREPARE, name, str(src), str(out)], tmp_path, 3, compare_prepared)
+    print(f"prepare {name} sweep:", figures)
+    assert figures["identical"] == 3
