@@ -175,8 +175,8 @@ def build(cls, values: dict):
     for key, value in values.items():
         path = (key,) if key in top else flat.get(key)
         if path is None:
-            known = {f.name for f in dataclasses.fields(cls)} | {p[-1] for p, *_ in _leaves(cls)}
-            raise ValueError(f"unknown option {key!r}; known: {', '.join(sorted(known))}")
+            known = sorted(n for n in field_names(cls) if "." not in n)
+            raise ValueError(f"unknown option {key!r}; known: {', '.join(known)}")
         node = nested
         for part in path[:-1]:
             node = node.setdefault(part, {})
