@@ -20,16 +20,10 @@ import tensorflow as tf
 
 from fer_keras.data import integrity
 from fer_keras.data.manifest import FAILURES, MANIFEST
+from fer_keras.durable import killpoint, write_atomic
 from fer_keras.data.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write_json(path, obj) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def encode_image(image: np.ndarray, image_format: str, jpeg_quality: int = 95) -> bytes:
@@ -65,6 +59,7 @@ class PreparedStore:
         self._buffers: dict[str, list[tuple[dict, bytes]]] = {}
         self._repair(verify)
         self._remove_leftovers()
+        self._reconcile_failures()
 
     # -- state ---------------------------------------------------------------------------------
     def _load_or_start(self, header: dict) -> dict:
@@ -124,6 +119,32 @@ class PreparedStore:
                 log.warning("removing %s left by an interrupted run", path)
                 os.remove(path)
 
+    def _reconcile_failures(self) -> None:
+        """Keep the failures.jsonl lines the manifest covers: a line is written before the
+        manifest that records its video, so a kill between the two leaves one the rerun writes
+        again (a skipped or kept line of a video the manifest lacks is dropped, a line logged
+        twice, such as a repair redone, is kept once, and a torn last line is dropped)."""
+        path = os.path.join(self.out, FAILURES)
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        videos, kept, seen = self.manifest["videos"], [], set()
+        for line in lines:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            entry = videos.get(item.get("key"), {})
+            covered = {"skipped": entry.get("status", "ok") != "ok",
+                       "kept": entry.get("status") == "ok" and item.get("reason") in
+                       {flag["reason"] for flag in entry.get("flags", [])}}.get(item.get("action"), True)
+            if covered and line not in seen:
+                kept.append(line)
+                seen.add(line)
+        if kept != lines:
+            write_atomic(path, "".join(f"{line}\n" for line in kept))
+
     def is_done(self, key: str) -> bool:
         return key in self.manifest["videos"]
 
@@ -164,6 +185,7 @@ class PreparedStore:
             for _, record in buf:
                 writer.write(record)
         os.replace(path + ".tmp", path)
+        killpoint("shard_renamed")
         self.manifest.setdefault("files", {})[rel] = integrity.describe(path, len(buf))
         info["shards"].append(rel)
         for entry, _ in buf:
@@ -195,4 +217,4 @@ class PreparedStore:
             ok = [v for v in entries if v["status"] == "ok"]
             info.update(videos=len(ok), failed=len(entries) - len(ok),
                         frames=sum(v["frames_kept"] for v in ok))
-        atomic_write_json(os.path.join(self.out, MANIFEST), self.manifest)
+        write_atomic(os.path.join(self.out, MANIFEST), json.dumps(self.manifest, indent=1))

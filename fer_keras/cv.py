@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_keras.durable import killpoint, write_result
+
 logger = logging.getLogger(__name__)
 
 PHASES = ("folds", "final", "all")
@@ -251,11 +253,12 @@ def _folds_phase(raw, source, out, n_folds) -> dict:
         logger.info("phase folds: fold %d/%d in %s", k + 1, n_folds, run)
         training.train(exp, run)
         histories.append(run / "history.csv")
+    killpoint("folds_trained")
     header, rows = average_histories(histories)
     write_table(out / HISTORY, header, rows)
     plot_history(header, rows, out / HISTORY_PLOT)
     summary = folds_summary(_experiment(raw, source), histories)
-    (out / FOLDS_SUMMARY).write_text(json.dumps(summary, indent=2))
+    write_result(out / FOLDS_SUMMARY, json.dumps(summary, indent=2))
     return {"runs": [str(h.parent) for h in histories], "history": str(out / HISTORY),
             "plot": str(out / HISTORY_PLOT), "summary": str(out / FOLDS_SUMMARY), "mean": summary["mean"]}
 
@@ -297,6 +300,7 @@ def _final_phase(raw, source, out, n_folds) -> dict:
         monitor = exp.training.monitor
         mode = training.monitor_mode(monitor, exp.training.monitor_mode)
         bests.append(best_epoch(run / "history.csv", monitor, mode))
+    killpoint("folds_trained")
     table = write_fold_table(out, monitor, mode, bests)
     epochs = final_epochs([e for _, e in bests])
     final = _experiment(raw, source, {
@@ -307,10 +311,16 @@ def _final_phase(raw, source, out, n_folds) -> dict:
     check_training_subjects(final.data)  # checked before the folds too; this is the data it trains on
     logger.info("phase final: the final model, %d epochs on every training video", epochs)
     training.train(final, out / "final", validation=False)
-    metrics = evaluation.evaluate(out / "final", out_dir=out)
-    errors = None
-    if "predictions" in metrics["paths"]:
-        errors = error_table(metrics["paths"]["predictions"], out / ERRORS)
+    errors = []
+
+    def write_errors(paths):  # before metrics.json, the file that marks the CV done
+        if "predictions" not in paths:
+            return {}
+        errors.append(error_table(paths["predictions"], out / ERRORS))
+        return {"errors": out / ERRORS}
+
+    metrics = evaluation.evaluate(out / "final", out_dir=out, extra=write_errors)
+    errors = errors[0] if errors else None
     return {"best": bests, "epochs": epochs, "table": [str(p) for p in table],
             "accuracy": metrics.get("accuracy"), "metrics": metrics["paths"]["metrics"],
             "errors": None if errors is None else len(errors)}

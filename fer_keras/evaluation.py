@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_keras.durable import write_result
 from fer_keras.reference import compare
 from fer_keras.rundir import RunDir, checkpoint_todo, load_checkpoint
 
@@ -426,12 +427,15 @@ def _au(probs, true, mask, manifest_labels):
                                     au_names=names)
 
 
-def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out_dir=None) -> dict:
+def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out_dir=None, extra=None) -> dict:
     """Evaluate a trained run directory (see the module docstring for what is written where).
 
     ``split``, ``checkpoint`` (best | last) and ``aggregate_method`` (mean | vote) default to the
-    run's ``evaluation`` section; ``out_dir`` overrides the output directory. Returns the
-    metrics written to metrics.json plus ``out_dir`` and ``paths`` (name -> file written).
+    run's ``evaluation`` section; ``out_dir`` overrides the output directory. ``extra(paths)``
+    writes the caller's own files from those written (e.g. the CV's errors.csv from predictions)
+    and returns theirs, before metrics.json, which is written last: a rerun that finds it skips
+    the evaluation. Returns the metrics written to metrics.json plus ``out_dir`` and ``paths``
+    (name -> file written).
     """
     import fer_keras.models  # noqa: F401  registers the custom layers before loading
     from fer_keras.data import loader, manifest
@@ -492,9 +496,10 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
                            title=f"{exp.name} ({split}), counts")
             plot_confusion(metrics["confusion_matrix"], classes, paths["confusion_normalised"], normalise=True,
                            title=f"{exp.name} ({split}), row-normalised")
-    paths["metrics"] = out / METRICS
-    with open(paths["metrics"], "w") as f:
-        json.dump(metrics, f, indent=2)
     paths["report"] = out / REPORT
     write_report(paths["report"], exp, metrics)
+    if extra:
+        paths.update(extra(paths))
+    paths["metrics"] = out / METRICS
+    write_result(paths["metrics"], json.dumps(metrics, indent=2))
     return {**metrics, "out_dir": str(out), "paths": {k: str(v) for k, v in paths.items()}}

@@ -33,6 +33,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
+from fer_keras.durable import write_result
 from fer_keras.reference import compare
 
 logger = logging.getLogger(__name__)
@@ -373,8 +374,7 @@ def fuse_to_dir(run_dirs, method: str, out_dir, *, reproduces=None, **options) -
                     "n_videos": len(r.video_ids)} for r in runs],
     }
     metrics["reference"] = compare(reproduces, metrics)
-    with open(os.path.join(out_dir, METRICS), "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_result(os.path.join(out_dir, METRICS), json.dumps(metrics, indent=2))
     return metrics
 
 

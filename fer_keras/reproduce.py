@@ -36,6 +36,8 @@ from pathlib import Path
 
 import yaml
 
+from fer_keras.data.manifest import FAILURES
+from fer_keras.durable import write_atomic
 from fer_keras.plan import PLAN, read_plan, smoke_options
 
 logger = logging.getLogger(__name__)
@@ -90,8 +92,9 @@ def experiment_raw(folder, name, smoke=None, paths=None) -> dict:
 
 
 def _done(kind, out: Path) -> bool:
-    """Whether a step's result is there (the engines would resume it anyway; this skips the reload)."""
-    marker = {"tune": "best_hyperparameters.yaml", "cv_folds": "folds.json"}.get(kind, "metrics.json")
+    """Whether a step's result is there: the file each engine writes last, whole (fer_keras.durable),
+    so a kill before it leaves the step to resume (the engines continue it; this skips the reload)."""
+    marker = {"tune": "search.json", "cv_folds": "folds.json"}.get(kind, "metrics.json")
     return (out / marker).is_file()
 
 
@@ -157,10 +160,29 @@ def _log_at(level):
     logging.basicConfig(level=level)
 
 
-def _log_failure(runs: Path, step: str, err: BaseException):
-    with open(runs / "failures.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, "error": f"{type(err).__name__}: {err}",
-                            "traceback": traceback.format_exc(limit=3)}) + "\n")
+class Failures:
+    """RUNS/failures.jsonl: the steps whose latest attempt failed. A step run again loses its
+    earlier line (whether it now fails or succeeds), so a rerun after a kill or a fix never keeps
+    a failure that no longer holds, nor logs one twice; the file is rewritten whole each time."""
+
+    def __init__(self, runs: Path):
+        self.path = runs / FAILURES
+        self.lines = []
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    self.lines.append(json.loads(line))
+                except json.JSONDecodeError:  # a line torn by a kill before the file was atomic
+                    continue
+
+    def attempted(self, step: str, err: BaseException | None = None) -> None:
+        lines = [line for line in self.lines if line.get("step") != step]
+        if err is not None:
+            lines.append({"step": step, "error": f"{type(err).__name__}: {err}",
+                          "traceback": traceback.format_exc(limit=3)})
+        if lines != self.lines:
+            self.lines = lines
+            write_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
 
 
 def prepare_smoke(smoke: dict, paths: dict, datasets) -> None:
@@ -201,7 +223,7 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datas
     runs.mkdir(parents=True, exist_ok=True)
     if smoke:
         prepare_smoke(settings, paths, datasets)
-    failed, log = [], []
+    failed, log, failures = [], [], Failures(runs)
     for step in plan["steps"]:
         kind, value = next(iter(step.items()))
         items = value if kind == "run" else [value]
@@ -219,9 +241,10 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datas
                     what = _isolated(run_experiment, folder, item, runs, settings, paths)
                 else:
                     what = _isolated(run_features, item, paths)
+                failures.attempted(label)
             except Exception as err:  # one bad step never stops the others
                 logger.error("%s: %s", label, err)
-                _log_failure(runs, label, err)
+                failures.attempted(label, err)
                 failed.append(label)
                 what = f"FAILED: {type(err).__name__}: {err}"
             took = time.perf_counter() - start
@@ -230,7 +253,7 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datas
     table = runs / f"results-{str(thesis).zfill(3)}.md"
     counts = results.write([str(runs)], out=str(table), thesis=str(thesis), experiments=str(folder),
                            csv_path=str(table.with_suffix(".csv")))
-    (runs / f"reproduce-{str(thesis).zfill(3)}.json").write_text(json.dumps(
+    write_atomic(runs / f"reproduce-{str(thesis).zfill(3)}.json", json.dumps(
         {"thesis": str(thesis).zfill(3), "smoke": smoke, "steps": log, "failed": failed, "results": counts},
         indent=2))
     return {"steps": log, "failed": failed, "results": counts, "table": str(table)}

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from fer_keras import plan
+from fer_keras.durable import write_atomic
 from fer_keras.reference import is_percent
 
 logger = logging.getLogger(__name__)
@@ -302,10 +303,10 @@ def write(paths, out=None, thesis=None, experiments=None, csv_path=None) -> dict
     if out is None:
         print(text, end="")
     else:
-        Path(out).write_text(text, encoding="utf-8")
+        write_atomic(out, text)
         print(f"{out}: {_summary_line(counts)}")
     if csv_path is not None:
-        Path(csv_path).write_text(_csv(sections), encoding="utf-8", newline="")
+        write_atomic(csv_path, _csv(sections))
     return counts
 
 

@@ -31,6 +31,7 @@ import zlib
 from pathlib import Path
 
 from fer_keras.data.integrity import sha256
+from fer_keras.durable import save_atomic
 
 
 class RunDir:
@@ -155,15 +156,6 @@ def check_weights_file(path, record=None, todo=REBUILD):
     problem = h5_problem(path)
     if problem:
         raise DamagedFile(path, f"truncated or not an HDF5 weights file ({problem})", todo)
-
-
-def save_atomic(save, path):
-    """``save(tmp)`` then rename onto ``path``: a kill leaves the old file or the new, never half
-    of one (the temporary name keeps the suffix Keras requires)."""
-    path = Path(path)
-    tmp = path.with_name(f".partial-{path.name}")
-    save(tmp)
-    os.replace(tmp, path)
 
 
 def read_state(run: RunDir):

@@ -33,12 +33,13 @@ from fer_keras import config as cfg
 from fer_keras import losses as fer_losses
 from fer_keras.data import loader
 from fer_keras.data.pipeline import Augment
+from fer_keras.durable import killpoint, save_atomic
 from fer_keras.metrics import CCCMetric, MaskedBinaryAccuracy
 from fer_keras.models import entry
 from fer_keras.models.layers import Standardize
 from fer_keras.rundir import (BEST_LOST, DamagedFile, RunDir, check_model_file,
                               check_weights_file, h5_problem, load_checkpoint, one_line, read_state,
-                              save_atomic, weights_record, write_state)
+                              weights_record, write_state)
 
 logger = logging.getLogger(__name__)
 
@@ -353,19 +354,34 @@ def _monitored(history: Path, monitor, first, end):
     return [rows[e] for e in range(first, end) if e in rows]
 
 
+class _KillPoint(keras.callbacks.Callback):
+    """durable.killpoint at each epoch's end, between the callbacks around it."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def on_epoch_end(self, epoch, logs=None):
+        killpoint(self.name)
+
+
 def _callbacks(run: RunDir, training: cfg.TrainingConfig, stage: int, best_since=0, earlier=()):
-    """The callbacks of one stage's ``fit``. CSVLogger comes before BackupAndRestore: a kill
-    between the two leaves a history row the backup does not cover, which the resume drops and
-    redoes, rather than a backed-up epoch without its row."""
+    """The callbacks of one stage's ``fit``. An epoch's history row and best.keras are written
+    before BackupAndRestore's backup: a kill between them leaves a row and a best model the
+    backup does not cover, which the resume drops (rows) or overwrites (best.keras, its threshold
+    read from the rows kept) when it redoes the epoch; the other order would resume after an
+    epoch with no row, or with a better epoch than best.keras holds."""
     mode = _mode(training)
     threshold = _best_so_far(run.history, training.monitor, mode, best_since)
     callbacks = [
         CheckMonitor(training.monitor),
         EpochSeeds(training.seed),
         keras.callbacks.CSVLogger(str(run.history), append=True),
-        keras.callbacks.BackupAndRestore(str(run.backup(stage))),
+        _KillPoint("epoch_logged"),
         keras.callbacks.ModelCheckpoint(str(run.best), monitor=training.monitor, mode=mode,
                                         save_best_only=True, initial_value_threshold=threshold),
+        _KillPoint("epoch_checkpointed"),
+        keras.callbacks.BackupAndRestore(str(run.backup(stage))),
         keras.callbacks.TensorBoard(str(run.logs)),
     ]
     es, plateau = training.early_stopping, training.reduce_lr_on_plateau

@@ -35,6 +35,7 @@ import yaml
 from fer_keras import config as cfg
 from fer_keras import training
 from fer_keras.data.pipeline import INPUTS
+from fer_keras.durable import write_atomic, write_result
 from fer_keras.models import entry
 from fer_keras.models.hypermodels import RegistryHyperModel
 from fer_keras.models.search_spaces import split
@@ -340,11 +341,11 @@ def write_results(exp: cfg.Experiment, oracle, out: Path) -> dict:
         "optimizer": {"name": tuned.training.optimizer.name,
                       "learning_rate": tuned.training.optimizer.learning_rate},
     }
-    best_hp_path.write_text(yaml.safe_dump(record, sort_keys=False))
+    write_atomic(best_hp_path, yaml.safe_dump(record, sort_keys=False))
     search = {"objective": exp.tuning.objective, "score": float(best.score), "trial_id": best.trial_id,
               "completed": sum(t.status == "COMPLETED" for t in trials), "trials": len(trials),
               "reference": compare(dataclasses.asdict(exp.reproduces), {exp.tuning.objective: float(best.score)})}
-    (out / SEARCH).write_text(json.dumps(search, indent=2))
+    write_result(out / SEARCH, json.dumps(search, indent=2))  # last: it marks the search done
     done = sum(t.status == "COMPLETED" for t in trials)
     print(f"tuned {exp.model.name}: {done}/{len(trials)} trials completed; best trial {best.trial_id} "
           f"{exp.tuning.objective}={best.score:.4g} with {record['hyperparameters']}")

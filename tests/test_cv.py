@@ -155,11 +155,13 @@ def test_final_phase_trains_the_mean_best_epoch_on_training_subjects_only(tmp_pa
             os.makedirs(run_dir, exist_ok=True)
             thesis_history(os.path.join(run_dir, "history.csv"), *THESIS_FOLDS[exp.data.fold])
 
-    def fake_evaluate(run_dir, *, out_dir=None):
+    def fake_evaluate(run_dir, *, out_dir=None, extra=None):
         path = os.path.join(out_dir, "predictions.csv")
         write_csv(path, ["video_id", "label", "prediction", *(f"p_{c}" for c in BU4DFE)],
                   [["T01_angry", "angry", "sad", 0.4, 0, 0, 0, 0.6, 0], ["T02_sad", "sad", "sad", 0, 0, 0, 0, 1, 0]])
-        return {"accuracy": 0.5, "paths": {"predictions": path, "metrics": os.path.join(out_dir, "metrics.json")}}
+        paths = {"predictions": path}
+        paths.update(extra(paths))  # the CV's errors.csv, before metrics.json
+        return {"accuracy": 0.5, "paths": {**paths, "metrics": os.path.join(out_dir, "metrics.json")}}
 
     monkeypatch.setattr(training, "train", fake_train)
     monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)

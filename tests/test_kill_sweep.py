@@ -7,10 +7,11 @@ import json
 
 import pytest
 from conftest import write_feature_folds
-from killsweep import sweep
+from killsweep import at_points, chain, finish, start, sweep, whole
 from test_cv import experiment, write_cv_dataset
 
 from fer_keras import cv
+from fer_keras.data.manifest import FAILURES
 
 CV_RUNS = ["folds/fold-0", "folds/fold-1", "early_stopping/fold-0", "early_stopping/fold-1", "final"]
 
@@ -55,10 +56,13 @@ def test_cv_all_phases_killed_anywhere_resumes_to_the_same_result(tmp_path):
     root = write_cv_dataset(tmp_path / "data", [["A", "B"], ["C", "D"]])
     config = tmp_path / "tiny_cv.yaml"
     config.write_text(json.dumps(experiment(root, epochs=3)))
-    figures = sweep(lambda out: ["-m", "fer_keras.cli", "cv", str(config), "--out", str(out)], tmp_path, 6,
-                    compare_cv)
+    argv = lambda out: ["-m", "fer_keras.cli", "cv", str(config), "--out", str(out)]  # noqa: E731
+    figures = sweep(argv, tmp_path, 6, compare_cv)
     print("cv sweep:", figures)
     assert figures["identical"] == 6 and figures["killed_running"] >= 5
+    points = at_points(argv, tmp_path, ["folds_trained@1", "folds_trained@2", "result"], compare_cv)
+    print("cv named points:", points)
+    assert points["identical"] == 3
 
 
 def compare_train(whole, resumed):
@@ -71,10 +75,9 @@ def compare_train(whole, resumed):
     assert metrics[0]["accuracy"] == metrics[1]["accuracy"]
 
 
-@pytest.mark.slow
-def test_staged_training_killed_anywhere_resumes_to_the_same_result(tmp_path):
-    """`fer-keras train` with two stages, early stopping ending a stage, a decaying schedule and
-    the evaluation after it, killed at 6 drawn moments: each resumed run ends as the uninterrupted one."""
+def staged_training(tmp_path):
+    """`fer-keras train` argv of two stages, early stopping ending a stage, a decaying schedule and
+    the evaluation after it, on tiny feature folds."""
     write_feature_folds(tmp_path, 16)
     config = tmp_path / "staged.yaml"
     config.write_text(json.dumps({
@@ -86,8 +89,23 @@ def test_staged_training_killed_anywhere_resumes_to_the_same_result(tmp_path):
                      "schedule": {"name": "exponential", "decay_rate": 0.7, "decay_epochs": 1},
                      "early_stopping": {"enabled": True, "patience": 1, "ends": "stage"}, "verbose": 0},
         "evaluation": {"split": "fold-2-features-6"}}))
-    figures = sweep(lambda out: ["-m", "fer_keras.cli", "train", str(config), "--run-dir", str(out)], tmp_path, 6,
-                    compare_train, seed=1)
+    return lambda out: ["-m", "fer_keras.cli", "train", str(config), "--run-dir", str(out)]
+
+
+def test_staged_training_killed_at_named_points_resumes_to_the_same_result(tmp_path):
+    """The fast form: staged training killed between an epoch's history row and best.keras (second
+    epoch), between best.keras and the backup (an epoch of the second stage), and before
+    metrics.json: each resumed run ends as the uninterrupted one, with no duplicated row."""
+    figures = at_points(staged_training(tmp_path), tmp_path, ["epoch_logged@2", "epoch_checkpointed@5", "result"],
+                        compare_train)
+    assert figures["identical"] == 3
+
+
+@pytest.mark.slow
+def test_staged_training_killed_anywhere_resumes_to_the_same_result(tmp_path):
+    """Staged training (as above) killed at 6 drawn moments: each resumed run ends as the
+    uninterrupted one."""
+    figures = sweep(staged_training(tmp_path), tmp_path, 6, compare_train, seed=1)
     print("train sweep:", figures)
     assert figures["identical"] == 6 and figures["killed_running"] >= 5
 
@@ -102,6 +120,9 @@ def compare_prepared(whole, resumed):
     infos = [json.loads((d / "manifest.json").read_text()) for d in (whole, resumed)]
     status = [{k: (v["status"], v.get("reason"), v.get("label")) for k, v in i["videos"].items()} for i in infos]
     assert status[0] == status[1]
+    failures = [sorted((d / FAILURES).read_text().splitlines()) if (d / FAILURES).exists() else []
+                for d in (whole, resumed)]
+    assert failures[0] == failures[1], f"{resumed / FAILURES}: not the uninterrupted run's lines"
     for split in infos[0]["splits"]:
         assert _records(whole, infos[0], split) == _records(resumed, infos[1], split), split
 
@@ -116,6 +137,120 @@ def test_prepare_killed_anywhere_resumes_to_the_same_dataset(tmp_path, name):
     entry = dataset(name)
     src = tmp_path / entry.synthetic_source
     entry.synthetic.synth(str(src), entry.synthetic.make_spec(entry.synthetic.small))
-    figures = sweep(lambda out: ["-c", PREPARE, name, str(src), str(out)], tmp_path, 3, compare_prepared)
+    argv = lambda out: ["-c", PREPARE, name, str(src), str(out)]  # noqa: E731
+    figures = sweep(argv, tmp_path, 3, compare_prepared)
     print(f"prepare {name} sweep:", figures)
     assert figures["identical"] == 3
+    points = at_points(argv, tmp_path, ["shard_renamed@1", "shard_renamed@2"], compare_prepared)
+    assert points["identical"] == 2
+
+
+def compare_features(whole, resumed):
+    from test_feature_extraction import assert_same_file
+
+    names = sorted(p.name for p in whole.iterdir())
+    assert sorted(p.name for p in resumed.iterdir()) == names, f"{resumed}: other files than {names}"
+    for name in names:
+        if name.endswith(".h5"):
+            assert_same_file(whole / name, resumed / name)
+    infos = [json.loads((d / "features.json").read_text()) for d in (whole, resumed)]
+    assert infos[0].keys() == infos[1].keys()
+
+
+@pytest.mark.slow
+def test_features_killed_anywhere_resume_to_the_same_files(tmp_path):
+    """`fer-keras features` (one file per fold and the test set, batch by batch) killed at 3 drawn
+    moments and between a file's rename and its features.json record: the same files, bit for bit."""
+    import keras
+    from test_feature_extraction import FOLD_OF, TEST, T, tiny_classifier, write_dataset, write_run_dir
+
+    data = tmp_path / "bu4dfe_prepared"
+    write_dataset(str(data), list(TEST) + list(FOLD_OF), lambda k: 3 + (5 * k) % 10)
+    keras.utils.set_random_seed(0)
+    run = write_run_dir(tmp_path / "fer2013_run", tiny_classifier())
+    argv = lambda out: ["-m", "fer_keras.cli", "features", run, "--data", str(data), "--out", str(out),  # noqa: E731
+                        "--seq-len", str(T), "--batch", "1", "-q"]
+    figures = sweep(argv, tmp_path, 3, compare_features)
+    print("features sweep:", figures)
+    assert figures["identical"] == 3
+    points = at_points(argv, tmp_path, ["features_renamed@1", "features_renamed@4"], compare_features)
+    assert points["identical"] == 2
+
+
+def compare_search(whole, resumed):
+    import yaml
+
+    same_table(whole / "trials.csv", resumed / "trials.csv")
+    best = [yaml.safe_load((d / "best_hyperparameters.yaml").read_text()) for d in (whole, resumed)]
+    assert best[0]["trial_id"] == best[1]["trial_id"] and best[0]["hyperparameters"] == best[1]["hyperparameters"]
+    search = [json.loads((d / "search.json").read_text()) for d in (whole, resumed)]
+    assert {k: v for k, v in search[0].items() if k != "score"} == {k: v for k, v in search[1].items() if k != "score"}
+    assert search[0]["score"] == pytest.approx(search[1]["score"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_tune_killed_anywhere_resumes_to_the_same_search(prepared_afew, tmp_path):
+    """`fer-keras tune` (two KerasTuner trials of the tiny audio GRU) killed at 4 drawn moments and
+    before search.json, the file that marks a search done: the same trials, scores and best."""
+    from test_tuning import _experiment
+
+    from fer_keras import config as cfg
+
+    config = tmp_path / "search.yaml"
+    cfg.save(_experiment(prepared_afew[0]), config)
+    argv = lambda out: ["-m", "fer_keras.cli", "tune", str(config), "--out", str(out)]  # noqa: E731
+    figures = sweep(argv, tmp_path, 4, compare_search)
+    print("tune sweep:", figures)
+    assert figures["identical"] == 4
+    points = at_points(argv, tmp_path, ["result"], compare_search)
+    assert points["identical"] == 1
+
+
+REPRODUCE = ("import os, sys; from pathlib import Path; from fer_keras.cli import main; out = Path(sys.argv[1]); "
+             "out.mkdir(parents=True, exist_ok=True); os.chdir(out); "
+             "Path('experiments').exists() or Path('experiments').symlink_to(sys.argv[2]); "
+             "sys.exit(main(['reproduce', '002', '--smoke']))")
+
+
+def compare_reproduced(whole, resumed):
+    """The same results table, every run's history, prepared data and feature files, and no step
+    logged as failed."""
+    runs = "runs/smoke"
+    logs = [json.loads((d / runs / "reproduce-002.json").read_text()) for d in (whole, resumed)]
+    assert logs[0]["failed"] == logs[1]["failed"] == [] and [s["step"] for s in logs[0]["steps"]] == [s["step"] for s in logs[1]["steps"]]
+    assert not (resumed / runs / "failures.jsonl").exists() or not (resumed / runs / "failures.jsonl").read_text()
+    same_table(whole / runs / "results-002.csv", resumed / runs / "results-002.csv")
+    histories = sorted(p.relative_to(whole) for p in (whole / runs).rglob("history.csv"))
+    assert histories == sorted(p.relative_to(resumed) for p in (resumed / runs).rglob("history.csv"))
+    for rel in histories:
+        same_table(whole / rel, resumed / rel)
+    for name in ("fer2013_prepared", "bu4dfe_prepared"):
+        compare_prepared(whole / "data/smoke" / name, resumed / "data/smoke" / name)
+    features = [sorted(p.name for p in (d / "data/smoke/bu4dfe_features").glob("*.h5")) for d in (whole, resumed)]
+    assert features[0] == features[1]
+
+
+@pytest.mark.slow
+def test_thesis002_smoke_killed_20_times_resumes_to_the_same_tables(tmp_path):
+    """`fer-keras reproduce 002 --smoke` (data preparation, searches, trainings, feature extraction,
+    cross-validations, fusions, results table) killed 20 times in a row at drawn moments spread
+    over its run time, each kill followed by a resume: the last resume ends as the uninterrupted
+    run, with no step logged as failed (the convlstm case: a kill between its fold runs and its
+    fold table, once before any rerun finished it). About 2.5 uninterrupted runs of time."""
+    import re
+    import time
+
+    from test_reproduce import EXPERIMENTS
+
+    argv = lambda out: ["-c", REPRODUCE, str(out), str(EXPERIMENTS)]  # noqa: E731
+    took = whole(argv, tmp_path)
+    began = time.perf_counter()
+    finish(start(argv(tmp_path / "whole"), tmp_path), "a rerun with every step done")
+    restart = time.perf_counter() - began + 10  # plus a step's process starting TensorFlow again
+    figures = chain(argv, tmp_path, 20, compare_reproduced, took, restart=restart, seed=2)
+    cut = [len(re.findall(rb"^\[\d+\] ", (tmp_path / f"chained-{i}.log").read_bytes(), re.M))
+           for i in range(figures["kill_points"])]
+    figures.update(seconds=round(took, 1), restart=round(restart, 1), steps_done_at_each_kill=cut)
+    print("reproduce 002 --smoke chain:", figures)
+    (tmp_path.parent / "reproduce-002-chain.json").write_text(json.dumps(figures))
+    assert figures["kill_points"] >= 20 and figures["identical"] == figures["kill_points"]

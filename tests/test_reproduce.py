@@ -277,6 +277,7 @@ def _smoke_data(root):
     return videos, json.loads((root / "splits.json").read_text())
 
 
+@pytest.mark.slow
 def test_smoke_data_killed_anywhere_is_finished_by_a_rerun(tmp_path):
     """The thesis 002 smoke run killed while its BU-4DFE set was written or prepared (SIGKILL at
     moments drawn over the uninterrupted run's time): the rerun ends with the same dataset, original

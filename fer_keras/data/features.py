@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from fer_keras.data import integrity
 from fer_keras.data.pipeline import PipelineConfig, epoch_shuffle
+from fer_keras.durable import killpoint
 
 DATASETS = ("features", "masks", "labels", "names")
 DTYPES = ("float32", "float16")
@@ -147,6 +148,7 @@ class FeatureWriter:
         del self.file.attrs[WRITTEN]
         self.file.close()
         os.replace(self.partial, self.path)
+        killpoint("features_renamed")
         integrity.record_feature_file(self.path, self.count)
         return self.path
 
