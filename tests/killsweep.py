@@ -75,14 +75,17 @@ def sweep(argv_for, work: Path, kills: int, compare, seed: int = 0, span=(0.1, 0
     return figures
 
 
-def at_points(argv_for, work: Path, points, compare) -> dict:
+def at_points(argv_for, work: Path, points, compare, fresh=None) -> dict:
     """Kill a fresh run at each named point (``name`` or ``name@n``, see fer_keras.durable), resume
-    it and compare; the uninterrupted run is ``work/whole`` if there, else run first."""
+    it and compare; the uninterrupted run is ``work/whole`` if there, else run first. ``fresh(out)``
+    sets up what a fresh run starts from (e.g. data already prepared)."""
     if not (work / "whole").exists():
         whole(argv_for, work)
     figures = {"kill_points": len(points), "resumed": 0, "identical": 0}
     for i, point in enumerate(points):
         out = work / f"point-{i}"
+        if fresh:
+            fresh(out)
         proc = start(argv_for(out), work, killpoint=point)
         _, err = proc.communicate()
         assert proc.returncode == -signal.SIGKILL, (

@@ -209,7 +209,7 @@ def test_tune_killed_anywhere_resumes_to_the_same_search(prepared_afew, tmp_path
 REPRODUCE = ("import os, sys; from pathlib import Path; from fer_keras.cli import main; out = Path(sys.argv[1]); "
              "out.mkdir(parents=True, exist_ok=True); os.chdir(out); "
              "Path('experiments').exists() or Path('experiments').symlink_to(sys.argv[2]); "
-             "sys.exit(main(['reproduce', '002', '--smoke']))")
+             "sys.exit(main(['reproduce', '002', '--smoke', *sys.argv[3:]]))")
 
 
 def compare_reproduced(whole, resumed):
@@ -230,8 +230,18 @@ def compare_reproduced(whole, resumed):
     assert features[0] == features[1]
 
 
+@pytest.fixture(scope="module")
+def reproduced_002(tmp_path_factory):
+    """(work folder, argv, seconds) of an uninterrupted `fer-keras reproduce 002 --smoke` in work/whole."""
+    from test_reproduce import EXPERIMENTS
+
+    work = tmp_path_factory.mktemp("reproduce002")
+    argv = lambda out, *more: ["-c", REPRODUCE, str(out), str(EXPERIMENTS), *more]  # noqa: E731
+    return work, argv, whole(argv, work)
+
+
 @pytest.mark.slow
-def test_thesis002_smoke_killed_20_times_resumes_to_the_same_tables(tmp_path):
+def test_thesis002_smoke_killed_20_times_resumes_to_the_same_tables(reproduced_002):
     """`fer-keras reproduce 002 --smoke` (data preparation, searches, trainings, feature extraction,
     cross-validations, fusions, results table) killed 20 times in a row at drawn moments spread
     over its run time, each kill followed by a resume: the last resume ends as the uninterrupted
@@ -240,10 +250,7 @@ def test_thesis002_smoke_killed_20_times_resumes_to_the_same_tables(tmp_path):
     import re
     import time
 
-    from test_reproduce import EXPERIMENTS
-
-    argv = lambda out: ["-c", REPRODUCE, str(out), str(EXPERIMENTS)]  # noqa: E731
-    took = whole(argv, tmp_path)
+    tmp_path, argv, took = reproduced_002
     began = time.perf_counter()
     finish(start(argv(tmp_path / "whole"), tmp_path), "a rerun with every step done")
     restart = time.perf_counter() - began + 10  # plus a step's process starting TensorFlow again
@@ -254,3 +261,33 @@ def test_thesis002_smoke_killed_20_times_resumes_to_the_same_tables(tmp_path):
     print("reproduce 002 --smoke chain:", figures)
     (tmp_path.parent / "reproduce-002-chain.json").write_text(json.dumps(figures))
     assert figures["kill_points"] >= 20 and figures["identical"] == figures["kill_points"]
+
+
+@pytest.mark.slow
+def test_thesis002_convlstm_killed_between_its_folds_and_its_fold_table(reproduced_002):
+    """The reported case: `reproduce 002 --smoke` killed while the convlstm cross-validation was
+    between its fold runs and its averaged history, and between its early-stopped fold runs and
+    its fold table (its prepared data already there): the rerun finishes convlstm as the
+    uninterrupted run did, one header per history.csv and no step logged as failed."""
+    import shutil
+
+    work, argv, _ = reproduced_002
+    runs = "runs/smoke"
+
+    def with_data(out):
+        shutil.copytree(work / "whole" / "data", out / "data")
+
+    def compare(whole_dir, resumed):
+        log = json.loads((resumed / runs / "reproduce-002.json").read_text())
+        assert log["failed"] == [] and [s["step"] for s in log["steps"]] == ["convlstm"]
+        folds = sorted(p.relative_to(whole_dir) for p in (whole_dir / runs / "convlstm").rglob("history.csv"))
+        assert len(folds) >= 5, folds  # two fold runs, two early-stopped, the final model
+        for rel in folds:
+            same_table(whole_dir / rel, resumed / rel)
+        for name in (cv.HISTORY, "fold_table.csv", "predictions.csv"):
+            same_table(whole_dir / runs / "convlstm" / name, resumed / runs / "convlstm" / name)
+
+    points = at_points(lambda out: argv(out, "--only", "convlstm"), work, ["folds_trained@1", "folds_trained@2"],
+                       compare, fresh=with_data)
+    print("convlstm named points:", points)
+    assert points["identical"] == 2
