@@ -5,12 +5,14 @@ calls `prepare_videos`; everything else (parallel workers, progress, resume, fai
 """
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import logging
 import os
 import tempfile
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 
@@ -252,6 +254,8 @@ def _done(store: PreparedStore, item) -> bool:
 
 
 def _results(todo, jobs, factory, preparer):
+    """Each item's result in the order of `todo`, so shards hold the same videos whatever the
+    number of workers and however long each video takes."""
     if jobs <= 1:
         preparer = preparer or factory[0](*factory[1])
         for item in todo:
@@ -260,10 +264,13 @@ def _results(todo, jobs, factory, preparer):
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(factory, threads)) as pool:
-        futures = [pool.submit(_run_worker, item) for item in todo]
+        items, window = iter(todo), collections.deque()
         try:
-            for fut in as_completed(futures):
-                yield fut.result()
+            while True:  # a few items ahead per worker, results in write order (not completion order)
+                window.extend(pool.submit(_run_worker, item) for item in itertools.islice(items, 4 * jobs - len(window)))
+                if not window:
+                    return
+                yield window.popleft().result()
         finally:
-            for fut in futures:
+            for fut in window:
                 fut.cancel()

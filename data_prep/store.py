@@ -157,7 +157,8 @@ class PreparedStore:
             return
         buf = self._buffers.setdefault(entry["split"], [])
         buf.append((entry, record))
-        if len(buf) >= self.shard_size:
+        tail = self._short_tail(entry["split"])
+        if len(buf) >= self.shard_size - (tail[1] if tail else 0):
             self.flush(entry["split"])
 
     def fail(self, entry: dict, save: bool = True) -> None:
@@ -172,21 +173,42 @@ class PreparedStore:
         if save:
             self._save()
 
+    def _short_tail(self, split: str) -> tuple[str, int] | None:
+        """(shard, videos) of the split's last shard when it holds fewer than `shard_size`: the
+        shard an interrupted run wrote from what it had finished (or a finished run's last)."""
+        shards = self.manifest["splits"].get(split, {}).get("shards", [])
+        recorded = self.manifest.get("files", {}).get(shards[-1], {}) if shards else {}
+        return (shards[-1], recorded["records"]) if recorded.get("records", self.shard_size) < self.shard_size else None
+
     def flush(self, split: str) -> None:
+        """Write the split's queued videos as its next shard. A short last shard is continued: the
+        new shard holds its videos, then the queued ones, and replaces it, so a run stopped by
+        Ctrl-C and resumed has the shards (contents and order) of an uninterrupted run. The new
+        shard is renamed into place before the manifest names it and the replaced one is deleted
+        after, so a kill at any point leaves one of the two whole and listed."""
         buf = self._buffers.pop(split, [])
         if not buf:
             return
         info = self.manifest["splits"].setdefault(split, {"shards": []})
+        tail = self._short_tail(split)
+        before = [raw.numpy() for raw in tf.data.TFRecordDataset(safe_join(self.out, tail[0]))] if tail else []
         taken = [int(s.rsplit("-", 1)[1].split(".")[0]) for s in info["shards"]]
         rel = f"{split}/{split}-{max(taken, default=-1) + 1:05d}.tfrecord"  # after a repair: never a kept name
         path = safe_join(self.out, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with tf.io.TFRecordWriter(path + ".tmp") as writer:
-            for _, record in buf:
+            for record in before + [record for _, record in buf]:
                 writer.write(record)
         os.replace(path + ".tmp", path)
         killpoint("shard_renamed")
-        self.manifest.setdefault("files", {})[rel] = integrity.describe(path, len(buf))
+        files = self.manifest.setdefault("files", {})
+        files[rel] = integrity.describe(path, len(before) + len(buf))
+        if tail:
+            info["shards"].remove(tail[0])
+            files.pop(tail[0])
+            for entry in self.manifest["videos"].values():
+                if entry.get("shard") == tail[0]:
+                    entry["shard"] = rel
         info["shards"].append(rel)
         for entry, _ in buf:
             entry["shard"] = rel
@@ -194,6 +216,8 @@ class PreparedStore:
             for flag in entry.get("flags", []):
                 self._log_failure({**entry, "reason": flag["reason"], "message": flag["message"]}, "kept")
         self._save()
+        if tail:
+            os.remove(safe_join(self.out, tail[0]))
 
     def close(self) -> dict:
         """Write every queued video and the final manifest; return the manifest."""

@@ -284,7 +284,7 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     with training.precision(train_cfg.mixed_precision):
         hypermodel = _HyperModel(exp.model.name, experiment=exp, epochs=tuning.epochs,
                                  data=(train_ds, val_ds, steps_per_epoch), **fixed_options)
-        tuner = _tuner(tuning, hypermodel, hp, objective=goal,
+        tuner = _tuner(tuning, hypermodel, hp, weights_seed=train_cfg.seed, objective=goal,
                        executions_per_trial=tuning.executions_per_trial, distribution_strategy=strategy,
                        directory=str(out.parent), project_name=out.name, overwrite=False)
         tuner.search(train_ds, validation_data=val_ds, epochs=tuning.epochs, steps_per_epoch=steps_per_epoch,
@@ -296,22 +296,36 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     return write_results(exp, tuner.oracle, out)
 
 
-def _tuner(tuning: cfg.TuningConfig, hypermodel, hp, **kwargs):
+class _TrialSeeded:
+    """Mixed into a KerasTuner tuner: trial k draws its weights and dropout masks from
+    ``weights_seed + k``, not from what the trials before it drew in this process, so a search
+    killed in trial k retrains it as the uninterrupted search did (KerasTuner reruns it)."""
+    weights_seed = 0
+
+    def on_trial_begin(self, trial):
+        keras.utils.set_random_seed(self.weights_seed + int(trial.trial_id))
+        super().on_trial_begin(trial)
+
+
+def _tuner(tuning: cfg.TuningConfig, hypermodel, hp, weights_seed: int = 0, **kwargs):
     """KerasTuner's tuner for ``tuning.algorithm``: Bayesian optimisation, random draws, or the
     whole grid of the space's choices (thesis 001's n x l grid), which needs no continuous range."""
     seed = tuning.seed + 1 if tuning.seed >= 0 else tuning.seed  # KerasTuner draws a random seed for 0
     common = dict(max_trials=tuning.max_trials, seed=seed, hyperparameters=hp, tune_new_entries=True, **kwargs)
     if tuning.algorithm == "bayesian":
-        return kt.BayesianOptimization(hypermodel, num_initial_points=tuning.num_initial_points, **common)
-    if tuning.algorithm == "random":
-        return kt.RandomSearch(hypermodel, **common)
-    space = hp.copy()
-    hypermodel.entry.space(space)
-    continuous = [h.name for h in space.space if isinstance(h, kt.engine.hyperparameters.Float) and not h.step]
-    if continuous:
-        raise ValueError(f"tuning.algorithm grid: the search space of {hypermodel.entry.name!r} has continuous "
-                         f"range(s) {', '.join(continuous)}; fix them with tuning.fixed or use bayesian/random")
-    return kt.GridSearch(hypermodel, **common)
+        algorithm, common["num_initial_points"] = kt.BayesianOptimization, tuning.num_initial_points
+    elif tuning.algorithm == "random":
+        algorithm = kt.RandomSearch
+    else:
+        space = hp.copy()
+        hypermodel.entry.space(space)
+        continuous = [h.name for h in space.space if isinstance(h, kt.engine.hyperparameters.Float) and not h.step]
+        if continuous:
+            raise ValueError(f"tuning.algorithm grid: the search space of {hypermodel.entry.name!r} has continuous "
+                             f"range(s) {', '.join(continuous)}; fix them with tuning.fixed or use bayesian/random")
+        algorithm = kt.GridSearch
+    seeded = type(algorithm.__name__, (_TrialSeeded, algorithm), {"weights_seed": weights_seed})
+    return seeded(hypermodel, **common)
 
 
 def write_results(exp: cfg.Experiment, oracle, out: Path) -> dict:

@@ -49,6 +49,29 @@ def afew_subset(synthetic_afew, prepared_afew, tmp_path_factory):
     return str(root), entries
 
 
+def shard_ids(out, manifest) -> dict:
+    """{split: [[video id, ...] per shard in manifest order]}, by our own decoding of the shards."""
+    import tensorflow as tf
+
+    return {split: [[tf.train.SequenceExample.FromString(raw.numpy()).context.feature["video_id"].bytes_list.value[0]
+                     .decode() for raw in tf.data.TFRecordDataset(os.path.join(out, rel))] for rel in info["shards"]]
+            for split, info in manifest["splits"].items()}
+
+
+def written_in_order(out, manifest, shard_size) -> bool:
+    """Whether every split's shards hold its prepared videos in the seeded write order (a
+    blake2b rank of the manifest key), `shard_size` to a shard and only the last one short."""
+    import hashlib
+
+    rank = lambda key: hashlib.blake2b(f"write-order/{key}".encode(), digest_size=8).digest()  # noqa: E731
+    for split, shards in shard_ids(out, manifest).items():
+        ok = sorted((k for k, v in manifest["videos"].items() if v["split"] == split and v["status"] == "ok"), key=rank)
+        ids = [manifest["videos"][k]["id"] for k in ok]
+        if shards != [ids[i:i + shard_size] for i in range(0, len(ids), shard_size)]:
+            return False
+    return True
+
+
 def read_failures(out):
     path = os.path.join(out, "failures.jsonl")
     if not os.path.exists(path):

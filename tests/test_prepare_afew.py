@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from conftest import read_failures
+from conftest import read_failures, written_in_order
 from data_prep.datasets.afew.layout import prepare
 from data_prep.prepare import PrepareOptions
 from data_prep.datasets.afew.synthetic import SyntheticSpec, write_afew
@@ -64,10 +64,12 @@ def test_manifest_counts_and_failures(synthetic_afew, prepared_afew):
 
 def test_parallel_jobs_give_the_same_dataset(tmp_path, afew_subset):
     """Two worker processes on ten of the videos (the broken ones among them) write the entries the
-    serial preparation of the whole source wrote for them."""
+    serial preparation of the whole source wrote for them, in the serial write order whichever
+    worker finishes first (training reads shards in that order)."""
     src, serial = afew_subset
     out = str(tmp_path / "j2")
-    manifest = prepare(src, out, PrepareOptions(jobs=2), progress=False)
+    manifest = prepare(src, out, PrepareOptions(jobs=2, shard_size=2), progress=False)
+    assert written_in_order(out, manifest, 2)
     strip = ("shard",)
     assert {k: {kk: vv for kk, vv in v.items() if kk not in strip} for k, v in manifest["videos"].items()} == \
         {k: {kk: vv for kk, vv in v.items() if kk not in strip} for k, v in serial.items()}

@@ -6,7 +6,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from conftest import read_failures
+from conftest import read_failures, written_in_order
 from data_prep import prepare as prepare_mod
 from data_prep.datasets.afew.layout import prepare
 from data_prep.prepare import PrepareOptions
@@ -55,6 +55,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatc
     assert len(ids) == len(set(ids))  # nothing written twice
     n_ok = sum(v["status"] == "ok" for v in clean.values())
     assert len(ids) == n_ok
+    assert written_in_order(out, manifest, 4)  # the short shards of the Ctrl-C were continued
     assert set(calls) == set(manifest["videos"]) - done_first  # done videos are not redone
     assert {k: v["frames_kept"] for k, v in manifest["videos"].items()} == \
         {k: v["frames_kept"] for k, v in clean.items()}

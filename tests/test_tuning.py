@@ -34,6 +34,11 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+def _val_losses(out):
+    return {p.parent.name: json.loads(p.read_text())["metrics"]["metrics"]["val_loss"]["observations"]
+            for p in out.glob("trial_*/trial.json")}
+
+
 @pytest.fixture
 def count_fits(monkeypatch):
     """Count the trials that train (each fits its model once)."""
@@ -67,6 +72,10 @@ def test_search_writes_best_experiment_and_resumes(prepared_afew, tmp_path, coun
     # fixed hyperparameters stay fixed in every trial (also in what the models were built with)
     assert all(int(r["units"]) == 8 and int(r["rnn_layers"]) == 2 for r in rows)
     assert all(v["units"] == 8 and v["rnn_layers"] == 2 for v in count_fits)
+    # trial 1 resumed in a new search trains as in an uninterrupted one: its weights come from its
+    # own seed, not from what trial 0 left in the process's random state
+    uninterrupted = tuning.tune(exp, tmp_path / "uninterrupted")
+    assert _rows(uninterrupted["trials"]) == rows and _val_losses(tmp_path / "uninterrupted") == _val_losses(out)
 
     # the best trial is the one with the highest val_accuracy (objective direction auto -> max)
     best = max(rows, key=lambda r: float(r["score"]))
