@@ -98,15 +98,16 @@ def at_points(argv_for, work: Path, points, compare, fresh=None) -> dict:
 
 
 def chain(argv_for, work: Path, kills: int, compare, took: float, restart: float = 0.0, seed: int = 0) -> dict:
-    """One run into ``work/chained`` killed up to ``kills`` times in a row: each start runs for
-    ``restart`` seconds (what a resume takes to get back to work) plus a drawn share of ``took``
-    (the uninterrupted run's seconds) before its kill; then resumed to the end and compared with
-    ``work/whole``. Each start's stdout goes to ``chained-<i>.log``, so a test can tell what a kill
-    cut (e.g. which step of a plan)."""
+    """One run into ``work/chained`` killed again and again until a start finishes on its own (at
+    most ``3 * kills`` kills, then resumed to the end) and compared with ``work/whole``. Each start
+    runs ``restart`` seconds (what a resume takes to get back to work) plus a drawn 0.4-1.2 share of
+    ``took / (kills + 1)`` (``took``: the uninterrupted run's seconds) before its kill, so about
+    ``1.25 * kills`` kills land over the run. Each start's stdout goes to ``chained-<i>.log``, so a
+    test can tell what a kill cut (e.g. which step of a plan)."""
     out, rng = work / "chained", random.Random(seed)
     figures = {"kill_points": 0, "killed_running": 0, "resumed": 0, "identical": 0, "moments": []}
-    for i in range(kills):
-        moment = restart + rng.uniform(0.5, 1.5) * took / (kills + 1)
+    for i in range(3 * kills):
+        moment = restart + rng.uniform(0.4, 1.2) * took / (kills + 1)
         with open(work / f"chained-{i}.log", "wb") as log:
             killed = _kill_at(start(argv_for(out), work, log=log), moment)
         if not killed:  # it finished before this kill
@@ -115,7 +116,7 @@ def chain(argv_for, work: Path, kills: int, compare, took: float, restart: float
         figures["killed_running"] += 1
         figures["resumed"] += 1
         figures["moments"].append(round(moment, 1))
-    with open(work / f"chained-{kills}.log", "wb") as log:
+    with open(work / f"chained-{figures['kill_points']}.log", "wb") as log:
         finish(start(argv_for(out), work, log=log), "the run resumed after the last kill")
     compare(work / "whole", out)
     figures["identical"] = figures["resumed"]

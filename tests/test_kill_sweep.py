@@ -5,6 +5,8 @@ TensorFlow on CPU is not bit-stable across processes), no duplicated history row
 import csv
 import json
 
+import h5py
+import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import write_feature_folds
@@ -224,14 +226,22 @@ def compare_reproduced(whole, resumed):
     assert logs[0]["failed"] == logs[1]["failed"] == [] and [s["step"] for s in logs[0]["steps"]] == [s["step"] for s in logs[1]["steps"]]
     assert not (resumed / runs / "failures.jsonl").exists() or not (resumed / runs / "failures.jsonl").read_text()
     same_table(whole / runs / "results-002.csv", resumed / runs / "results-002.csv")
-    histories = sorted(p.relative_to(whole) for p in (whole / runs).rglob("history.csv"))
-    assert histories == sorted(p.relative_to(resumed) for p in (resumed / runs).rglob("history.csv"))
-    for rel in histories:
-        same_table(whole / rel, resumed / rel)
+    for table in ("history.csv", "predictions.csv"):
+        files = sorted(p.relative_to(whole) for p in (whole / runs).rglob(table))
+        assert files == sorted(p.relative_to(resumed) for p in (resumed / runs).rglob(table))
+        for rel in files:
+            same_table(whole / rel, resumed / rel)
     for name in ("fer2013_prepared", "bu4dfe_prepared"):
         compare_prepared(whole / "data/smoke" / name, resumed / "data/smoke" / name)
     features = [sorted(p.name for p in (d / "data/smoke/bu4dfe_features").glob("*.h5")) for d in (whole, resumed)]
     assert features[0] == features[1]
+    for name in features[0]:
+        with h5py.File(whole / "data/smoke/bu4dfe_features" / name) as a, \
+                h5py.File(resumed / "data/smoke/bu4dfe_features" / name) as b:
+            for key in a:
+                x, y = a[key][()], b[key][()]
+                same = np.allclose(x, y, rtol=1e-4, atol=1e-6) if x.dtype.kind == "f" else np.array_equal(x, y)
+                assert same, f"{resumed}/data/smoke/bu4dfe_features/{name}: {key} differs"
 
 
 @pytest.fixture(scope="module")
@@ -247,17 +257,17 @@ def reproduced_002(tmp_path_factory):
 @pytest.mark.slow
 def test_thesis002_smoke_killed_20_times_resumes_to_the_same_tables(reproduced_002):
     """`fer-keras reproduce 002 --smoke` (data preparation, searches, trainings, feature extraction,
-    cross-validations, fusions, results table) killed 20 times in a row at drawn moments spread
-    over its run time, each kill followed by a resume: the last resume ends as the uninterrupted
-    run, with no step logged as failed (the convlstm case: a kill between its fold runs and its
-    fold table, once before any rerun finished it). About 2.5 uninterrupted runs of time."""
+    cross-validations, fusions, results table) killed at least 20 times in a row at drawn moments
+    spread over its run time, each kill followed by a resume: the last resume ends as the
+    uninterrupted run (the same tables, histories, predictions and prepared shards), with no step
+    logged as failed. About three uninterrupted runs of time."""
     import re
     import time
 
     tmp_path, argv, took = reproduced_002
     began = time.perf_counter()
     finish(start(argv(tmp_path / "whole"), tmp_path), "a rerun with every step done")
-    restart = time.perf_counter() - began + 10  # plus a step's process starting TensorFlow again
+    restart = time.perf_counter() - began  # a resume's start: TensorFlow, the plan, the done steps
     figures = chain(argv, tmp_path, 20, compare_reproduced, took, restart=restart, seed=2)
     cut = [len(re.findall(rb"^\[\d+\] ", (tmp_path / f"chained-{i}.log").read_bytes(), re.M))
            for i in range(figures["kill_points"])]
