@@ -18,6 +18,7 @@ import yaml
 
 from fer_keras.data.pipeline import PipelineConfig
 from fer_keras.models import entry
+from fer_keras.models.backbones import BACKBONES
 
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
               "sgd": keras.optimizers.SGD}
@@ -267,12 +268,33 @@ class Experiment:
 
     def __post_init__(self):
         _choice("protocol", self.protocol, PROTOCOLS)
+        if self.data.pipeline.normalize is None:  # unset: what the weights expect, else [0, 1]
+            self.data.pipeline.normalize = weights_preprocessing(self.model) or "unit"
         for i, item in enumerate(self.init):
             if (not isinstance(item, dict) or set(item) != {"source", "layers"} or not isinstance(item["source"], str)
                     or not isinstance(item["layers"], dict) or not item["layers"]
                     or not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in item["layers"].items())):
                 raise ValueError(f"init[{i}]: expected {{source: RUN_DIR or .keras file, layers: {{prefix: source "
                                  f"prefix, ...}}}}, got {item!r}")
+
+
+def weights_preprocessing(model: ModelConfig) -> str | None:
+    """The pixel preprocessing the model's pretrained weights were trained on: its backbone's
+    (``fer_keras.data.preprocessing``) when its options load a weights file, else None."""
+    options = entry(model.name).options(**model.options)
+    if not options.get("backbone") or not options.get("weights"):
+        return None
+    return BACKBONES[options["backbone"]].preprocessing
+
+
+def preprocessing_note(exp: Experiment) -> str | None:
+    """One line when the experiment feeds its pretrained weights other pixels than theirs (a
+    thesis's own choice, such as thesis 000's [-1, 1]); None when they match or none are loaded."""
+    expected, chosen = weights_preprocessing(exp.model), exp.data.pipeline.normalize
+    if expected is None or chosen == expected:
+        return None
+    return (f"pixel preprocessing {chosen!r} (data.pipeline.normalize), not {expected!r} that the "
+            f"{entry(exp.model.name).options(**exp.model.options)['backbone']} weights were trained on")
 
 
 def _choice(key, value, allowed):

@@ -249,8 +249,13 @@ def write_report(path, exp, metrics):
     if exp.description:
         parts += [exp.description, ""]
     parts += [f"Split `{metrics['split']}`, checkpoint `{metrics['checkpoint']}`, "
-              f"aggregation `{metrics['aggregate']}`; {n}. Accuracy and F1 in percent, per video.", "",
-              "## Result", "", _table(header, rows), ""]
+              f"aggregation `{metrics['aggregate']}`; {n}. Accuracy and F1 in percent, per video.", ""]
+    from fer_keras import config as cfg
+
+    note = cfg.preprocessing_note(exp)
+    if note:
+        parts += [f"Note: {note}.", ""]
+    parts += ["## Result", "", _table(header, rows), ""]
     if metrics.get("per_class"):
         parts += ["## Per class", "", _table(
             ["Class", "Precision", "Recall", "F1", "Support"],

@@ -610,6 +610,9 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
                          f"monitor a training metric (e.g. {training.monitor.removeprefix('val_')!r})")
     plan = training.plan()
     run = prepare_run_dir(exp, run_dir)
+    note = cfg.preprocessing_note(exp)
+    if note:
+        logger.warning("%s: %s", exp.name, note)
     keras.utils.set_random_seed(training.seed)
     steps_per_epoch = loader.steps(exp.data, exp.data.train_split)
     val_ds = validation_data(exp) if validation else None

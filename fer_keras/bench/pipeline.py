@@ -41,8 +41,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from fer_keras.data.pipeline import (NORMALIZE, Augment, PipelineConfig, _augment, _chunks, epoch_shuffle,
+from fer_keras.data.pipeline import (Augment, PipelineConfig, _augment, _chunks, epoch_shuffle,
                                      epoch_seed, record_stream, sequences)
+from fer_keras.data.preprocessing import preprocess
 from fer_keras.data.schema import dataset_from_manifest
 
 TARGET_SPEEDUP = 5.0
@@ -147,7 +148,6 @@ def straightforward_sequences(chunks, manifest, cfg: PipelineConfig, *, files, t
     hold paths, ``tf.io.read_file``) and decoded one by one; flip with ``tf.reverse`` on the float
     frames; other augmentations as ``sequences()``; clip; normalise."""
     classes = len(manifest["classes"])
-    scale, shift = NORMALIZE[cfg.normalize]
     face_size = manifest["options"]["face_size"]
     if training:  # the first epoch's draws, as sequences() makes them
         chunks = tf.data.Dataset.range(1).flat_map(lambda e: epoch_shuffle(chunks, cfg, e))
@@ -167,7 +167,7 @@ def straightforward_sequences(chunks, manifest, cfg: PipelineConfig, *, files, t
                 flip = tf.random.stateless_uniform([], seed) < 0.5
                 frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
             frames = _augment(frames, replace(cfg.augment, flip=False), seed)
-        frames = frames * scale + shift
+        frames = preprocess(frames, cfg.normalize or "unit")
         if cfg.padding == "zeros":
             frames = frames * item["mask"][:, None, None, None]
         label = tf.cast(item["label"], tf.int32)

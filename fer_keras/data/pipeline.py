@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import tensorflow as tf
 
+from fer_keras.data import preprocessing
 from fer_keras.data.augment import Affine, augment_sequence, resolve
 from fer_keras.data.schema import frame_labels, read_shards, shard_paths
 from fer_keras.losses import AU_UNKNOWN
@@ -26,7 +27,6 @@ INPUTS = ("frames", "image", "lld", "functionals")
 TARGETS = ("category", "va", "au")  # one-hot per video; (L, 2) and (L, n_aus) per frame
 PER_FRAME = ("va", "au")
 TRUNCATE = (None, "end", "start")
-NORMALIZE = {"unit": (1 / 255.0, 0.0), "symmetric": (2 / 255.0, -1.0), "none": (1.0, 0.0)}
 
 
 @dataclass
@@ -45,7 +45,8 @@ class PipelineConfig:
     inputs: tuple = ("frames",)
     targets: tuple = ("category",)
     image_size: int | None = None     # resize faces; None keeps the prepared size
-    normalize: str = "unit"
+    normalize: str | None = None      # a fer_keras.data.preprocessing mode; None: the backbone's
+                                      # when the model loads weights, else "unit" (config resolves it)
     batch_size: int = 4
     shuffle_buffer: int = 512
     augment: Augment = field(default_factory=Augment)
@@ -68,8 +69,8 @@ class PipelineConfig:
             raise ValueError(f"targets must name some of {', '.join(TARGETS)}, got {tuple(self.targets)}")
         if self.truncate not in TRUNCATE:
             raise ValueError(f"truncate must be one of {', '.join(map(str, TRUNCATE))}, got {self.truncate!r}")
-        if self.normalize not in NORMALIZE:
-            raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {self.normalize!r}")
+        if self.normalize is not None:
+            preprocessing.check(self.normalize)
         if isinstance(self.augment, dict):
             self.augment = Augment(**self.augment)
         self.affine = resolve(self.affine)
@@ -210,7 +211,7 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
         )
     framewise = set(per_frame) | ({"category"} & set(cfg.targets) if per_frame_category else set())
     classes = len(manifest["classes"])
-    scale, shift = NORMALIZE[cfg.normalize]
+    mode = cfg.normalize or "unit"
     face_size = manifest.get("options", {}).get("face_size")
     resize = bool(cfg.image_size) and cfg.image_size != face_size
     frames_in = "frames" in cfg.inputs or "image" in cfg.inputs
@@ -285,14 +286,10 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
 
     @tf.function(jit_compile=True)
     def normalise(frames, mask):
-        """Cast, scale and zero the padded steps of a whole batch in one fused pass (XLA): the
+        """Preprocess and zero the padded steps of a whole batch in one fused pass (XLA): the
         float32 copies, not the decoding, bound the pipeline once decoded frames are cached.
-        Zeros come last, so padded frames are 0 whatever the normalisation's shift."""
-        frames = tf.cast(frames, tf.float32)
-        if scale != 1.0:
-            frames = frames * scale
-        if shift:
-            frames = frames + shift
+        Zeros come last, so padded frames are 0 whatever the preprocessing's mean."""
+        frames = preprocessing.preprocess(frames, mode)
         return frames * mask[:, :, None, None, None] if cfg.padding == "zeros" else frames
 
     def normalise_batch(x, *rest):

@@ -25,6 +25,7 @@ class Backbone:
     default_size: int
     min_size: int
     source: str                # thesis and weights it came with
+    preprocessing: str         # the fer_keras.data.preprocessing mode its weights were trained on
     native: bool = True        # False: keras.applications, which loads its own weight files
     taps: dict = field(default_factory=dict)   # extra feature taps built on top of the map
 
@@ -53,39 +54,39 @@ def _vgg_application(cls, x, weights=None, pool_padding="valid"):
 
 BACKBONES = {
     "vggface_vgg16": Backbone(vggface.vgg16, vggface.BLOCKS, 224, 32,
-                              "VGGFace (keras-vggface names); theses 000, 002",
+                              "VGGFace (keras-vggface names); theses 000, 002", "vggface1",
                               taps={"fc6": partial(vggface.vgg16_top, upto="fc6"),
                                     "fc7": partial(vggface.vgg16_top, upto="fc7")}),
     "vggface_resnet50": Backbone(resnet.resnet50, resnet.BLOCKS, 224, 32,
-                                 "VGGFace2 ResNet50 (keras-vggface names)"),
+                                 "VGGFace2 ResNet50 (keras-vggface names)", "vggface2"),
     "vggface_senet50": Backbone(partial(resnet.resnet50, se=True, bn_epsilon=1e-4),
-                                resnet.BLOCKS, 224, 32, "VGGFace2 SENet50 (keras-vggface names)"),
+                                resnet.BLOCKS, 224, 32, "VGGFace2 SENet50 (keras-vggface names)", "vggface2"),
     "se_resnet50": Backbone(partial(resnet.resnet50, se=True, bn_epsilon=1e-4), resnet.BLOCKS,
-                            112, 32, "SE-ResNet-50, ImageNet; thesis 000"),
+                            112, 32, "SE-ResNet-50, ImageNet; thesis 000", "torch"),
     "se_resnext50": Backbone(partial(resnet.resnet50, se=True, cardinality=32, group_width=4,
                                      stride_in_3x3=True), resnet.BLOCKS, 112, 32,
-                             "SE-ResNeXt-50 (32x4d), ImageNet; thesis 000"),
-    "alexnet": Backbone(alexnet.alexnet, alexnet.BLOCKS, 96, 96, "AlexNet at 96x96; thesis 001"),
+                             "SE-ResNeXt-50 (32x4d), ImageNet; thesis 000", "torch"),
+    "alexnet": Backbone(alexnet.alexnet, alexnet.BLOCKS, 96, 96, "AlexNet at 96x96; thesis 001", "unit"),
     "bn_inception": Backbone(inception.bn_inception, inception.BLOCKS, 224, 64,
-                             "BN-Inception (Inception V2); thesis 004"),
+                             "BN-Inception (Inception V2); thesis 004", "tf"),
     "vgg16": Backbone(partial(_vgg_application, keras.applications.VGG16),
                       tuple(f"block{i}_" for i in range(1, 6)), 224, 32,
-                      "VGG16, ImageNet; theses 001, 002, 003, 004", native=False),
+                      "VGG16, ImageNet; theses 001, 002, 003, 004", "caffe", native=False),
     "vgg19": Backbone(partial(_vgg_application, keras.applications.VGG19),
                       tuple(f"block{i}_" for i in range(1, 6)), 224, 32,
-                      "VGG19, ImageNet; thesis 003", native=False),
+                      "VGG19, ImageNet; thesis 003", "caffe", native=False),
     "resnet50": Backbone(partial(_application, keras.applications.ResNet50),
                          ("conv1_", "conv2_", "conv3_", "conv4_", "conv5_"), 224, 32,
-                         "ResNet-50 v1, ImageNet; theses 000, 001, 002", native=False),
+                         "ResNet-50 v1, ImageNet; theses 000, 001, 002", "caffe", native=False),
     "densenet121": Backbone(partial(_application, keras.applications.DenseNet121),
                             ("conv1_", ("conv2_", "pool2_"), ("conv3_", "pool3_"),
                              ("conv4_", "pool4_"), ("conv5_", "bn")), 224, 32,
-                            "DenseNet-121, ImageNet; thesis 000", native=False),
+                            "DenseNet-121, ImageNet; thesis 000", "torch", native=False),
     "xception": Backbone(partial(_application, keras.applications.Xception),
                          tuple(f"block{i}_" for i in range(1, 15)), 299, 71,
-                         "Xception, ImageNet; thesis 003", native=False),
+                         "Xception, ImageNet; thesis 003", "tf", native=False),
     "nasnet_mobile": Backbone(partial(_application, keras.applications.NASNetMobile), (),
-                              224, 32, "NASNet-A Mobile, ImageNet; thesis 000 (variant not stated)",
+                              224, 32, "NASNet-A Mobile, ImageNet; thesis 000 (variant not stated)", "tf",
                               native=False),
 }
 
