@@ -218,6 +218,14 @@ class Reference:
     metric: str = "accuracy"
     value: float | None = None
     per_class: dict | None = None  # class -> {precision, recall, f1, support}, e.g. thesis 002 Table 3.5
+    per_fold: list | None = None   # [[value, epoch], ...] per fold, e.g. thesis 002 §3.2.4's fold table
+    # protocol cv_folds: the figure the value is compared with: "best", the mean over folds of each
+    # fold's best validation value, or "plateau", the mean of the last 5 epochs of the fold-averaged
+    # curve (a value the thesis reads off its averaged curve, such as §5.2's "around 40%")
+    fold_value: str = "best"
+
+    def __post_init__(self):
+        _choice("fold_value", self.fold_value, ("best", "plateau"))
 
 
 @dataclass
@@ -234,6 +242,35 @@ class EvaluationConfig:
 
 
 PROTOCOLS = ("train", "cv", "cv_folds", "tune")
+
+
+@dataclass
+class FinalisationPlateau(Callback):
+    """Learning rate x0.5 after 5 epochs without improvement (thesis 002 §3.2.4)."""
+    patience: int = 5
+
+
+@dataclass
+class Finalisation:
+    """What ``fer-keras cv``'s final phase trains every fold with again to find its best epoch,
+    before the final model trains on all training videos for their mean (thesis 002 §3.2.4
+    "Final model": patience 10 on validation accuracy, learning rate x0.5 after 5 epochs without
+    improvement). A section of its own: ``training`` is what the fold runs use (fixed epochs,
+    no early stopping), and nothing set there reaches these. ``reduce_lr_on_plateau`` applies
+    under a constant ``training.schedule`` only (a schedule already sets the learning rate).
+    ``reproduces`` names the thesis's fold table, compared with the mean of the folds' best
+    values in ``fold_table.json``."""
+    monitor: str = "val_accuracy"
+    monitor_mode: str = "auto"
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    reduce_lr_on_plateau: FinalisationPlateau = field(default_factory=FinalisationPlateau)
+    reproduces: Reference = field(default_factory=Reference)
+
+    def __post_init__(self):
+        _choice("monitor_mode", self.monitor_mode, ("auto", "min", "max"))
+        if not self.monitor.startswith("val_"):
+            raise ValueError(f"monitor must be a validation metric (val_...): the early-stopped fold runs "
+                             f"validate on their fold, got {self.monitor!r}")
 
 
 @dataclass
@@ -265,6 +302,7 @@ class Experiment:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    finalisation: Finalisation = field(default_factory=Finalisation)
 
     def __post_init__(self):
         _choice("protocol", self.protocol, PROTOCOLS)

@@ -7,9 +7,9 @@ Phases (``fer-keras cv CONFIG --out DIR --phase folds|final|all``):
   early stopping off: the thesis tuned on fold means, and a fixed epoch count makes them simple.
   Every history.csv column is averaged over the folds epoch by epoch (mean and population std)
   into ``cv_history.csv``, and the mean curves are drawn with +-std bands in ``cv_history.png``.
-- ``final``: every fold again with early stopping (the thesis: patience 10 on validation
-  accuracy, learning rate x0.5 after 5 epochs without improvement; whatever of
-  ``training.monitor``, ``early_stopping``, ``reduce_lr_on_plateau`` the YAML sets wins), each
+- ``final``: every fold again with the experiment's ``finalisation`` section (the thesis:
+  patience 10 on validation accuracy, learning rate x0.5 after 5 epochs without improvement;
+  ``config.Finalisation``) in place of the training section's monitor and callbacks, each
   fold's best epoch (``fold_table.csv`` / ``.md``), then the final model on all training videos
   without a validation set for the mean best epoch, evaluated once on the test split
   (``data.test_split``, default ``test``) with its last checkpoint.
@@ -23,7 +23,8 @@ CV directory::
                                its epoch, their mean and std, and (protocol ``cv_folds``, the
                                thesis's development rows) the thesis reference beside the mean
     early_stopping/fold-<k>/   run directories of phase final's fold runs
-    fold_table.csv, .md        per fold the best monitored value and its epoch (1-based), and the mean
+    fold_table.csv, .md, .json per fold the best monitored value and its epoch (1-based), and the mean
+                               (.json: beside the thesis's fold table, ``finalisation.reproduces``)
     final/                     run directory of the final model
     metrics.json, predictions.csv, confusion_counts.png, confusion_normalised.png, report.md
                                evaluation.evaluate of final/ on the test split (so fusion reads DIR)
@@ -45,15 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_keras.durable import killpoint, write_result
+from fer_keras.durable import killpoint, write_atomic, write_result
 
 logger = logging.getLogger(__name__)
 
 PHASES = ("folds", "final", "all")
-# Thesis 002 §3.2.3 "Final model": the early-stopped fold runs, below what the YAML sets.
-FINAL_FOLD_TRAINING = {"monitor": "val_accuracy",
-                       "early_stopping": {"enabled": True, "patience": 10},
-                       "reduce_lr_on_plateau": {"enabled": True, "patience": 5, "factor": 0.5}}
 HISTORY, HISTORY_PLOT = "cv_history.csv", "cv_history.png"
 FOLD_TABLE, ERRORS, FOLDS_SUMMARY = "fold_table", "errors.csv", "folds.json"
 
@@ -138,9 +135,10 @@ def final_epochs(best_epochs) -> int:
     return max(1, math.floor(sum(best_epochs) / len(best_epochs) + 0.5))
 
 
-def write_fold_table(out, monitor, mode, bests) -> tuple[Path, Path]:
+def write_fold_table(out, monitor, mode, bests, thesis=None) -> tuple[Path, Path]:
     """fold_table.csv and .md: per fold the best ``monitor`` value and its epoch, then their means
-    and the final model's epoch count, as the thesis prints its fold table (§3.2.4)."""
+    and the final model's epoch count, as the thesis prints its fold table (§3.2.4); ``thesis``
+    (``[[value, epoch], ...]`` per fold) adds its columns to the .md."""
     name = f"{mode}_{monitor}"
     values, epochs = [v for v, _ in bests], [e for _, e in bests]
     csv_path, md_path = Path(out) / f"{FOLD_TABLE}.csv", Path(out) / f"{FOLD_TABLE}.md"
@@ -149,12 +147,31 @@ def write_fold_table(out, monitor, mode, bests) -> tuple[Path, Path]:
                 + [["mean", float(np.mean(values)), float(np.mean(epochs))]])
     percent = "acc" in monitor
     show = (lambda v: f"{100 * v:.2f}%") if percent else (lambda v: f"{v:.4f}")  # noqa: E731
-    lines = [f"| fold | {mode} {monitor} | epoch |", "|---|---|---|"]
-    lines += [f"| {k} | {show(v)} | {e} |" for k, (v, e) in enumerate(bests)]
-    lines += [f"| mean | {show(float(np.mean(values)))} | {np.mean(epochs):g} |", "",
-              f"Final model: {final_epochs(epochs)} epochs (the mean best epoch, rounded half up).", ""]
+    if thesis:
+        lines = [f"| fold | {mode} {monitor} | epoch | thesis | thesis epoch |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {show(v)} | {e} | {t:g} | {te} |" for k, ((v, e), (t, te)) in enumerate(zip(bests, thesis))]
+        lines += [f"| mean | {show(float(np.mean(values)))} | {np.mean(epochs):g} | "
+                  f"{np.mean([t for t, _ in thesis]):.2f} | {np.mean([te for _, te in thesis]):g} |"]
+    else:
+        lines = [f"| fold | {mode} {monitor} | epoch |", "|---|---|---|"]
+        lines += [f"| {k} | {show(v)} | {e} |" for k, (v, e) in enumerate(bests)]
+        lines += [f"| mean | {show(float(np.mean(values)))} | {np.mean(epochs):g} |"]
+    lines += ["", f"Final model: {final_epochs(epochs)} epochs (the mean best epoch, rounded half up).", ""]
     md_path.write_text("\n".join(lines))
     return csv_path, md_path
+
+
+def fold_table_summary(exp, monitor, bests) -> dict:
+    """fold_table.json: the early-stopped folds' best values and epochs, their means, the final
+    model's epochs, and the thesis's fold table (``finalisation.reproduces``) beside the mean."""
+    from fer_keras.reference import compare
+
+    mean = float(np.mean([v for v, _ in bests]))
+    ref = dataclasses.asdict(exp.finalisation.reproduces)
+    return {"experiment": exp.name, "monitor": monitor,
+            "folds": [{"fold": k, "value": v, "epoch": e} for k, (v, e) in enumerate(bests)],
+            "mean": mean, "epochs": final_epochs([e for _, e in bests]),
+            "reference": compare(ref, {ref["metric"].removeprefix("val_"): mean})}
 
 
 def error_table(predictions, path) -> list[dict]:
@@ -175,8 +192,8 @@ def error_table(predictions, path) -> list[dict]:
 # --- the runner ---------------------------------------------------------------------------------
 
 def _raw(config) -> tuple[dict, str]:
-    """The experiment mapping as written (which keys the YAML sets decides the final phase's
-    settings) and its source name."""
+    """The experiment mapping as written, which each phase merges its changes over, and its
+    source name."""
     import yaml
 
     from fer_keras import config as cfg
@@ -244,11 +261,9 @@ def _experiment(raw, source, *layers):
 def _folds_phase(raw, source, out, n_folds) -> dict:
     from fer_keras import training
 
-    name = raw.get("name", "experiment")
     histories = []
     for k in range(n_folds):
-        exp = _experiment(raw, source, {"name": f"{name}_fold{k}", "data": {"fold": k},
-                                        "training": {"early_stopping": {"enabled": False}}})
+        exp = fold_experiment(raw, source, k)
         run = out / "folds" / f"fold-{k}"
         logger.info("phase folds: fold %d/%d in %s", k + 1, n_folds, run)
         training.train(exp, run)
@@ -263,10 +278,14 @@ def _folds_phase(raw, source, out, n_folds) -> dict:
             "plot": str(out / HISTORY_PLOT), "summary": str(out / FOLDS_SUMMARY), "mean": summary["mean"]}
 
 
+PLATEAU_EPOCHS = 5
+
+
 def folds_summary(exp, histories) -> dict:
     """folds.json: each fold's best ``val_<reproduces.metric>`` (the thesis's per-fold validation
-    figures, e.g. §5.1's [59%, 61%, 63%, 53%, 51%]) and its epoch, their mean and std, and for
-    a ``cv_folds`` experiment its thesis reference with the mean as our value."""
+    figures, e.g. §5.1's [59%, 61%, 63%, 53%, 51%]) and its epoch, their mean and std, the
+    plateau of the fold-averaged curve (the mean of its last 5 epochs), and for a ``cv_folds``
+    experiment its thesis reference beside the figure ``reproduces.fold_value`` names."""
     from fer_keras import evaluation
     from fer_keras.training import monitor_mode
 
@@ -276,24 +295,44 @@ def folds_summary(exp, histories) -> dict:
     bests = [best_epoch(h, monitor, mode) for h in histories]
     values = [v for v, _ in bests]
     mean = float(np.mean(values))
-    reference = evaluation.reference(exp, {metric.removeprefix("val_"): mean}) if exp.protocol == "cv_folds" else None
+    header, rows = average_histories(histories)
+    plateau = float(np.mean(rows[-PLATEAU_EPOCHS:, header.index(f"{monitor}_mean")]))
+    ours = {"best": mean, "plateau": plateau}[exp.reproduces.fold_value]
+    reference = evaluation.reference(exp, {metric.removeprefix("val_"): ours}) if exp.protocol == "cv_folds" else None
     return {"experiment": exp.name, "monitor": monitor, "mode": mode,
             "folds": [{"fold": k, "value": v, "epoch": e, "run": str(h.parent)}
                       for k, ((v, e), h) in enumerate(zip(bests, histories))],
-            "mean": mean, "std": float(np.std(values)), "reference": reference}
+            "mean": mean, "std": float(np.std(values)), "plateau": plateau,
+            "plateau_epochs": min(PLATEAU_EPOCHS, len(rows)), "compared": exp.reproduces.fold_value,
+            "reference": reference}
+
+
+def fold_experiment(raw, source, k):
+    """Fold ``k``'s run of phase folds: the experiment on that fold for its fixed epochs."""
+    return _experiment(raw, source, {"name": f"{raw.get('name', 'experiment')}_fold{k}", "data": {"fold": k},
+                                     "training": {"early_stopping": {"enabled": False}}})
+
+
+def finalisation_experiment(raw, source, k):
+    """Fold ``k``'s early-stopped run of phase final: the experiment on that fold with its
+    ``finalisation`` section's monitor and callbacks as the training's."""
+    exp = _experiment(raw, source)
+    f = exp.finalisation
+    plateau = f.reduce_lr_on_plateau if exp.training.schedule.name == "constant" else None
+    return _experiment(raw, source, {
+        "name": f"{exp.name}_es_fold{k}", "data": {"fold": k},
+        "training": {"monitor": f.monitor, "monitor_mode": f.monitor_mode,
+                     "early_stopping": dataclasses.asdict(f.early_stopping),
+                     "reduce_lr_on_plateau": dataclasses.asdict(plateau) if plateau else {"enabled": False}}})
 
 
 def _final_phase(raw, source, out, n_folds) -> dict:
     from fer_keras import evaluation, training
 
     name = raw.get("name", "experiment")
-    defaults = dict(FINAL_FOLD_TRAINING)
-    if ((raw.get("training") or {}).get("schedule") or {}).get("name", "constant") != "constant":
-        defaults.pop("reduce_lr_on_plateau")  # a schedule already sets the learning rate
     bests = []
     for k in range(n_folds):
-        exp = _experiment({"training": defaults}, source, raw,
-                          {"name": f"{name}_es_fold{k}", "data": {"fold": k}})
+        exp = finalisation_experiment(raw, source, k)
         run = out / "early_stopping" / f"fold-{k}"
         logger.info("phase final: early-stopped fold %d/%d in %s", k + 1, n_folds, run)
         training.train(exp, run)
@@ -301,7 +340,9 @@ def _final_phase(raw, source, out, n_folds) -> dict:
         mode = training.monitor_mode(monitor, exp.training.monitor_mode)
         bests.append(best_epoch(run / "history.csv", monitor, mode))
     killpoint("folds_trained")
-    table = write_fold_table(out, monitor, mode, bests)
+    table = write_fold_table(out, monitor, mode, bests, exp.finalisation.reproduces.per_fold)
+    summary = fold_table_summary(_experiment(raw, source), monitor, bests)
+    write_atomic(out / f"{FOLD_TABLE}.json", json.dumps(summary, indent=2))
     epochs = final_epochs([e for _, e in bests])
     final = _experiment(raw, source, {
         "name": f"{name}_final", "data": {"fold": None},

@@ -4,8 +4,8 @@
 ``fer-keras results PATH... [--thesis NNN] [--experiments DIR] [--out FILE] [--csv FILE]``
 
 Reads the ``reference`` entry of every ``metrics.json`` (evaluation, the CV runner's final
-evaluation, late fusion), ``folds.json`` (the CV runner's fold means) and ``search.json`` (a
-KerasTuner search's best trial) under each PATH, skipping
+evaluation, late fusion), ``folds.json`` (the CV runner's fold means), ``fold_table.json`` (its
+early-stopped folds) and ``search.json`` (a KerasTuner search's best trial) under each PATH, skipping
 ``eval-*`` subdirectories (extra evaluations of a run) unless a PATH is one. The experiment YAMLs
 of ``--experiments`` (default ``experiments/thesis<NNN>`` with ``--thesis``) give the rows a
 table should have: a row without a result is listed as "not run". The run column names the result
@@ -29,7 +29,7 @@ from fer_keras.reference import is_percent
 
 logger = logging.getLogger(__name__)
 
-RESULT_FILES = ("metrics.json", "folds.json", "search.json")
+RESULT_FILES = ("metrics.json", "folds.json", "fold_table.json", "search.json")
 REFERENCE_KEYS = ("thesis", "table", "row", "metric", "value")
 PER_CLASS = ("precision", "recall", "f1", "support")
 CSV_HEADER = ("thesis", "table", "row", "metric", "ours", "thesis_value", "difference", "run", "status")
@@ -81,7 +81,7 @@ def _read(path) -> dict | None:
 
 
 def _result_files(root: Path):
-    """metrics.json / folds.json / search.json below ``root`` in sorted order, without eval-* subdirectories."""
+    """The RESULT_FILES below ``root`` in sorted order, without eval-* subdirectories."""
     for top, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("eval-"))
         for name in RESULT_FILES:
@@ -136,21 +136,29 @@ def expected_rows(experiments_dir, thesis=None) -> list[dict]:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             logger.warning("%s: skipped, not a readable YAML (%s)", path, err)
             continue
-        ref = data.get("reproduces") if isinstance(data, dict) else None
-        if not isinstance(ref, dict) or not ref.get("table") or not ref.get("row"):
-            continue
-        value = ref.get("value")
-        if not _is_number(value, none=True):
-            logger.warning("%s: reproduces.value %r is not a number; listed without it", path, value)
-            value = None
-        row = {"thesis": _thesis(ref.get("thesis")), "table": str(ref["table"]), "row": str(ref["row"]),
-               "metric": ref.get("metric") or "accuracy", "value": value, "config": str(path)}
-        row["percent"] = is_percent(row["metric"], row["value"])
-        key = _key(row)
-        if (thesis is None or row["thesis"] == _thesis(thesis)) and key not in seen:
-            seen.add(key)
-            rows.append(row)
+        for ref in _references(data):
+            value = ref.get("value")
+            if not _is_number(value, none=True):
+                logger.warning("%s: reproduces.value %r is not a number; listed without it", path, value)
+                value = None
+            row = {"thesis": _thesis(ref.get("thesis")), "table": str(ref["table"]), "row": str(ref["row"]),
+                   "metric": ref.get("metric") or "accuracy", "value": value, "config": str(path)}
+            row["percent"] = is_percent(row["metric"], row["value"])
+            key = _key(row)
+            if (thesis is None or row["thesis"] == _thesis(thesis)) and key not in seen:
+                seen.add(key)
+                rows.append(row)
     return rows
+
+
+def _references(data) -> list[dict]:
+    """The thesis rows an experiment mapping names: its ``reproduces``, then its finalisation's
+    (the cross-validation's fold table), each with a table and a row."""
+    if not isinstance(data, dict):
+        return []
+    finalisation = data.get("finalisation")
+    refs = [data.get("reproduces"), finalisation.get("reproduces") if isinstance(finalisation, dict) else None]
+    return [r for r in refs if isinstance(r, dict) and r.get("table") and r.get("row")]
 
 
 def _is_number(value, none=False) -> bool:
@@ -314,10 +322,10 @@ def add_parser(subparsers):
     """The ``results`` subcommand's parser (the caller sets ``func``)."""
     p = subparsers.add_parser(
         "results", help="thesis tables with our numbers beside the thesis's, from result directories",
-        description="Read the thesis reference of every metrics.json, folds.json and search.json under each PATH (eval-* "
-                    "subdirectories skipped unless named) and print one Markdown table per thesis table: row, "
-                    "metric, ours, thesis, difference (ours - thesis, in the thesis's unit), run directory. The "
-                    "experiment YAMLs of --experiments add the rows no result has yet, as 'not run'.")
+        description="Read the thesis reference of every metrics.json, folds.json, fold_table.json and search.json "
+                    "under each PATH (eval-* subdirectories skipped unless named) and print one Markdown table "
+                    "per thesis table: row, metric, ours, thesis, difference (ours - thesis, in the thesis's "
+                    "unit), run directory. The experiment YAMLs of --experiments add the rows no result has yet, as 'not run'.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="result directories or folders to search (e.g. runs/)")
     p.add_argument("--thesis", metavar="NNN", help="only this thesis's rows (e.g. 002)")
     p.add_argument("--experiments", metavar="DIR",

@@ -86,6 +86,28 @@ def test_fold_histories_are_averaged_epoch_by_epoch(tmp_path):
         cv.average_histories([paths[0], tmp_path / "short.csv"])
 
 
+def test_folds_summary_compares_the_best_or_the_plateau_as_the_file_says(tmp_path):
+    """folds.json holds each fold's best and the plateau of the averaged curve (its last 5
+    epochs), and compares the one ``reproduces.fold_value`` names with the thesis value."""
+    from fer_keras import config as cfg
+
+    rng = np.random.default_rng(1)
+    curves = rng.uniform(0.2, 0.6, (3, 8))  # 3 folds x 8 epochs of val_accuracy
+    paths = []
+    for k, curve in enumerate(curves):
+        paths.append(tmp_path / f"fold{k}.csv")
+        write_csv(paths[-1], ["epoch", "accuracy", "val_accuracy"], [[e, 0.5, v] for e, v in enumerate(curve)])
+    best, plateau = curves.max(axis=1).mean(), curves.mean(axis=0)[-5:].mean()
+    for fold_value, ours in (("best", best), ("plateau", plateau)):
+        exp = cfg.from_dict({"protocol": "cv_folds", "reproduces": {
+            "thesis": "002", "table": "§5.2", "row": "C3D, online augmentation", "value": 40, "fold_value": fold_value}})
+        summary = cv.folds_summary(exp, paths)
+        assert summary["mean"] == pytest.approx(best) and summary["plateau"] == pytest.approx(plateau)
+        assert summary["compared"] == fold_value and summary["reference"]["ours"] == pytest.approx(100 * ours)
+    with pytest.raises(ValueError, match="fold_value must be one of best, plateau"):
+        cfg.from_dict({"reproduces": {"fold_value": "last"}})
+
+
 THESIS_FOLDS = [(0.75, 9), (0.77, 22), (0.77, 4), (0.6354, 4), (0.6667, 16)]  # §4.6 fold table
 
 
@@ -165,8 +187,17 @@ def test_final_phase_trains_the_mean_best_epoch_on_training_subjects_only(tmp_pa
 
     monkeypatch.setattr(training, "train", fake_train)
     monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
-    raw = experiment(root, epochs=40, early_stopping={"min_delta": 0.001})
+    # what the fold runs use (null callbacks, as the Table 3.6 files set them) never reaches the
+    # finalisation; its own section changes what it sets and keeps the thesis's values otherwise
+    raw = experiment(root, epochs=40, early_stopping=None, reduce_lr_on_plateau=None)
+    raw["finalisation"] = {"early_stopping": {"min_delta": 0.001}, "reproduces": {
+        "thesis": "002", "table": "§3.2.4 fold table", "row": "VGGFace + LSTM", "value": 71.84,
+        "per_fold": [[75, 9], [77, 22], [77, 4], [63.54, 4], [66.67, 16]]}}
     result = cv.cross_validate(raw, tmp_path / "cv", "final")["final"]
+    table = json.loads((tmp_path / "cv" / "fold_table.json").read_text())
+    assert [(f["value"], f["epoch"]) for f in table["folds"]] == [pytest.approx(b) for b in THESIS_FOLDS]
+    assert table["epochs"] == 11 and table["reference"]["ours"] == pytest.approx(71.842)
+    assert "| 3 | 63.54% | 4 | 63.54 | 4 |" in (tmp_path / "cv" / "fold_table.md").read_text()
 
     assert result["epochs"] == 11 and [e for _, e in result["best"]] == [9, 22, 4, 4, 16]
     assert result["errors"] == 1 and [r["video_id"] for r in read_csv(tmp_path / "cv" / "errors.csv")] == ["T01_angry"]
@@ -175,7 +206,7 @@ def test_final_phase_trains_the_mean_best_epoch_on_training_subjects_only(tmp_pa
         t = exp.training
         assert exp.data.fold == k and fold_validation and run_dir == tmp_path / "cv" / "early_stopping" / f"fold-{k}"
         assert (t.monitor, t.epochs, t.early_stopping.enabled, t.early_stopping.patience) == ("val_accuracy", 40, True, 10)
-        assert t.early_stopping.min_delta == 0.001  # what the YAML sets wins over the thesis's settings
+        assert t.early_stopping.min_delta == 0.001
         assert (t.reduce_lr_on_plateau.enabled, t.reduce_lr_on_plateau.patience,
                 t.reduce_lr_on_plateau.factor) == (True, 5, 0.5)
     # the final model: every training subject, no fold held out, no validation, 11 epochs

@@ -208,3 +208,17 @@ def test_expected_rows_follow_the_plan_order(tmp_path, caplog):
     (tmp_path / "reproduce.yaml").write_text(yaml.safe_dump({"steps": [{"run": ["b", "gone"]}]}))
     assert [r["row"] for r in results.expected_rows(tmp_path)] == ["Run Two", "Run One", "Run Three"]
     assert "no experiment file gone" in caplog.text
+
+
+def test_a_cross_validations_fold_table_is_a_row_of_its_own(tmp_path):
+    """``finalisation.reproduces`` (the thesis's fold table) is a row after the file's own, and
+    the CV directory's fold_table.json fills it."""
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "lstm.yaml").write_text(yaml.safe_dump({
+        "reproduces": {"thesis": "002", "table": "T3.6", "row": "LSTM", "value": 62.5},
+        "finalisation": {"reproduces": {"thesis": "002", "table": "Fold table", "row": "LSTM folds", "value": 71.84}}}))
+    assert [(r["table"], r["row"]) for r in results.expected_rows(tmp_path / "exp")] == [
+        ("T3.6", "LSTM"), ("Fold table", "LSTM folds")]
+    _result(tmp_path / "runs" / "lstm", _ref("LSTM folds", 71.84, 70.0, table="Fold table"), name="fold_table.json")
+    found = results.collect([tmp_path / "runs"])
+    assert [(r["source"], r["reference"]["row"]) for r in found] == [("fold_table.json", "LSTM folds")]
