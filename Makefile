@@ -102,12 +102,16 @@ cv:
 	$(BIN)/fer-keras cv $(CONFIG) --out $(or $(OUT),runs/cv/$(basename $(notdir $(CONFIG)))) --phase $(PHASE)
 
 # A whole thesis in order (experiments/thesis<THESIS>/reproduce.yaml) into runs/, skipping what is done,
-# then runs/results-<THESIS>.md beside the thesis's numbers; SMOKE=1: synthetic data, tiny sizes, runs/smoke.
+# then runs/results-<THESIS>.md beside the thesis's numbers; SMOKE=1: synthetic data, tiny sizes, runs/smoke,
+# random starting weights. WEIGHTS="vggface_vgg16=FILE vgg16=FILE ...": the local weights file of each
+# pretrained backbone (nothing is downloaded); without them a real run is refused (fer-keras reproduce
+# THESIS --random-init: random starting weights, meant).
 THESIS ?= 002
 SMOKE ?=
+WEIGHTS ?=
 .PHONY: reproduce results
 reproduce:
-	$(BIN)/fer-keras reproduce $(THESIS) $(if $(SMOKE),--smoke)
+	$(BIN)/fer-keras reproduce $(THESIS) $(if $(SMOKE),--smoke --random-init) $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 # The results tables of the runs under RUNS (default runs) for THESIS, beside the thesis's numbers.
 RUNS ?= runs

@@ -22,10 +22,18 @@ written for those that record subjects), ``set``, overrides merged into the expe
 ``epochs``, the epochs of every stage (of every run without stages). One bad
 step is logged in ``RUNS/failures.jsonl`` and the others still run; the command then exits 1.
 Each step runs in a fresh process, so memory does not grow over a thesis's dozens of steps.
+
+The theses started their CNNs from pretrained weights, which are never downloaded: a step whose
+model has a backbone and ``weights: null`` (a "pretrained step"; a ``weights_from`` step inherits
+an earlier run's instead) takes the file given once for its backbone (``--weights NAME=FILE``).
+Without one the command refuses before any step runs, unless ``--random-init`` says that random
+starting weights are meant (``--smoke`` runs pass it); the log records which it was.
 """
 from __future__ import annotations
 
+import argparse
 import fnmatch
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -61,9 +69,33 @@ def _moved(value, mapping: dict):
     return value
 
 
-def experiment_raw(folder, name, smoke=None, paths=None) -> dict:
+# The usual local file of each pretrained backbone, for the example in the refusal (nothing is downloaded).
+WEIGHT_FILES = {"vggface_vgg16": "rcmalli_vggface_tf_notop_vgg16.h5",
+                "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "densenet121": "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "nasnet_mobile": "NASNet-mobile-no-top.h5"}
+
+
+def pretrained_backbone(raw: dict) -> str | None:
+    """The registry backbone that experiment mapping ``raw`` starts from a weights file it leaves
+    to the command (``model.options.weights: null``); None for a fusion, a model without a
+    backbone, a file that names its weights, and a step that inherits an earlier run's
+    (``weights_from``)."""
+    from fer_keras.config import ModelConfig
+    from fer_keras.models import entry
+
+    if _is_fusion(raw) or raw.get("weights_from"):
+        return None
+    model = raw.get("model") or {}
+    options = entry(model.get("name", ModelConfig.name)).options(**(model.get("options") or {}))
+    return options.get("backbone") if options.get("weights") is None else None
+
+
+def experiment_raw(folder, name, smoke=None, paths=None, weights=None) -> dict:
     """Experiment file ``name`` as a mapping: the smoke overrides whose globs match it merged in
-    (in the order written) and the smoke epochs, then its paths (data root, hyperparameters_from,
+    (in the order written) and the smoke epochs, the ``weights`` file ({backbone: path}) of its
+    backbone if it is a pretrained step, then its paths (data root, hyperparameters_from,
     weights_from, init sources) moved by ``paths``."""
     from fer_keras.config import merge
 
@@ -79,6 +111,10 @@ def experiment_raw(folder, name, smoke=None, paths=None) -> dict:
         stages = [{**stage, "epochs": n} for stage in training.get("stages") or []]
         training.update({"epochs": n * max(len(stages), 1), **({"stages": stages} if stages else {})})
         raw["training"] = training
+    backbone = pretrained_backbone(raw) if weights else None
+    if backbone in (weights or {}):
+        model = raw.get("model") or {}
+        raw["model"] = {**model, "options": {**(model.get("options") or {}), "weights": weights[backbone]}}
     paths = paths or {}
     for key in ("hyperparameters_from", "weights_from"):
         if key in raw:
@@ -106,13 +142,13 @@ def finished(folder, name, runs: Path, smoke=None, paths=None) -> bool:
     return (out / "metrics.json").is_file() if _is_fusion(raw) else _done(raw.get("protocol", "train"), out)
 
 
-def run_experiment(folder, name, runs: Path, smoke=None, paths=None) -> str:
+def run_experiment(folder, name, runs: Path, smoke=None, paths=None, weights=None) -> str:
     """Run one experiment file into ``runs/<name>`` by its protocol; returns what was done."""
     from fer_keras import config, cv, evaluation, fusion, training, tuning
 
     if finished(folder, name, runs, smoke, paths):
         return "done already"
-    raw = experiment_raw(folder, name, smoke, paths)
+    raw = experiment_raw(folder, name, smoke, paths, weights)
     out = runs / name
     if _is_fusion(raw):
         metrics = fusion.fuse_spec(fusion.check_spec(raw, Path(folder) / f"{name}.yaml"), runs)
@@ -202,13 +238,67 @@ def prepare_smoke(smoke: dict, paths: dict, datasets) -> None:
             splits.kfold_file(out, int(smoke["folds"]), out=Path(out) / splits.SPLITS_FILE)
 
 
-def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datasets=None) -> dict:
+def pretrained_steps(folder, plan: dict, smoke=None, paths=None, only=None) -> dict:
+    """{experiment name: backbone} of the plan's pretrained steps (``pretrained_backbone``) among
+    those that run. A bad file is left out: it fails as its own step, logged."""
+    found = {}
+    for step in plan["steps"]:
+        for name in step.get("run", ()):
+            if only and name not in only:
+                continue
+            try:
+                backbone = pretrained_backbone(experiment_raw(folder, name, smoke, paths))
+            except (ValueError, yaml.YAMLError):
+                continue
+            if backbone:
+                found[name] = backbone
+    return found
+
+
+def starting_weights(weights: dict, random_init: bool, steps: dict, plan_path) -> dict:
+    """The ``--weights`` files ({backbone: path}) checked against the pretrained ``steps``: every
+    name a registry backbone, every file there, and every pretrained step's backbone given a file
+    unless ``random_init``; an unused file is a warning. Returns the log's record of them:
+    {backbone: {path (absolute), sha256}}."""
+    from fer_keras.models.backbones import BACKBONES
+
+    for name, path in weights.items():
+        if name not in BACKBONES:
+            raise ValueError(f"--weights {name}={path}: unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--weights {name}={path}: no such weights file")
+    missing = {}
+    for step, backbone in steps.items():
+        if backbone not in weights:
+            missing.setdefault(backbone, []).append(step)
+    if missing and not random_init:
+        needed = "; ".join(f"{b} ({', '.join(names)})" for b, names in missing.items())
+        option = " ".join(f"{b}=/path/to/{WEIGHT_FILES.get(b, b + '.weights.h5')}" for b in missing)
+        raise ValueError(f"{plan_path}: {sum(map(len, missing.values()))} step(s) start a pretrained backbone "
+                         f"without its weights file: {needed}; pass --weights {option} (nothing is "
+                         f"downloaded), or --random-init to train them from random weights")
+    for name in sorted(set(weights) - set(steps.values())):
+        logger.warning("--weights %s: no step of %s starts a %s backbone; the file is unused", name, plan_path, name)
+    return {name: {"path": str(Path(path).resolve()), "sha256": _sha256(path)} for name, path in weights.items()}
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datasets=None, weights=None,
+              random_init=False) -> dict:
     """Run every step of the thesis's plan (``only``: just the experiments so named, and the
     steps that feed them are still the user's to have run), then write its results table.
 
     ``datasets`` is the dataset registry (data_prep.registry.DATASETS), which ``--smoke`` needs to
     write and prepare its synthetic data: the command line hands it in, since the library never
-    imports preparation."""
+    imports preparation. ``weights`` ({backbone: file}) start the pretrained steps; without a file
+    for each of their backbones the plan is refused before anything runs, unless ``random_init``."""
     from fer_keras import results
 
     folder = Path(folder) if folder else experiments_dir(thesis)
@@ -220,6 +310,9 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datas
     settings = plan.get("smoke") if smoke else {}
     runs = Path(settings.get("runs", runs) if smoke else runs)
     paths = {"runs/": f"{runs}/", **(settings.get("paths") or {})}
+    used = starting_weights(weights or {}, random_init, pretrained_steps(folder, plan, settings, paths, only),
+                            folder / PLAN)
+    weights = {name: record["path"] for name, record in used.items()}
     runs.mkdir(parents=True, exist_ok=True)
     if smoke:
         prepare_smoke(settings, paths, datasets)
@@ -238,7 +331,7 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datas
                 if kind == "run" and finished(folder, item, runs, settings, paths):
                     what = "done already"
                 elif kind == "run":
-                    what = _isolated(run_experiment, folder, item, runs, settings, paths)
+                    what = _isolated(run_experiment, folder, item, runs, settings, paths, weights)
                 else:
                     what = _isolated(run_features, item, paths)
                 failures.attempted(label)
@@ -254,8 +347,8 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datas
     counts = results.write([str(runs)], out=str(table), thesis=str(thesis), experiments=str(folder),
                            csv_path=str(table.with_suffix(".csv")))
     write_atomic(runs / f"reproduce-{str(thesis).zfill(3)}.json", json.dumps(
-        {"thesis": str(thesis).zfill(3), "smoke": smoke, "steps": log, "failed": failed, "results": counts},
-        indent=2))
+        {"thesis": str(thesis).zfill(3), "smoke": smoke, "weights": used, "random_init": random_init, "steps": log,
+         "failed": failed, "results": counts}, indent=2))
     return {"steps": log, "failed": failed, "results": counts, "table": str(table)}
 
 
@@ -265,19 +358,32 @@ def add_parser(subparsers):
         description="Run the steps of experiments/thesis<NNN>/reproduce.yaml (searches, trainings, feature "
                     "extraction, cross-validations, late fusions) into RUNS/<experiment name>, skipping what is "
                     "done, then write RUNS/results-<NNN>.md and .csv beside the thesis's numbers. --smoke: the same "
-                    "on synthetic datasets at tiny sizes (the plan's smoke section).")
+                    "on synthetic datasets at tiny sizes (the plan's smoke section). A step that starts a pretrained "
+                    "backbone (weights: null, no weights_from) needs its file from --weights, or --random-init.")
     p.add_argument("thesis", help="thesis number, e.g. 002")
     p.add_argument("--experiments", metavar="DIR", help="thesis folder (default experiments/thesis<NNN>)")
     p.add_argument("--runs", default="runs", metavar="DIR", help="where the runs go (default runs; smoke: the plan's)")
     p.add_argument("--smoke", action="store_true", help="synthetic data at tiny sizes, end to end")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these experiment files")
+    p.add_argument("--weights", nargs="+", type=_weights_item, default=[], metavar="NAME=FILE",
+                   help="the local weights file of registry backbone NAME (e.g. vggface_vgg16, vgg16, resnet50), "
+                        "set into model.options.weights of every step that starts that backbone with weights: null")
+    p.add_argument("--random-init", action="store_true",
+                   help="let the pretrained steps without a --weights file start from random weights (--smoke: needed)")
     return p
+
+
+def _weights_item(text) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not (sep and name and path):
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE (a backbone name and its weights file), got {text!r}")
+    return name, path
 
 
 def run(args, datasets=None) -> int:
     """`fer-keras reproduce`; ``datasets``: the dataset registry, for --smoke (see ``reproduce``)."""
     result = reproduce(args.thesis, folder=args.experiments, runs=args.runs, smoke=args.smoke, only=args.only,
-                       datasets=datasets)
+                       datasets=datasets, weights=dict(args.weights), random_init=args.random_init)
     counts = result["results"]
     print(f"results: {result['table']} ({counts['filled']} of {counts['rows']} rows filled)")
     if result["failed"]:

@@ -215,7 +215,7 @@ def test_tune_killed_anywhere_resumes_to_the_same_search(prepared_afew, tmp_path
 REPRODUCE = ("import os, sys; from pathlib import Path; from fer_keras.cli import main; out = Path(sys.argv[1]); "
              "out.mkdir(parents=True, exist_ok=True); os.chdir(out); "
              "Path('experiments').exists() or Path('experiments').symlink_to(sys.argv[2]); "
-             "sys.exit(main(['reproduce', '002', '--smoke', *sys.argv[3:]]))")
+             "sys.exit(main(['reproduce', '002', '--smoke', '--random-init', *sys.argv[3:]]))")
 
 
 def compare_reproduced(whole, resumed):

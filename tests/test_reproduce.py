@@ -189,7 +189,7 @@ def _smoke_rows(thesis, tmp_path, monkeypatch) -> list[dict]:
     """The results rows of a from-scratch smoke reproduction of ``thesis`` run in ``tmp_path``."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "experiments").symlink_to(EXPERIMENTS)
-    result = reproduce.reproduce(thesis, smoke=True, datasets=DATASETS)
+    result = reproduce.reproduce(thesis, smoke=True, datasets=DATASETS, random_init=True)
     assert not result["failed"], result["failed"]
     with open(result["table"].replace(".md", ".csv"), newline="") as f:
         return list(csv.DictReader(f))
@@ -246,6 +246,87 @@ def test_each_step_runs_in_its_own_process_and_a_dead_one_is_an_error():
         reproduce._isolated(int, "seven")
     with pytest.raises(BrokenProcessPool):
         reproduce._isolated(os._exit, 9)
+
+
+THESIS002_PRETRAINED = {"vggface_fer2013_phase1": "vggface_vgg16", "vgg16_fer2013_phase1": "vgg16",
+                        "resnet50_fer2013_phase1": "resnet50"}
+
+
+def _recorded_steps(monkeypatch) -> list:
+    """Each step's arguments, recorded instead of run (no training)."""
+    calls = []
+    monkeypatch.setattr(reproduce, "_isolated", lambda fn, *args: calls.append(args) or "recorded")
+    return calls
+
+
+def test_pretrained_steps_without_weights_are_refused_before_any_step(tmp_path, monkeypatch):
+    """Thesis 002's phase-1 files start their backbones from weights: null; phases 2 and 3 inherit
+    (weights_from). Without a file per backbone nothing runs and the error says what to pass."""
+    calls = _recorded_steps(monkeypatch)
+    folder = EXPERIMENTS / "thesis002"
+    assert reproduce.pretrained_steps(folder, reproduce.read_plan(folder)) == THESIS002_PRETRAINED
+    with pytest.raises(ValueError, match="3 step") as err:
+        reproduce.reproduce("002", folder=folder, runs=tmp_path / "runs")
+    message = str(err.value)
+    assert all(f"{backbone} ({step})" in message for step, backbone in THESIS002_PRETRAINED.items())
+    assert "phase2" not in message and "phase3" not in message and "--random-init" in message
+    assert "--weights vggface_vgg16=/path/to/rcmalli_vggface_tf_notop_vgg16.h5 vgg16=" in message
+    weights = tmp_path / "vggface.h5"
+    weights.write_bytes(b"vggface")
+    with pytest.raises(ValueError, match=r"2 step.*: vgg16 \(vgg16_fer2013_phase1\); resnet50"):
+        reproduce.reproduce("002", folder=folder, runs=tmp_path / "runs", weights={"vggface_vgg16": weights})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="--random-init"):  # smoke runs too, before their data is written
+        reproduce.reproduce("002", folder=folder, smoke=True, datasets=DATASETS)
+    assert not calls and not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_weights_go_to_the_pretrained_steps_and_the_log(tmp_path, monkeypatch, caplog):
+    """A --weights file is set into the steps that start its backbone (not the weights_from ones),
+    a file no step uses is a warning, --random-init lets the rest start at random, and the log
+    records both."""
+    import hashlib
+
+    calls = _recorded_steps(monkeypatch)
+    folder = EXPERIMENTS / "thesis002"
+    vggface, vgg19 = tmp_path / "vggface.h5", tmp_path / "vgg19.h5"
+    vggface.write_bytes(b"vggface")
+    vgg19.write_bytes(b"vgg19")
+    weights = {"vggface_vgg16": str(vggface), "vgg19": str(vgg19)}
+    for name in ("vggface_fer2013_phase1", "vgg16_fer2013_phase1", "vggface_fer2013_phase2", "vggface_lstm"):
+        raw = reproduce.experiment_raw(folder, name, weights=weights)
+        assert raw["model"].get("options", {}).get("weights") == (str(vggface) if name == "vggface_fer2013_phase1" else None)
+    only = [*THESIS002_PRETRAINED, "vggface_fer2013_phase2"]
+    with caplog.at_level("WARNING"):
+        result = reproduce.reproduce("002", folder=folder, runs=tmp_path / "runs", only=only, weights=weights,
+                                     random_init=True)
+    assert not result["failed"] and "--weights vgg19: no step" in caplog.text
+    resolved = {k: str(Path(v).resolve()) for k, v in weights.items()}
+    assert [(args[1], args[5]) for args in calls] == [(name, resolved) for name in only]  # run_experiment's
+    log = json.loads((tmp_path / "runs" / "reproduce-002.json").read_text())
+    assert log["random_init"] is True
+    assert log["weights"]["vggface_vgg16"] == {"path": str(vggface.resolve()),
+                                               "sha256": hashlib.sha256(b"vggface").hexdigest()}
+
+
+def test_bad_weights_options_are_refused(tmp_path, capsys):
+    from fer_keras.cli import main
+
+    folder = EXPERIMENTS / "thesis002"
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"w")
+    with pytest.raises(ValueError, match="unknown backbone 'vggfce'; known: .*vggface_vgg16"):
+        reproduce.reproduce("002", folder=folder, runs=tmp_path / "runs", weights={"vggfce": weights}, random_init=True)
+    with pytest.raises(FileNotFoundError, match="--weights vgg16=.*none.h5: no such weights file"):
+        reproduce.reproduce("002", folder=folder, runs=tmp_path / "runs", weights={"vgg16": tmp_path / "none.h5"},
+                            random_init=True)
+    assert main(["reproduce", "002", "--experiments", str(folder), "--runs", str(tmp_path / "runs"),
+                 "--weights", f"vgg16={weights}"]) == 2
+    assert "error: " in (err := capsys.readouterr().err) and "vggface_vgg16 (vggface_fer2013_phase1)" in err
+    with pytest.raises(SystemExit):
+        main(["reproduce", "002", "--weights", str(weights)])
+    assert "expected NAME=FILE" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_thesis000_rows_come_in_the_thesis_order():

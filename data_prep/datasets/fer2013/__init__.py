@@ -9,7 +9,8 @@ DATASET = Dataset(
     synthetic_source="synthetic_fer2013.csv",
     summary="prepare fer2013.csv as single-frame records (thesis 002 fine-tuning)",
     description="Turn fer2013.csv (emotion,pixels,Usage) into single-frame records: Training -> train, PublicTest "
-                "-> val, PrivateTest -> test; 48x48 grey becomes RGB at --image-size. Malformed rows are logged "
+                "-> val, PrivateTest -> test; 48x48 grey becomes RGB at --image-size (224 and the grey-to-RGB "
+                "replication are inferred for thesis 002, not stated). Malformed rows are logged "
                 "with their line number in failures.jsonl. With only OUT, a synthetic CSV is written and prepared.",
     synthetic=Synthetic(f"{__name__}.synthetic", Fer2013Spec, "synthetic fer2013.csv (emotion,pixels,Usage; 48x48 grey)",
                         target="file", small=dict(per_class=(2, 1, 1))),

@@ -2,10 +2,11 @@
 
 The CSV (`emotion,pixels,Usage`; 35,887 rows, 290 MB) is streamed row by row, never loaded. Each
 image becomes a one-frame record of the common schema, resized with OpenCV to the side the model
-needs (thesis 002 resizes to 224 for VGGFace and replicates the grey level to RGB, §3.2.4), so
-every model and pipeline reads FER2013 like any video dataset. Usage picks the split: private
-test is the test split (Tables 3.4/3.5), public test the validation split. A malformed row is
-logged in failures.jsonl with its line number and skipped.
+needs, so every model and pipeline reads FER2013 like any video dataset. For thesis 002 that is 224
+px, replicated from grey to RGB when read: both inferred, not stated (its 7x7x512 VGG feature map
+implies 224; extract-002 §1.4, §9.1). Usage picks the split: private test is the test split
+(Tables 3.4/3.5), public test the validation split. A malformed row is logged in failures.jsonl
+with its line number and skipped.
 """
 from __future__ import annotations
 

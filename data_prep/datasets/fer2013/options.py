@@ -22,10 +22,12 @@ class Fer2013Options:
     pixels, at 2.3x the bytes of JPEG q95 (shards of the synthetic set at 224 px: 27.3 KB against
     11.6 KB a record, so about 1.0 GB against 0.42 GB for all of FER2013). Images are encoded with
     one grey channel: every reader decodes with channels=3, which replicates it to RGB, so the RGB
-    face costs half the PNG bytes of a 3-channel encoding.
+    face costs half the PNG bytes of a 3-channel encoding. The 224 default and the grey-to-RGB
+    replication are inferred for thesis 002, which states neither (extract-002 §1.4, §9.1).
     """
 
-    image_size: int = option(224, "side of the RGB images (224 for VGGFace; 48 keeps the source)",
+    image_size: int = option(224, "side of the RGB images (224: the VGGFace input thesis 002's 7x7x512 feature "
+                                  "map implies, inferred, not stated; 48 keeps the source)",
                              low=16, high=1024, unit="px")
     interpolation: str = option("bicubic", "resize interpolation", choices=tuple(INTERPOLATIONS))
     image_format: str = option("png", "image encoding", choices=("png", "jpeg"))
