@@ -328,14 +328,22 @@ def _tuner(tuning: cfg.TuningConfig, hypermodel, hp, weights_seed: int = 0, **kw
     return seeded(hypermodel, **common)
 
 
+def best_trial(oracle):
+    """The completed trial with the best score, the first drawn among equal scores (None when none
+    completed). KerasTuner breaks ties by the order of its trial table, which a resumed search
+    reloads in another order: a killed search would hand the next phase another trial."""
+    scored = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+    sign = -1 if oracle.objective.direction == "max" else 1
+    return min(scored, key=lambda t: (sign * t.score, int(t.trial_id)), default=None)
+
+
 def write_results(exp: cfg.Experiment, oracle, out: Path) -> dict:
     """The result files of a finished search, and its summary printed."""
     out = Path(out)
     trials = _write_trials(oracle, out / "trials.csv")
-    best = oracle.get_best_trials(1)
-    if not best or best[0].score is None:
+    best = best_trial(oracle)
+    if best is None:
         raise RuntimeError(f"{out}: no trial completed; see the trial_*/trial.json messages")
-    best = best[0]
     tuned = best_experiment(exp, best.hyperparameters)
     best_exp_path = out / "best_experiment.yaml"
     cfg.save(tuned, best_exp_path)

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 from conftest import write_feature_folds
 from killsweep import at_points, chain, finish, start, sweep, whole
 from test_cv import experiment, write_cv_dataset
@@ -226,6 +227,9 @@ def compare_reproduced(whole, resumed):
     assert logs[0]["failed"] == logs[1]["failed"] == [] and [s["step"] for s in logs[0]["steps"]] == [s["step"] for s in logs[1]["steps"]]
     assert not (resumed / runs / "failures.jsonl").exists() or not (resumed / runs / "failures.jsonl").read_text()
     same_table(whole / runs / "results-002.csv", resumed / runs / "results-002.csv")
+    for best in sorted(p.relative_to(whole) for p in (whole / runs).rglob("best_hyperparameters.yaml")):
+        trials = [yaml.safe_load((d / best).read_text())["trial_id"] for d in (whole, resumed)]
+        assert trials[0] == trials[1], f"{resumed / best}: trial {trials[1]}, not {trials[0]}"
     for table in ("history.csv", "predictions.csv"):
         files = sorted(p.relative_to(whole) for p in (whole / runs).rglob(table))
         assert files == sorted(p.relative_to(resumed) for p in (resumed / runs).rglob(table))

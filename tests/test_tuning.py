@@ -285,3 +285,15 @@ def test_distributed_search_chief_and_worker(prepared_afew, tmp_path, monkeypatc
     rows = _rows(out / "trials.csv")
     assert [r["status"] for r in rows] == ["COMPLETED"]
     assert cfg.load(out / "best_experiment.yaml").name == "tiny_audio_tuned"
+
+
+def test_the_best_of_equal_scores_is_the_first_trial_whatever_the_table_order():
+    """A resumed search reloads its trial table in another order; ties still go to the first trial."""
+    from types import SimpleNamespace as NS
+
+    trial = lambda i, score, status="COMPLETED": NS(trial_id=i, score=score, status=status)  # noqa: E731
+    trials = {t.trial_id: t for t in (trial("2", 0.5), trial("1", 0.5), trial("3", 0.9, "RUNNING"),
+                                      trial("0", 0.25), trial("4", None))}
+    assert tuning.best_trial(NS(trials=trials, objective=NS(direction="max"))).trial_id == "1"
+    assert tuning.best_trial(NS(trials=trials, objective=NS(direction="min"))).trial_id == "0"
+    assert tuning.best_trial(NS(trials={}, objective=NS(direction="max"))) is None
