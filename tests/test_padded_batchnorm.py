@@ -23,7 +23,7 @@ def tiny_bn_trunk(x):
 @pytest.fixture(autouse=True)
 def tiny_bn(monkeypatch):
     monkeypatch.setitem(backbones.BACKBONES, "tiny_bn",
-                        backbones.Backbone(tiny_bn_trunk, ("conv", "bn"), SIZE, SIZE, "test only"))
+                        backbones.Backbone(tiny_bn_trunk, ("conv", "bn"), SIZE, SIZE, "test only", "unit"))
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     yield
