@@ -4,11 +4,15 @@ Thesis 000 never gives its full AFEW order (only that Angry sits at one-hot inde
 toolkit uses the folder names of the AFEW 7.0 release in alphabetical order; a user who needs
 another order passes it explicitly and it is recorded in every manifest. Thesis 002 fixes its
 BU-4DFE order (alphabetical, one-hot, §3.2.4); FER2013's is the one its CSV's integer labels use.
+Thesis 003 orders its categories Neutral, Happy, Sad, Angry, Fear, Surprise, Disgust in every table.
 """
 
 AFEW = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
 BU4DFE = ("angry", "disgust", "fear", "happy", "sad", "surprise")
 FER2013 = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
+# Thesis 003's per-frame categories on its Aff-Wild subset: the order of its results tables, read as
+# the one-hot order (the thesis never prints the encoding itself).
+AFFWILD_CATEGORIES = ("Neutral", "Happy", "Sad", "Angry", "Fear", "Surprise", "Disgust")
 
 CLASS_ORDERS = {"afew": AFEW, "bu4dfe": BU4DFE, "fer2013": FER2013}
 

@@ -10,9 +10,8 @@ import pytest
 
 from data_prep.datasets.va import annotations as va
 from data_prep.errors import BadInput
+from fer_keras.classes import AFFWILD_CATEGORIES
 
-# Thesis 003's class order (extract-003 §1.3); fer_keras/classes.py does not hold it yet.
-THESIS_003 = ("Neutral", "Happy", "Sad", "Angry", "Fear", "Surprise", "Disgust")
 AFFWILD2_EXPR_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"
 AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
                     "expression,valence,arousal")
@@ -91,8 +90,8 @@ def test_affwild2_expressions_into_thesis_003_order(tmp_path):
     values = [0, 1, 2, 3, 4, 5, 6, 7, -1, 7, 4]
     path = write(tmp_path / "EXPR" / "video5_right.txt",
                  AFFWILD2_EXPR_HEADER + "\n" + "\n".join(map(str, values)) + "\n", bom=True, crlf=True)
-    got = va.read_affwild2_expressions(path, THESIS_003, frames=len(values))
-    names = [THESIS_003[c] if c >= 0 else None for c in got.category]
+    got = va.read_affwild2_expressions(path, AFFWILD_CATEGORIES, frames=len(values))
+    names = [AFFWILD_CATEGORIES[c] if c >= 0 else None for c in got.category]
     assert names == ["Neutral", "Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", None, None, None, "Happy"]
     assert got.category.dtype == np.int64
     assert got.counts.unmapped == {"Other": 2}
@@ -101,11 +100,11 @@ def test_affwild2_expressions_into_thesis_003_order(tmp_path):
 
 def test_expression_header_of_seven_classes_and_own_spelling(tmp_path):
     path = write(tmp_path / "abaw2.txt", "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise\n4\n-1\n6\n")
-    got = va.read_affwild2_expressions(path, THESIS_003)
+    got = va.read_affwild2_expressions(path, AFFWILD_CATEGORIES)
     assert got.category.tolist() == [1, -1, 5] and got.counts.unmapped == {}
     # an order that spells Aff-Wild2's names itself keeps them; names match case-insensitively
     assert va.map_classes(["Happiness", "ANGER", "Other"], ("anger", "Happiness")).tolist() == [1, 0, -1]
-    assert va.map_classes(["Anger"], THESIS_003, aliases={}).tolist() == [-1]
+    assert va.map_classes(["Anger"], AFFWILD_CATEGORIES, aliases={}).tolist() == [-1]
 
 
 # --- Aff-Wild (first version) and thesis 003's category file ----------------------------------------
@@ -125,7 +124,7 @@ def test_affwild_first_version(tmp_path):
 
 def test_thesis_003_category_file(tmp_path):
     path = write(tmp_path / "cat" / "v.txt", "0\n2\n-1\n6\n", crlf=True)
-    got = va.read_categories(path, THESIS_003, frames=4)
+    got = va.read_categories(path, AFFWILD_CATEGORIES, frames=4)
     assert got.category.tolist() == [0, 2, -1, 6]
     assert (got.counts.frames, got.counts.unannotated) == (4, 1)
 
@@ -277,9 +276,9 @@ MALFORMED = [
 READERS = {
     "affwild2_va": lambda p: va.read_affwild2_va(p),
     "affwild2_va_3_frames": lambda p: va.read_affwild2_va(p, frames=3),
-    "expressions": lambda p: va.read_affwild2_expressions(p, THESIS_003),
-    "categories": lambda p: va.read_categories(p, THESIS_003),
-    "categories_3_frames": lambda p: va.read_categories(p, THESIS_003, frames=3),
+    "expressions": lambda p: va.read_affwild2_expressions(p, AFFWILD_CATEGORIES),
+    "categories": lambda p: va.read_categories(p, AFFWILD_CATEGORIES),
+    "categories_3_frames": lambda p: va.read_categories(p, AFFWILD_CATEGORIES, frames=3),
     "timed": lambda p: va.read_timed(p, np.arange(10) / 25.0, max_gap=0.1),
     "frames": lambda p: va.read_frame_list(p),
     "affectnet": lambda p: va.read_affectnet(p),
