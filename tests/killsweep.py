@@ -99,15 +99,16 @@ def at_points(argv_for, work: Path, points, compare, fresh=None) -> dict:
 
 def chain(argv_for, work: Path, kills: int, compare, took: float, restart: float = 0.0, seed: int = 0) -> dict:
     """One run into ``work/chained`` killed again and again until a start finishes on its own (at
-    most ``3 * kills`` kills, then resumed to the end) and compared with ``work/whole``. Each start
+    most ``4 * kills`` kills, then resumed to the end) and compared with ``work/whole``. Each start
     runs ``restart`` seconds (what a resume takes to get back to work) plus a drawn 0.4-1.2 share of
-    ``took / (kills + 1)`` (``took``: the uninterrupted run's seconds) before its kill, so about
-    ``1.25 * kills`` kills land over the run. Each start's stdout goes to ``chained-<i>.log``, so a
-    test can tell what a kill cut (e.g. which step of a plan)."""
+    ``took / (2 * kills + 1)`` (``took``: the uninterrupted run's seconds) before its kill: about
+    ``2.5 * kills`` kills land over the run, and at least ``kills`` even when ``took`` was measured
+    on a machine twice as busy. Each start's stdout goes to ``chained-<i>.log``, so a test can tell
+    what a kill cut (e.g. which step of a plan)."""
     out, rng = work / "chained", random.Random(seed)
     figures = {"kill_points": 0, "killed_running": 0, "resumed": 0, "identical": 0, "moments": []}
-    for i in range(3 * kills):
-        moment = restart + rng.uniform(0.4, 1.2) * took / (kills + 1)
+    for i in range(4 * kills):
+        moment = restart + rng.uniform(0.4, 1.2) * took / (2 * kills + 1)
         with open(work / f"chained-{i}.log", "wb") as log:
             killed = _kill_at(start(argv_for(out), work, log=log), moment)
         if not killed:  # it finished before this kill

@@ -264,7 +264,7 @@ def test_thesis002_smoke_killed_20_times_resumes_to_the_same_tables(reproduced_0
     cross-validations, fusions, results table) killed at least 20 times in a row at drawn moments
     spread over its run time, each kill followed by a resume: the last resume ends as the
     uninterrupted run (the same tables, histories, predictions and prepared shards), with no step
-    logged as failed. About three uninterrupted runs of time."""
+    logged as failed. About four uninterrupted runs of time."""
     import re
     import time
 
