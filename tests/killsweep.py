@@ -5,7 +5,8 @@ choose the kills:
 
 - ``sweep``: K fresh runs, each killed once at a moment drawn over the uninterrupted run's time;
 - ``at_points``: one fresh run per named kill point (fer_keras.durable.killpoint), which must be
-  reached (a run that ends without reaching it fails the sweep);
+  reached (a run that ends without reaching it fails the sweep); ``in_turn``: one run killed at
+  each named point in turn (the fast suite's form);
 - ``chain``: one run killed K times in a row, each resume killed again after a drawn share of the
   run's time, so K kill points cover a long command (thesis 002's smoke run) for about the price
   of two runs.
@@ -95,6 +96,23 @@ def at_points(argv_for, work: Path, points, compare, fresh=None) -> dict:
         compare(work / "whole", out)
         figures["identical"] += 1
     return figures
+
+
+def in_turn(argv_for, work: Path, points, compare) -> dict:
+    """One fresh run killed at each named point in turn (each resume asked for the next point,
+    counted from its own start), then resumed to the end and compared once: ``len(points)`` kill
+    points for ``len(points) + 2`` starts instead of ``at_points``' ``2 * len(points) + 1``."""
+    if not (work / "whole").exists():
+        whole(argv_for, work)
+    out = work / "in-turn"
+    for point in points:
+        proc = start(argv_for(out), work, killpoint=point)
+        _, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, (
+            f"kill point {point} was never reached (exit {proc.returncode}): {err.decode(errors='replace')[-1500:]}")
+    finish(start(argv_for(out), work), f"the run resumed after kills at {', '.join(points)}")
+    compare(work / "whole", out)
+    return {"kill_points": len(points), "resumed": len(points), "identical": len(points)}
 
 
 def chain(argv_for, work: Path, kills: int, compare, took: float, restart: float = 0.0, seed: int = 0) -> dict:
