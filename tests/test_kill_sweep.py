@@ -99,8 +99,8 @@ def staged_training(tmp_path):
 def test_staged_training_killed_at_named_points_resumes_to_the_same_result(tmp_path):
     """The fast form: one staged training killed between an epoch's history row and best.keras
     (its second epoch), then, resumed, between best.keras and the backup (the resume's fourth
-    epoch, past the first stage's early stop), then before metrics.json: the last resume ends as
-    the uninterrupted run, with no duplicated row."""
+    epoch), then before metrics.json: the last resume ends as the uninterrupted run, with no
+    duplicated row."""
     figures = in_turn(staged_training(tmp_path), tmp_path, ["epoch_logged@2", "epoch_checkpointed@4", "result"],
                       compare_train)
     assert figures["identical"] == 3
