@@ -147,15 +147,14 @@ def write_fold_table(out, monitor, mode, bests, thesis=None) -> tuple[Path, Path
                 + [["mean", float(np.mean(values)), float(np.mean(epochs))]])
     percent = "acc" in monitor
     show = (lambda v: f"{100 * v:.2f}%") if percent else (lambda v: f"{v:.4f}")  # noqa: E731
+    cols = ["fold", f"{mode} {monitor}", "epoch"] + (["thesis", "thesis epoch"] if thesis else [])
+    rows = [[k, show(v), e] for k, (v, e) in enumerate(bests)] + [["mean", show(float(np.mean(values))),
+                                                                    f"{np.mean(epochs):g}"]]
     if thesis:
-        lines = [f"| fold | {mode} {monitor} | epoch | thesis | thesis epoch |", "|---|---|---|---|---|"]
-        lines += [f"| {k} | {show(v)} | {e} | {t:g} | {te} |" for k, ((v, e), (t, te)) in enumerate(zip(bests, thesis))]
-        lines += [f"| mean | {show(float(np.mean(values)))} | {np.mean(epochs):g} | "
-                  f"{np.mean([t for t, _ in thesis]):.2f} | {np.mean([te for _, te in thesis]):g} |"]
-    else:
-        lines = [f"| fold | {mode} {monitor} | epoch |", "|---|---|---|"]
-        lines += [f"| {k} | {show(v)} | {e} |" for k, (v, e) in enumerate(bests)]
-        lines += [f"| mean | {show(float(np.mean(values)))} | {np.mean(epochs):g} |"]
+        for row, (t, te) in zip(rows, [*thesis, (np.mean([t for t, _ in thesis]), np.mean([e for _, e in thesis]))]):
+            row += [f"{t:.2f}" if row[0] == "mean" else f"{t:g}", f"{te:g}"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
     lines += ["", f"Final model: {final_epochs(epochs)} epochs (the mean best epoch, rounded half up).", ""]
     md_path.write_text("\n".join(lines))
     return csv_path, md_path

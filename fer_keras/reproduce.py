@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -279,15 +278,9 @@ def starting_weights(weights: dict, random_init: bool, steps: dict, plan_path) -
                          f"downloaded), or --random-init to train them from random weights")
     for name in sorted(set(weights) - set(steps.values())):
         logger.warning("--weights %s: no step of %s starts a %s backbone; the file is unused", name, plan_path, name)
-    return {name: {"path": str(Path(path).resolve()), "sha256": _sha256(path)} for name, path in weights.items()}
+    from fer_keras.data.integrity import sha256
 
-
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return {name: {"path": str(Path(path).resolve()), "sha256": sha256(path)} for name, path in weights.items()}
 
 
 def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datasets=None, weights=None,
