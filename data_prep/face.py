@@ -84,7 +84,7 @@ def _compile_networks(mtcnn) -> None:
 
 
 class FaceDetector:
-    """MTCNN on batches of frames; keeps the most confident face per frame.
+    """MTCNN on batches of frames: the most confident face per frame, or every face.
 
     Detection runs on a downscaled copy (see `detection_size`); boxes and landmarks are mapped back
     to the full-resolution frame, where alignment crops the face. One batched call amortises
@@ -101,24 +101,31 @@ class FaceDetector:
 
     def detect(self, frames: list[np.ndarray]) -> list[Face | None]:
         """Return one Face (or None) per frame, in full-resolution coordinates; frames share one size."""
+        return [found[0] if found else None for found in self.detect_all(frames, best_only=True)]
+
+    def detect_all(self, frames: list[np.ndarray], best_only: bool = False) -> list[list[Face]]:
+        """Every face (>= min_confidence) of each frame, most confident first, in full-resolution
+        coordinates: a video with two annotated people needs both (data_prep/datasets/va/persons.py)."""
         if not frames:
             return []
         height, width = frames[0].shape[:2]
         small_w, small_h = detection_size(self.min_face_size, width, height)
         if min(small_w, small_h) < MIN_DETECT_SIDE:
-            return [None] * len(frames)
+            return [[] for _ in frames]
         full_frames, scaled = frames, (small_w, small_h) != (width, height)
         if scaled:
             frames = [_shrink(f, small_w, small_h) for f in frames]
         rows = self._mtcnn.detect_faces(  # float32 in: mtcnn would normalise uint8 to float64
             [f.astype(np.float32) for f in frames], box_format="xyxy", output_type="numpy", min_face_size=MTCNN_MIN_FACE
         )
-        best = best_faces(rows, len(frames), self.min_confidence, (width / small_w, height / small_h))
+        found = faces_by_frame(rows, len(frames), self.min_confidence, (width / small_w, height / small_h))
+        if best_only:
+            found = [f[:1] for f in found]
         if scaled:
-            self._refine_landmarks(full_frames, best)
-        return best
+            self._refine_landmarks(full_frames, found)
+        return found
 
-    def _refine_landmarks(self, frames: list[np.ndarray], faces: list[Face | None]) -> None:
+    def _refine_landmarks(self, frames: list[np.ndarray], faces: list[list[Face]]) -> None:
         """Rerun O-Net on each found face at full resolution, so the landmarks that drive the
         alignment come from full-resolution pixels, not from the detection copy.
 
@@ -126,37 +133,44 @@ class FaceDetector:
         (tf.image.crop_and_resize's bilinear grid over the squared box), with cv2.remap on the
         face region only, so no full-resolution tensor is ever built.
         """
-        found = [i for i, f in enumerate(faces) if f is not None]
+        found = [(i, face) for i, frame_faces in enumerate(faces) for face in frame_faces]
         if not found:
             return
         patches, squares = [], []
-        for i in found:
-            square = _square(faces[i].box)
+        for i, face in found:
+            square = _square(face.box)
             patches.append(_onet_patch(frames[i], square))
             squares.append(square)
         onet = self._mtcnn.get_stage(stage_id=3).model
         _, landmarks, _ = onet(np.stack(patches))
         landmarks = np.asarray(landmarks)
-        for k, i in enumerate(found):
+        for k, (_, face) in enumerate(found):
             x1, y1, x2, y2 = squares[k]
             w, h = x2 - x1 + 1, y2 - y1 + 1  # mtcnn's adjust_landmarks convention
             xs = w * landmarks[k, :5] + x1 - 1
             ys = h * landmarks[k, 5:] + y1 - 1
-            faces[i].landmarks = np.stack([xs, ys], 1)
+            face.landmarks = np.stack([xs, ys], 1)
+
+
+def faces_by_frame(rows, n: int, min_confidence: float, scale=(1.0, 1.0)) -> list[list[Face]]:
+    """The faces (>= min_confidence) of each of `n` frames from mtcnn's numpy rows (image, x1, y1,
+    x2, y2, confidence, 5 x, 5 y), most confident first (equal ones in mtcnn's order),
+    coordinates multiplied by `scale` (x, y)."""
+    scale = np.asarray(scale, np.float64)
+    found: list[list[Face]] = [[] for _ in range(n)]
+    for row in np.asarray(rows).reshape(-1, 16):
+        i, conf = int(row[0]), float(row[5])
+        if conf >= min_confidence:
+            landmarks = np.stack([row[6:11], row[11:16]], 1) * scale
+            found[i].append(Face(box=row[1:5] * np.tile(scale, 2), confidence=conf, landmarks=landmarks))
+    for faces in found:
+        faces.sort(key=lambda f: -f.confidence)  # stable: equal confidences keep mtcnn's order
+    return found
 
 
 def best_faces(rows, n: int, min_confidence: float, scale=(1.0, 1.0)) -> list[Face | None]:
-    """The most confident face (>= min_confidence) of each of `n` frames from mtcnn's numpy rows
-    (image, x1, y1, x2, y2, confidence, 5 x, 5 y), coordinates multiplied by `scale` (x, y)."""
-    scale = np.asarray(scale, np.float64)
-    best: list[Face | None] = [None] * n
-    for row in np.asarray(rows).reshape(-1, 16):
-        i, conf = int(row[0]), float(row[5])
-        if conf < min_confidence or (best[i] is not None and best[i].confidence >= conf):
-            continue
-        landmarks = np.stack([row[6:11], row[11:16]], 1) * scale
-        best[i] = Face(box=row[1:5] * np.tile(scale, 2), confidence=conf, landmarks=landmarks)
-    return best
+    """The most confident face of each frame (see :func:`faces_by_frame`), or None."""
+    return [faces[0] if faces else None for faces in faces_by_frame(rows, n, min_confidence, scale)]
 
 
 def _shrink(frame: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -216,3 +230,43 @@ def align(frame: np.ndarray, landmarks: np.ndarray, size: int = 112, margin: flo
     """Warp `frame` so its landmarks sit on the template; returns a (size, size, 3) crop."""
     matrix = alignment_matrix(landmarks, size, margin, weights)
     return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+
+def _region(frame: np.ndarray, centre, side: float, angle: float = 0.0) -> np.ndarray:
+    """The square of `side` px around `centre`, turned by `angle` degrees, at the frame's own scale
+    (black outside the frame): resizing it after with INTER_AREA keeps a large face unaliased."""
+    side_px = max(1, int(round(side)))
+    matrix = cv2.getRotationMatrix2D(tuple(float(c) for c in centre), angle, 1.0)
+    matrix[:, 2] += (side_px / 2 - centre[0], side_px / 2 - centre[1])
+    return cv2.warpAffine(frame, matrix, (side_px, side_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[0] == size:
+        return image
+    shrink = image.shape[0] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _centre_side(box) -> tuple[tuple[float, float], float]:
+    x1, y1, x2, y2 = np.asarray(box, np.float64)
+    return ((x1 + x2) / 2, (y1 + y2) / 2), max(x2 - x1, y2 - y1, 1.0)
+
+
+def roll_crop(frame: np.ndarray, landmarks: np.ndarray, box, crop: int = 112, size: int = 96) -> np.ndarray:
+    """Thesis 001's crop (extract-001 §2 steps 7-9): the detector's box as a square around its
+    centre, turned in-plane so the line between the eyes is level (the face's mid-line upright),
+    cut at `crop` px, then resized to `size`. The scale follows the box, as MTCNN's box crop did,
+    not the landmarks as :func:`align` does."""
+    (lx, ly), (rx, ry) = np.asarray(landmarks, np.float64)[:2]
+    centre, side = _centre_side(box)
+    face = _resize(_region(frame, centre, side, float(np.degrees(np.arctan2(ry - ly, rx - lx)))), crop)
+    return _resize(face, size)
+
+
+def box_crop(frame: np.ndarray, box, size: int) -> np.ndarray:
+    """The detector's box (x1, y1, x2, y2) squared around its centre and resized to `size`, not
+    aligned (thesis 003's plain detector crops; AffectNet's given boxes)."""
+    centre, side = _centre_side(box)
+    return _resize(_region(frame, centre, side), size)

@@ -49,14 +49,14 @@ def safe_join(root, *parts) -> str:
 
 
 class PreparedStore:
-    """Accumulates finished videos per split into shards of `shard_size` videos."""
+    """Accumulates finished videos per split into shards of about `shard_size` records."""
 
     def __init__(self, out, header: dict, shard_size: int = 32, verify: bool = False):
         self.out = os.path.abspath(out)
         self.shard_size = shard_size
         os.makedirs(self.out, exist_ok=True)
         self.manifest = self._load_or_start(header)
-        self._buffers: dict[str, list[tuple[dict, bytes]]] = {}
+        self._buffers: dict[str, list[tuple[dict, list[bytes]]]] = {}
         self._repair(verify)
         self._remove_leftovers()
         self._reconcile_failures()
@@ -90,8 +90,7 @@ class PreparedStore:
         repaired = False
         for split, info in self.manifest["splits"].items():
             for rel in list(info["shards"]):
-                ids = {self.manifest["videos"][k]["id"] for k in by_shard.get(rel, [])}
-                problem = integrity.check_shard(self.out, rel, self.manifest, quick=not verify, expected_ids=ids)
+                problem = integrity.check_shard(self.out, rel, self.manifest, quick=not verify)
                 if problem is None:
                     continue
                 keys = by_shard.get(rel, [])
@@ -149,16 +148,20 @@ class PreparedStore:
         return key in self.manifest["videos"]
 
     # -- writing -------------------------------------------------------------------------------
-    def add(self, entry: dict, record: bytes) -> None:
-        """Queue a prepared video; a shard is written once `shard_size` videos of a split wait.
+    def add(self, entry: dict, record: bytes | list[bytes]) -> None:
+        """Queue a prepared video (one record, or a long track's segment records, which share
+        its shard); a shard is written once `shard_size` records of a split wait.
 
         A video the manifest already has is ignored (a resumed item redoing what was written)."""
         if self.is_done(entry["key"]):
             return
+        records = [record] if isinstance(record, bytes) else list(record)
+        if len(records) > 1:
+            entry["segments"] = len(records)
         buf = self._buffers.setdefault(entry["split"], [])
-        buf.append((entry, record))
+        buf.append((entry, records))
         tail = self._short_tail(entry["split"])
-        if len(buf) >= self.shard_size - (tail[1] if tail else 0):
+        if sum(len(r) for _, r in buf) >= self.shard_size - (tail[1] if tail else 0):
             self.flush(entry["split"])
 
     def fail(self, entry: dict, save: bool = True) -> None:
@@ -196,13 +199,14 @@ class PreparedStore:
         rel = f"{split}/{split}-{max(taken, default=-1) + 1:05d}.tfrecord"  # after a repair: never a kept name
         path = safe_join(self.out, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        queued = [record for _, records in buf for record in records]
         with tf.io.TFRecordWriter(path + ".tmp") as writer:
-            for record in before + [record for _, record in buf]:
+            for record in before + queued:
                 writer.write(record)
         os.replace(path + ".tmp", path)
         killpoint("shard_renamed")
         files = self.manifest.setdefault("files", {})
-        files[rel] = integrity.describe(path, len(before) + len(buf))
+        files[rel] = integrity.describe(path, len(before) + len(queued))
         if tail:
             info["shards"].remove(tail[0])
             files.pop(tail[0])

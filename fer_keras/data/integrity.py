@@ -80,25 +80,26 @@ def require(root, manifest: dict, splits) -> None:
             raise ValueError(problem.line() + " (`fer-keras verify` checks the whole dataset)")
 
 
-def _videos_by_shard(manifest: dict) -> dict:
+def records_by_shard(manifest: dict) -> dict:
+    """{shard: {video id: its records}}: a video is one record, a long track one per segment."""
     out: dict = {}
     for entry in manifest["videos"].values():
         if entry.get("status") == "ok" and entry.get("shard"):
-            out.setdefault(entry["shard"], set()).add(entry["id"])
+            out.setdefault(entry["shard"], {})[entry["id"]] = entry.get("segments", 1)
     return out
 
 
-def _check_records(path, manifest: dict, expected_ids: set) -> str | None:
+def _check_records(path, manifest: dict, expected: dict) -> str | None:
     """Stream one shard through TFRecord's CRCs and the schema parser; what is wrong, or None."""
     import tensorflow as tf
 
-    from fer_keras.data.schema import frame_labels, parse
+    from fer_keras.data.schema import parse, record_fields
 
-    va, au_dim = frame_labels(manifest)
+    fields = record_fields(manifest)
     audio, face = manifest["audio"], manifest["options"].get("face_size", 0)
     ids, count = set(), 0
     ds = tf.data.TFRecordDataset(path).map(
-        lambda x: parse(x, audio["lld_dim"], audio["functionals_dim"], face, False, va=va, au_dim=au_dim)["video_id"])
+        lambda x: parse(x, audio["lld_dim"], audio["functionals_dim"], face, False, **fields)["video_id"])
     try:
         for video_id in ds.as_numpy_iterator():
             ids.add(video_id.decode())
@@ -107,36 +108,37 @@ def _check_records(path, manifest: dict, expected_ids: set) -> str | None:
         return f"corrupt record after {count} good ones ({err.message.splitlines()[0]})"
     except tf.errors.InvalidArgumentError as err:
         return f"record {count + 1} does not parse as a {manifest.get('dataset', '')} record ({err.message.splitlines()[0]})"
-    if ids != expected_ids:
-        stray = sorted(ids - expected_ids)
+    if ids != set(expected) or count != sum(expected.values()):
+        stray = sorted(ids - set(expected))
         return (f"holds {count} records but not the videos the manifest lists for it"
                 + (f" (e.g. {stray[0]}: a shard of another split or dataset?)" if stray else ""))
     return None
 
 
-def check_shard(root, rel: str, manifest: dict, quick: bool = False, expected_ids=None,
+def check_shard(root, rel: str, manifest: dict, quick: bool = False, expected: dict | None = None,
                 records: bool = False) -> Problem | None:
     """What is wrong with one listed shard, or None.
 
     A SHA-256 equal to the one recorded at writing proves the bytes are those written (whose
     records were serialised by the schema), so its records are parsed only with ``records``; a
     shard without a recorded checksum (older manifests) is always streamed through TFRecord's
-    CRCs and the parser."""
+    CRCs and the parser. ``expected`` ({video id: records}) defaults to the manifest's."""
     recorded = manifest.get("files", {}).get(rel)
     problem = quick_problem(root, rel, recorded)
     if problem or quick:
         return problem
     path = os.path.join(root, rel)
-    ids = expected_ids if expected_ids is not None else _videos_by_shard(manifest).get(rel, set())
+    expected = expected if expected is not None else records_by_shard(manifest).get(rel, {})
     if recorded:
         if sha256(path) != recorded["sha256"]:
             return Problem(path, "checksum differs from the one recorded when it was written (corrupted)", REPREPARE)
-        if recorded["records"] != len(ids):
-            return Problem(path, f"holds {recorded['records']} records, the manifest lists {len(ids)} videos in it",
+        if recorded["records"] != sum(expected.values()):
+            return Problem(path, f"holds {recorded['records']} records, the manifest lists "
+                           f"{sum(expected.values())} in it",
                            REPREPARE)
         if not records:
             return None
-    what = _check_records(path, manifest, ids)
+    what = _check_records(path, manifest, expected)
     return Problem(path, what, REPREPARE) if what else None
 
 
@@ -163,14 +165,14 @@ def check(root, quick: bool = False, jobs: int = 4, records: bool = False) -> tu
     root = str(root)
     manifest = _manifest(root)
     listed = shards(manifest)
-    by_shard = _videos_by_shard(manifest)
+    by_shard = records_by_shard(manifest)
     problems = []
     for rel in sorted(by_shard):
         if rel not in listed:
             problems.append(Problem(os.path.join(root, rel), "holds videos of the manifest but is not listed "
                                     "in any split", REPREPARE))
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # hashing and TF reading release the GIL
-        found = pool.map(lambda rel: check_shard(root, rel, manifest, quick, by_shard.get(rel, set()), records), listed)
+        found = pool.map(lambda rel: check_shard(root, rel, manifest, quick, by_shard.get(rel, {}), records), listed)
         problems += [p for p in found if p is not None]
     sizes = [os.path.getsize(os.path.join(root, r)) for r in listed if os.path.isfile(os.path.join(root, r))]
     return problems, {"files": len(listed), "bytes": sum(sizes)}

@@ -12,7 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 # 2: per-frame presentation time (`frame_time`, s) and `audio_mask`; version 1 records still parse.
-SCHEMA_VERSION = 2
+# 3: a track's `segment` number (context) and per-frame face `box` and `category` (valence/arousal
+#    video datasets); version 2 records parse with segment 0 and without them.
+SCHEMA_VERSION = 3
 UNLABELLED = -1
 
 
@@ -35,6 +37,9 @@ class VideoRecord:
     dataset: str = ""
     valence_arousal: np.ndarray | None = None  # (kept frames, 2) float32, where annotated
     action_units: np.ndarray | None = None  # (kept frames, n_aus) float32; losses.AU_UNKNOWN = unknown
+    box: np.ndarray | None = None  # (kept frames, 4) face box x, y, w, h in source pixels
+    category: np.ndarray | None = None  # (kept frames,) int class index, UNLABELLED where not annotated
+    segment: int = 0  # the record's place in its track: a long track is written as consecutive segments
 
 
 def _bytes(values):
@@ -62,15 +67,19 @@ def serialize(rec: VideoRecord) -> bytes:
     if len(frame_time) != n or len(audio_mask) != n:
         raise ValueError(f"video {rec.video_id}: {n} frames but {len(frame_time)} times "
                          f"and {len(audio_mask)} audio mask entries")
-    per_frame = {"va": rec.valence_arousal, "au": rec.action_units}
+    per_frame = {"va": rec.valence_arousal, "au": rec.action_units, "box": rec.box}
     per_frame = {k: np.asarray(v, np.float32) for k, v in per_frame.items() if v is not None}
+    widths = {"va": 2, "box": 4}
     for name, rows in per_frame.items():
-        if rows.ndim != 2 or len(rows) != n or (name == "va" and rows.shape[1] != 2):
-            expected = "(frames, 2)" if name == "va" else "(frames, n_aus)"
+        if rows.ndim != 2 or len(rows) != n or rows.shape[1] != widths.get(name, rows.shape[1]):
+            expected = f"(frames, {widths[name]})" if name in widths else "(frames, n_aus)"
             raise ValueError(
                 f"video {rec.video_id}: per-frame {name} labels have shape {rows.shape}, "
                 f"expected {expected} with {n} frames"
             )
+    category = None if rec.category is None else np.asarray(rec.category, np.int64).reshape(-1)
+    if category is not None and len(category) != n:
+        raise ValueError(f"video {rec.video_id}: {len(category)} per-frame categories for {n} frames")
     context = tf.train.Features(
         feature={
             "video_id": _bytes([rec.video_id.encode()]),
@@ -82,6 +91,7 @@ def serialize(rec: VideoRecord) -> bytes:
             "source_frames": _ints([rec.source_frames]),
             "has_audio": _ints([int(rec.has_audio)]),
             "audio_functionals": _floats(rec.audio_functionals),
+            "segment": _ints([rec.segment]),
         }
     )
     lists = {
@@ -92,6 +102,8 @@ def serialize(rec: VideoRecord) -> bytes:
         "audio_lld": tf.train.FeatureList(feature=[_floats(row) for row in rec.audio_lld]),
         **{k: tf.train.FeatureList(feature=[_floats(row) for row in v]) for k, v in per_frame.items()},
     }
+    if category is not None:
+        lists["category"] = tf.train.FeatureList(feature=[_ints([c]) for c in category])
     example = tf.train.SequenceExample(
         context=context, feature_lists=tf.train.FeatureLists(feature_list=lists)
     )
@@ -99,12 +111,13 @@ def serialize(rec: VideoRecord) -> bytes:
 
 
 def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode: bool = True,
-          *, va: bool = False, au_dim: int = 0):
+          *, va: bool = False, au_dim: int = 0, box: bool = False, category: bool = False):
     """Parse one serialised record into a dict of tensors (a tf.data map function).
 
     `lld_dim`, `functionals_dim` and `face_size` come from the dataset's manifest.json, and so
-    do `va` and `au_dim` (its "labels"), which add the per-frame ``va`` (frames, 2) and ``au``
-    (frames, au_dim) labels. A record whose label rows do not match its frames (or that lacks
+    do `va`, `au_dim`, `box` and `category` (its "labels"), which add the per-frame ``va``
+    (frames, 2), ``au`` (frames, au_dim) and ``box`` (frames, 4) floats and ``category`` (frames,)
+    ints. A record whose label rows do not match its frames (or that lacks
     them) fails at iteration with its video id, instead of misaligning labels and frames.
     Version 1 records (before presentation times) get ``frame_time = frame_index / fps`` and an
     ``audio_mask`` equal to ``has_audio``, which is what they assumed.
@@ -118,6 +131,7 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
         "num_frames": tf.io.FixedLenFeature([], tf.int64),
         "source_frames": tf.io.FixedLenFeature([], tf.int64),
         "has_audio": tf.io.FixedLenFeature([], tf.int64),
+        "segment": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     }
     if functionals_dim:
         context_spec["audio_functionals"] = tf.io.FixedLenFeature([functionals_dim], tf.float32)
@@ -132,8 +146,13 @@ def parse(serialized, lld_dim: int, functionals_dim: int, face_size: int, decode
     per_frame = {"va": 2} if va else {}
     if au_dim:
         per_frame["au"] = au_dim
+    if box:
+        per_frame["box"] = 4
     for name, dim in per_frame.items():
         sequence_spec[name] = tf.io.FixedLenSequenceFeature([dim], tf.float32, allow_missing=True)
+    if category:
+        sequence_spec["category"] = tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True)
+        per_frame["category"] = 1
     context, sequence = tf.io.parse_single_sequence_example(
         serialized, context_features=context_spec, sequence_features=sequence_spec
     )
@@ -170,6 +189,14 @@ def frame_labels(manifest: dict) -> tuple[bool, int]:
     return bool(labels.get("va", False)), int(labels.get("au_dim", 0))
 
 
+def record_fields(manifest: dict) -> dict:
+    """The per-frame keyword arguments of :func:`parse` that a manifest's records carry."""
+    va, au_dim = frame_labels(manifest)
+    labels = manifest.get("labels", {})
+    return {"va": va, "au_dim": au_dim, "box": bool(labels.get("box", False)),
+            "category": bool(labels.get("categories"))}
+
+
 INTERLEAVE = 64  # shards read at once, one record from each in turn (round robin)
 
 
@@ -191,11 +218,11 @@ def read_shards(files, manifest: dict, decode: bool = True, ids=None, interleave
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = tf.data.TFRecordDataset(paths)
-    va, au_dim = frame_labels(manifest)
+    fields = record_fields(manifest)
     ds = ds.map(
         lambda x: parse(
             x, manifest["audio"]["lld_dim"], manifest["audio"]["functionals_dim"],
-            manifest["options"]["face_size"], decode, va=va, au_dim=au_dim,
+            manifest["options"]["face_size"], decode, **fields,
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
