@@ -14,7 +14,7 @@ FER2013 = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 # the one-hot order (the thesis never prints the encoding itself).
 AFFWILD_CATEGORIES = ("Neutral", "Happy", "Sad", "Angry", "Fear", "Surprise", "Disgust")
 
-CLASS_ORDERS = {"afew": AFEW, "bu4dfe": BU4DFE, "fer2013": FER2013}
+CLASS_ORDERS = {"afew": AFEW, "bu4dfe": BU4DFE, "fer2013": FER2013, "va": AFFWILD_CATEGORIES}
 
 # OpenFace 2.x FeatureExtraction: intensity (AUxx_r, 0-5) and presence (AUxx_c, 0/1) columns, in the
 # order it writes them (sorted names). AU28 has presence only.

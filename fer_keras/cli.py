@@ -35,7 +35,7 @@ def _prepare(args) -> int:
         src = os.path.join(out, entry.synthetic_source)
         if not os.path.exists(src):
             print(f"no {entry.source_metavar} given: writing a synthetic {entry.name} set to {src}")
-            entry.synthetic.synth(src, options.from_args(entry.synthetic.spec, args, only=("seed",)))
+            entry.synthetic.synth(src, options.from_args(entry.synthetic.spec, args, only=("seed", "layout")))
     manifest = entry.prepare(src, out, opts, progress=not args.quiet)
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "shards"} for k, v in manifest["splits"].items()}))
     print(f"manifest: {os.path.join(out, MANIFEST)}; failures: {os.path.join(out, FAILURES)}")

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from data_prep.datasets.va import annotations as ann
-from data_prep.datasets.va.options import VaOptions
+from data_prep.datasets.va.options import DRAWN_SPLITS, VaOptions
 from data_prep.datasets.va.tracks import Labels, TrackPreparer, VaItem
 from data_prep.errors import BadInput
 from data_prep.prepare import run_preparation
@@ -68,11 +68,18 @@ def _skip(src, item: VaItem, err: BadInput) -> dict:
             "reason": err.reason, "message": err.message, "frames_total": 0, "frames_kept": 0}
 
 
-def _drawn_split(video: str, opts: VaOptions) -> str:
-    """A video's split, drawn by a seeded hash of its name: the same in every run and every order."""
-    rank = int.from_bytes(hashlib.blake2b(f"{opts.seed}/split/{video}".encode(), digest_size=8).digest(),
-                          "big") / 2 ** 64
-    return "test" if rank < opts.test_fraction else "val" if rank < opts.test_fraction + opts.val_fraction else "train"
+def _draw_splits(items: list[VaItem], opts: VaOptions) -> None:
+    """Test and validation videos for a layout that names none: the videos ranked by a seeded hash
+    of their names, the first round(n * test_fraction) to test, the next to val. The same in every
+    run and order, with the asked shares even for a handful of videos."""
+    def rank(item):
+        return hashlib.blake2b(f"{opts.seed}/split/{item.video}".encode(), digest_size=8).digest()
+
+    ranked = sorted(items, key=rank)
+    tests = round(len(ranked) * opts.test_fraction)
+    vals = round(len(ranked) * opts.val_fraction)
+    for k, item in enumerate(ranked):
+        item.split = "test" if k < tests else "val" if k < tests + vals else "train"
 
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -139,7 +146,7 @@ def _timed(src, opts) -> tuple[list[VaItem], list]:
     for path in _files(_child(src, ("videos",)) or src, VIDEO_EXTENSIONS):
         video = _stem(path)
         files = {d: os.path.join(ann_root, d, video + ".txt") for d in ("valence", "arousal")}
-        item = VaItem(video, _drawn_split(video, opts), path, "", read={"timed": files})
+        item = VaItem(video, "train", path, "", read={"timed": files})
         missing = [f for f in files.values() if not os.path.isfile(f)]
         if missing:
             skipped.append((item, BadInput(path, ann.MISSING, f"no {missing[0]}")))
@@ -164,7 +171,7 @@ def _frames(src, opts) -> tuple[list[VaItem], list]:
         rows = np.array([by_path.get(os.path.normpath(f), -1) for f in frames])
         va = np.full((len(frames), 2), np.nan, np.float32)
         va[rows >= 0] = np.stack([listed.valence, listed.arousal], 1)[rows[rows >= 0]]
-        items.append(VaItem(name, _drawn_split(name, opts), folder, "", frames=frames, read={"va_values": va}))
+        items.append(VaItem(name, "train", folder, "", frames=frames, read={"va_values": va}))
     if not items:
         raise LayoutError(f"{src}: no folder of frame images beside labels.csv")
     return items, []
@@ -185,7 +192,7 @@ def _affectnet(src, opts) -> tuple[list[VaItem], list]:
                           read={"va_values": np.array([[row.valence, row.arousal]], np.float32),
                                 "category_values": np.array([to_class.get(row.expression, -1)], np.int64)})
             if not os.path.isfile(path):
-                skipped.append((item, BadInput(csv_path, ann.MISSING, f"line {row.line}: image {row.path} is not "
+                skipped.append((item, BadInput(csv_path, "missing_image", f"line {row.line}: image {row.path} is not "
                                                                       f"under {images}")))
             else:
                 items.append(item)
@@ -201,6 +208,8 @@ def discover(src, opts: VaOptions) -> tuple[list[VaItem], list[dict]]:
     if not os.path.isdir(src):
         raise LayoutError(f"{src}: no such directory")
     items, skipped = DISCOVER[opts.layout](src, opts)
+    if opts.layout in DRAWN_SPLITS:
+        _draw_splits(items + [item for item, _ in skipped], opts)
     categories = os.path.join(src, "categories")
     for item in items + [i for i, _ in skipped]:
         item.source = os.path.relpath(item.path, src)

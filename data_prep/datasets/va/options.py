@@ -44,8 +44,8 @@ class VaOptions:
                                     "counted)", choices=("error", "fit"))
     max_gap: float = option(0.1, "--layout timed: a frame farther than this from every annotation time is "
                                  "unannotated (s)", low=0, high=10, unit="s")
-    categories: bool = option(True, "read per-frame categories (Aff-Wild2 expression files, SRC/categories/) "
-                                    "when present", flag="--no-categories")
+    categories: bool = option(True, "leave out per-frame categories (Aff-Wild2 expression files, SRC/categories/) "
+                                    "even where present", flag="--no-categories")
     persons_max_jump: float = option(DEFAULT_MAX_JUMP, "two-person videos: a track's face moves at most this many "
                                                        "box sides per frame", low=0.01, high=10)
     persons_ambiguity: float = option(DEFAULT_AMBIGUITY_MARGIN, "two-person videos: faces that could be either "
