@@ -211,12 +211,19 @@ class TuningConfig:
 
 @dataclass
 class Reference:
-    """The thesis table row an experiment reproduces, shown beside this toolkit's result."""
+    """The thesis table row an experiment reproduces, shown beside this toolkit's result.
+
+    A row of several numbers (thesis 001's valence and arousal CCC of Table 1 and their MSE in
+    Table 2, both from one evaluation) lists them in ``columns`` instead of ``metric``/``value``:
+    ``[{metric: va.frame.valence.ccc, value: 0.22}, {table: Table 2, metric: va.frame.valence.mse,
+    value: 0.05}, ...]``; a column's ``table`` defaults to this one's, its ``label`` to the last two
+    parts of its metric ("valence CCC")."""
     thesis: str = ""
     table: str = ""
     row: str = ""
     metric: str = "accuracy"
     value: float | None = None
+    columns: list | None = None
     per_class: dict | None = None  # class -> {precision, recall, f1, support}, e.g. thesis 002 Table 3.5
     per_fold: list | None = None   # [[value, epoch], ...] per fold, e.g. thesis 002 §3.2.4's fold table
     # protocol cv_folds: the figure the value is compared with: "best", the mean over folds of each
@@ -226,15 +233,33 @@ class Reference:
 
     def __post_init__(self):
         _choice("fold_value", self.fold_value, ("best", "plateau"))
+        if self.columns is not None:
+            if self.value is not None:
+                raise ValueError("columns: the thesis numbers of a row with columns are given in its columns, "
+                                 f"not in value ({self.value!r})")
+            if not isinstance(self.columns, list) or not self.columns:
+                raise ValueError(f"columns must be a list of {{metric, value[, table, label]}}, "
+                                 f"got {self.columns!r}")
+            for i, column in enumerate(self.columns):
+                if (not isinstance(column, dict) or set(column) - {"metric", "value", "table", "label"}
+                        or not isinstance(column.get("metric"), str) or not column["metric"]
+                        or not (column.get("value") is None or _is_number(column["value"]))):
+                    raise ValueError(f"columns[{i}]: expected {{metric: a metrics.json path, value: the thesis "
+                                     f"number or null[, table, label]}}, got {column!r}")
 
 
 @dataclass
 class EvaluationConfig:
     """Which checkpoint and split to evaluate, and how sequences become one video prediction
-    (``mean`` of the sequence probabilities, weighted by their valid frames, or ``vote``)."""
+    (``mean`` of the sequence probabilities, weighted by their valid frames, or ``vote``).
+
+    ``repeat_frames`` predicts a single-frame record (a still image) as thesis 001 §6.7.1 did
+    with its CNN-GRU: the image repeated over the whole sequence, every step marked real, and the
+    last step's output taken as the prediction (the first steps lack a hidden state)."""
     split: str = "val"
     checkpoint: str = "best"
     aggregate: str = "mean"
+    repeat_frames: bool = False
 
     def __post_init__(self):
         _choice("checkpoint", self.checkpoint, ("best", "last"))
@@ -338,6 +363,10 @@ def preprocessing_note(exp: Experiment) -> str | None:
 def _choice(key, value, allowed):
     if value not in allowed:
         raise ValueError(f"{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _positive(key, value):

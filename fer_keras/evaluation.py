@@ -36,6 +36,17 @@ so that an extra evaluation never overwrites the run's own::
                               per-class precision / recall / F1 and the confusion matrix
     va_predictions.csv        (models with a ``va`` output) per-video mean valence / arousal,
                               true and predicted
+    va_per_video.csv          (``va`` output, labelled) per video: frames, and per dimension the
+                              CCC, Pearson r and MSE within the video (metrics.per_video)
+    va_frames/<track id>.txt  (``va`` output, prepared shards) Aff-Wild2's own prediction format,
+                              one file per track: header ``valence,arousal``, one line per source
+                              frame of the video (write_affwild2)
+
+``metrics.json``'s ``va`` holds ``frame`` (all frames pooled, the Aff-Wild script's and thesis
+001's numbers; ``sequence`` for a per-sequence output), ``video`` (the per-video means compared),
+``per_video`` (within each video, averaged over videos), ``abaw`` (P = the mean of the pooled
+valence and arousal CCC) and ``affwild2`` (what va_frames/ holds). With ``evaluation.repeat_frames``
+a single-frame record is predicted as thesis 001 §6.7.1 did (``config.EvaluationConfig``).
 
 TensorFlow, Keras and scikit-learn are imported on first use, so ``plot_confusion`` (used by
 ``experiments/notebooks/confusion_matrices.ipynb``) loads only NumPy and matplotlib.
@@ -61,6 +72,8 @@ CONFUSION_COUNTS = "confusion_counts.png"
 CONFUSION_NORMALISED = "confusion_normalised.png"
 REPORT = "report.md"
 VA_PREDICTIONS = "va_predictions.csv"
+VA_PER_VIDEO = "va_per_video.csv"
+VA_FRAMES = "va_frames"  # Aff-Wild2 prediction files, one <track id>.txt per track
 # Reference metrics that are fractions in metrics.json; a thesis value above 1 is read as percent.
 
 
@@ -230,7 +243,7 @@ def write_report(path, exp, metrics):
              _pct(metrics.get("macro_f1"))]]
     ref = metrics.get("reference")
     blanks = [""] * (len(settings) + 1)
-    if ref:
+    if ref and not ref.get("columns"):
         where = " ".join(x for x in (f"Thesis {ref['thesis']}" if ref["thesis"] else "Thesis",
                                      ref["table"], ref["row"]) if x)
         value = "-" if ref["value"] is None else f"{ref['value']:g}"
@@ -256,6 +269,11 @@ def write_report(path, exp, metrics):
     if note:
         parts += [f"Note: {note}.", ""]
     parts += ["## Result", "", _table(header, rows), ""]
+    if ref and ref.get("columns"):
+        where = " ".join(x for x in (f"Thesis {ref['thesis']}" if ref["thesis"] else "Thesis", ref["row"]) if x)
+        parts += [f"## {where}", "", _table(["Table", "Metric", "Ours", "Thesis", "Difference (ours - thesis)"], [
+            [c["table"], c["label"], _num(c["ours"]), "-" if c["value"] is None else f"{c['value']:g}",
+             "-" if c["difference"] is None else f"{c['difference']:+.3f}"] for c in ref["columns"]]), ""]
     if metrics.get("per_class"):
         parts += ["## Per class", "", _table(
             ["Class", "Precision", "Recall", "F1", "Support"],
@@ -267,12 +285,25 @@ def write_report(path, exp, metrics):
             [[c, *row] for c, row in zip(classes, metrics["confusion_matrix"])]), ""]
         parts += [f"![counts]({CONFUSION_COUNTS}) ![row-normalised]({CONFUSION_NORMALISED})", ""]
     if metrics.get("va"):
-        rows = []
-        for level, m in metrics["va"].items():
+        va, rows = metrics["va"], []
+        for level, m in va.items():
             if isinstance(m, dict) and "pooled" in m:
-                rows += [[level, d, _num(m[d]["ccc"]), _num(m[d]["pearson"]), _num(m[d]["rmse"])]
+                rows += [[level, d, _num(m[d]["ccc"]), _num(m[d]["pearson"]), _num(m[d]["mse"]), _num(m[d]["rmse"])]
                          for d in _metrics().VA_NAMES]
-        parts += ["## Valence / arousal", "", _table(["Level", "Dimension", "CCC", "Pearson", "RMSE"], rows), ""]
+        if va.get("per_video"):
+            m = va["per_video"]
+            rows += [[f"per video (mean of {m['n_videos']})", d, _num(m[d]["ccc"]), _num(m[d]["pearson"]),
+                      _num(m[d]["mse"]), "-"] for d in _metrics().VA_NAMES]
+        parts += ["## Valence / arousal", "",
+                  _table(["Level", "Dimension", "CCC", "Pearson", "MSE", "RMSE"], rows), ""]
+        if va.get("abaw"):
+            parts += [f"ABAW P (mean of the valence and arousal CCC over all {va['abaw']['n']} frames): "
+                      f"{_num(va['abaw']['p'])}.", ""]
+        if va.get("affwild2"):
+            a = va["affwild2"]
+            parts += [f"Per-frame predictions in Aff-Wild2's format: `{a['folder']}/` ({a['tracks']} tracks, "
+                      f"{a['frames']} source frames, {a['filled']} of them without a prediction of their own, "
+                      "given the nearest predicted frame's).", ""]
     if metrics.get("au"):
         au = metrics["au"]
         parts += ["## Action units", "", _table(
@@ -310,18 +341,57 @@ def _load(run_dir):
     return run, exp
 
 
-def _predict(model, ds):
-    """Per-sequence arrays: outputs by name, targets by name, mask, video ids, labels."""
+def _single_frames(sequence, mask):
+    """Which sequences hold one frame of a single-frame record: a record's first sequence with one
+    real step (its first sequence holds min(frames, L) real steps)."""
+    mask = np.asarray(mask)
+    return (np.asarray(sequence) == 0) & (mask.sum(axis=1) == 1) & (mask.shape[1] > 1)
+
+
+def evaluation_data(exp):
+    """The experiment's ``data`` as evaluation reads it: with the training split's pixel statistics
+    when its preprocessing needs them (config.yaml has them from training), and with ``repeat``
+    padding under ``evaluation.repeat_frames`` (the image on every step, not zeros)."""
+    import dataclasses
+
+    from fer_keras.data import pixel_stats
+
+    data = pixel_stats.attach(exp.data)
+    if exp.evaluation.repeat_frames:
+        if data.format != "tfrecord":
+            raise ValueError(f"evaluation.repeat_frames repeats a record's frame: it needs prepared shards, "
+                             f"not the {data.format} features of {data.root}")
+        data = dataclasses.replace(data, pipeline=dataclasses.replace(data.pipeline, padding="repeat"))
+    return data
+
+
+def _predict(model, ds, repeat_frames=False):
+    """Per-sequence arrays: outputs by name, targets by name, mask, video ids, labels, and the
+    source frame index of each step (None when the data has none).
+
+    With ``repeat_frames`` a single-frame record's sequence (its frame repeated on every step by
+    ``repeat`` padding) is fed with every step marked real, and its returned mask marks the last
+    step only, which carries the frame's index: so the last step's output is its prediction
+    (thesis 001 §6.7.1)."""
     by_name = isinstance(model.input, dict)
     names = list(model.input) if by_name else [t.name for t in model.inputs]
     out_names = list(model.output_names)
     outputs, targets = {k: [] for k in out_names}, {}
-    masks, ids, labels = [], [], []
+    masks, ids, labels, frame_index = [], [], [], []
     for x, y, meta in ds:
         missing = [k for k in names if k not in x]
         if missing:
             raise ValueError(f"the model takes input(s) {', '.join(missing)} that the pipeline does not "
                              f"give (it gives {', '.join(x)}); see data.pipeline.inputs")
+        mask = x["mask"].numpy()
+        index = meta["frame_index"].numpy() if "frame_index" in meta else None
+        single = _single_frames(meta["sequence"].numpy(), mask) if repeat_frames else np.zeros(len(mask), bool)
+        if single.any():
+            x = {**x, "mask": np.where(single[:, None], np.float32(1), mask)}
+            last = np.eye(mask.shape[1], dtype=mask.dtype)[-1]
+            mask = np.where(single[:, None], last, mask)
+            if index is not None:
+                index = np.where(single[:, None], np.where(last > 0, index[:, :1], -1), index)
         # the loader yields more than the model takes (always the mask, maybe other inputs)
         inputs = {k: x[k] for k in names} if by_name else [x[k] for k in names]
         pred = model.predict_on_batch(inputs)
@@ -331,14 +401,16 @@ def _predict(model, ds):
             outputs[k].append(np.asarray(pred[k]))
         for k, v in y.items():
             targets.setdefault(k, []).append(v.numpy())
-        masks.append(x["mask"].numpy())
+        masks.append(mask)
         ids += [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in meta["video_id"].numpy()]
         labels.append(meta["label"].numpy())
+        if index is not None:
+            frame_index.append(index)
     if not ids:
         raise ValueError("the split has no sequence to evaluate")
     cat = lambda parts: np.concatenate(parts) if parts else None  # noqa: E731
     return ({k: cat(v) for k, v in outputs.items()}, {k: cat(v) for k, v in targets.items()},
-            np.concatenate(masks).astype(np.float64), ids, np.concatenate(labels).astype(int))
+            np.concatenate(masks).astype(np.float64), ids, np.concatenate(labels).astype(int), cat(frame_index))
 
 
 def _write_predictions(path, ids, labels, pred, probs, classes):
@@ -388,7 +460,9 @@ def _video_means(seq_ids, values, weights):
 
 
 def _va(pred, true, mask, seq_ids, out_dir):
-    """Valence/arousal metrics per frame (or per sequence) and per video; va_predictions.csv."""
+    """Valence/arousal metrics per frame (or per sequence), per video and ABAW's P;
+    va_predictions.csv, and with labels va_per_video.csv (the module docstring says which is which).
+    A track of several segment records is one video: its sequences share its id."""
     frames = mask.sum(axis=1)
     seq_pred = sequence_scores(pred, mask)
     ids, video_pred = _video_means(seq_ids, seq_pred, frames)
@@ -397,9 +471,14 @@ def _va(pred, true, mask, seq_ids, out_dir):
         true = np.asarray(true, np.float64)
         seq_true = sequence_scores(true, mask)
         if np.asarray(pred).ndim == 3 and true.ndim == 3:
-            result["frame"] = _metrics().regression(true, pred, mask=mask)
+            level, units = "frame", (true, pred, mask)
         else:
-            result["sequence"] = _metrics().regression(seq_true, seq_pred)
+            level, units = "sequence", (seq_true, seq_pred, None)
+        result[level] = _metrics().regression(*units[:2], mask=units[2])
+        if level == "frame":
+            result["abaw"] = {"p": _metrics().abaw_score(result["frame"]), "n": result["frame"]["n"]}
+        result["per_video"], rows = _metrics().per_video(*units[:2], seq_ids, mask=units[2])
+        _write_per_video(Path(out_dir) / VA_PER_VIDEO, rows)
         _, video_true = _video_means(seq_ids, seq_true, frames)
         result["video"] = _metrics().regression(video_true, video_pred)
     counts = dict.fromkeys(ids, 0.0)
@@ -414,6 +493,70 @@ def _va(pred, true, mask, seq_ids, out_dir):
             truth = [f"{x:.6g}" for x in video_true[i]] if video_true is not None else [""] * len(names)
             writer.writerow([v, int(counts[v]), *truth, *(f"{x:.6g}" for x in video_pred[i])])
     return result, path
+
+
+def _write_per_video(path, rows):
+    """va_per_video.csv: per video its frames and, per dimension, CCC, Pearson r and MSE (empty
+    where undefined)."""
+    names = _metrics().VA_NAMES
+    measures = ("ccc", "pearson", "mse")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video_id", "frames", *(f"{n}_{m}" for n in names for m in measures)])
+        for row in rows:
+            writer.writerow([row["video_id"], row["n"], *("" if row[n][m] is None else f"{row[n][m]:.6g}"
+                                                          for n in names for m in measures)])
+
+
+def write_affwild2(folder, seq_ids, frame_index, pred, mask, frames_total=None) -> dict:
+    """Per-frame valence/arousal in Aff-Wild2's own format, which any ABAW evaluation script reads:
+    one ``<track id>.txt`` per track in ``folder``, header ``valence,arousal``, then one line per
+    source frame of the video (``frames_total[track]``, the manifest's frames_total; without it,
+    up to the last predicted frame).
+
+    ``seq_ids`` (N,) names each sequence's track, ``frame_index`` (N, L) each step's source frame
+    (-1 on padding), ``pred`` (N, L, 2) or (N, 2) (a sequence's prediction on each of its frames)
+    and ``mask`` (N, L) the real steps. A track's segment records merge by frame index (a frame
+    predicted twice gets the mean). A source frame with no prediction (no face found, an ambiguous
+    face, an unannotated frame, all dropped at preparation) gets the prediction of the nearest
+    predicted frame (the earlier on a tie): ``filled`` counts them. Returns ``folder`` (its name),
+    ``tracks``, ``frames`` (lines written), ``predicted`` and ``filled``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pred = np.asarray(pred, np.float64)
+    index = np.asarray(frame_index)
+    if pred.ndim == 2:
+        pred = np.broadcast_to(pred[:, None, :], (*index.shape, pred.shape[-1]))
+    valid = (np.asarray(mask) > 0) & (index >= 0)
+    rows = {}
+    for i, track in enumerate(seq_ids):
+        rows.setdefault(track, []).append(i)
+    summary = {"folder": folder.name, "tracks": 0, "frames": 0, "predicted": 0, "filled": 0}
+    for track, mine in rows.items():
+        keep = valid[mine]
+        if not keep.any():
+            continue
+        frames, inverse = np.unique(index[mine][keep], return_inverse=True)
+        values = np.zeros((len(frames), pred.shape[-1]))
+        np.add.at(values, inverse, pred[mine][keep])
+        values /= np.bincount(inverse, minlength=len(frames))[:, None]
+        total = int((frames_total or {}).get(track) or 0)
+        if frames[-1] >= total:
+            if total:
+                logger.warning("%s: predicted frame %d is beyond the %d frames the manifest records for it",
+                               track, frames[-1], total)
+            total = int(frames[-1]) + 1
+        every = np.arange(total)
+        right = np.minimum(np.searchsorted(frames, every), len(frames) - 1)
+        left = np.maximum(right - 1, 0)
+        nearest = np.where(np.abs(every - frames[left]) <= np.abs(frames[right] - every), left, right)
+        lines = "".join(f"{v:.6f},{a:.6f}\n" for v, a in values[nearest])
+        (folder / f"{track}.txt").write_text("valence,arousal\n" + lines)
+        summary["tracks"] += 1
+        summary["frames"] += total
+        summary["predicted"] += len(frames)
+        summary["filled"] += total - len(frames)
+    return summary
 
 
 def _au(probs, true, mask, manifest_labels):
@@ -463,9 +606,10 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
     out = Path(out_dir) if out_dir is not None else output_dir(run.root, exp, split, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
 
-    classes = loader.classes(exp.data)
-    ds = loader.split(exp.data, split, training=False, with_meta=True)
-    outputs, targets, mask, seq_ids, seq_labels = _predict(model, ds)
+    data = evaluation_data(exp)
+    classes = loader.classes(data)
+    ds = loader.split(data, split, training=False, with_meta=True)
+    outputs, targets, mask, seq_ids, seq_labels, frame_index = _predict(model, ds, exp.evaluation.repeat_frames)
     logger.info("evaluated %d sequences of split %s with %s", len(seq_ids), split, path)
 
     paths = {}
@@ -476,6 +620,13 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
         metrics.update(result)
     if "va" in outputs:
         metrics["va"], paths["va_predictions"] = _va(outputs["va"], targets.get("va"), mask, seq_ids, out)
+        if metrics["va"].get("per_video"):
+            paths["va_per_video"] = out / VA_PER_VIDEO
+        if frame_index is not None:
+            frames_total = {v["id"]: v.get("frames_total") for v in loader.selection(data, split)}
+            paths["va_frames"] = out / VA_FRAMES
+            metrics["va"]["affwild2"] = write_affwild2(paths["va_frames"], seq_ids, frame_index, outputs["va"],
+                                                       mask, frames_total)
     if "au" in outputs:
         labels = {}
         if exp.data.format == "tfrecord":

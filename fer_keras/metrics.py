@@ -83,13 +83,8 @@ def regression(y_true, y_pred, names=VA_NAMES, mask=None):
     anything). ``pooled`` is the MSE/RMSE over all dimensions together, the only error thesis
     004 reports.
     """
-    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
-    if y_true.shape[-1] != len(names):
-        raise ValueError(f"{y_true.shape[-1]} dimensions on the last axis, names {tuple(names)}")
-    t, p = y_true.reshape(-1, len(names)), y_pred.reshape(-1, len(names))
-    if mask is not None:
-        valid = np.asarray(mask).reshape(-1) > 0
-        t, p = t[valid], p[valid]
+    t, p, valid = _flat(y_true, y_pred, names, mask)
+    t, p = t[valid], p[valid]
     out = {}
     for d, name in enumerate(names):
         mse = float(np.mean((p[:, d] - t[:, d]) ** 2))
@@ -99,6 +94,62 @@ def regression(y_true, y_pred, names=VA_NAMES, mask=None):
     out["pooled"] = {"mse": pooled, "rmse": math.sqrt(pooled)}
     out["n"] = int(len(t))
     return out
+
+
+def _flat(y_true, y_pred, names, mask):
+    """``(true, pred, valid)``: (M, D) entries of (N, D) or (N, T, D) arrays and the valid ones."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if y_true.shape[-1] != len(names):
+        raise ValueError(f"{y_true.shape[-1]} dimensions on the last axis, names {tuple(names)}")
+    t, p = y_true.reshape(-1, len(names)), y_pred.reshape(-1, len(names))
+    valid = np.ones(len(t), bool) if mask is None else np.asarray(mask).reshape(-1) > 0
+    return t, p, valid
+
+
+def per_video(y_true, y_pred, video_ids, names=VA_NAMES, mask=None):
+    """CCC, Pearson r and MSE per dimension within each video over its valid entries, and their
+    means over the videos: ``(summary, rows)``.
+
+    The other common protocol beside ``regression``'s pooled numbers (thesis 001 and the Aff-Wild
+    script pool all frames). ``y`` is (N, D) or (N, T, D) with ``video_ids`` (N,) naming the video
+    of each row (a video may span rows, e.g. its sequences or its segment records) and ``mask``
+    as in ``regression``. A measure a video leaves undefined (no valid entry; a constant side for
+    Pearson; both sides the same constant for CCC) is None in its row, left out of the mean and
+    counted in ``undefined``. ``rows``: per video (first-seen order) ``video_id``, ``n`` and per
+    dimension its ``ccc``, ``pearson`` and ``mse``.
+    """
+    t, p, valid = _flat(y_true, y_pred, names, mask)
+    ids = list(dict.fromkeys(video_ids))
+    index = {v: i for i, v in enumerate(ids)}
+    owner = np.repeat([index[v] for v in video_ids], len(t) // max(len(video_ids), 1))[valid]
+    order = np.argsort(owner, kind="stable")  # each video's entries together, in their order
+    t, p = t[valid][order], p[valid][order]
+    counts = np.bincount(owner, minlength=len(ids))
+    ends = np.cumsum(counts)
+    rows = []
+    for video, start, end in zip(ids, ends - counts, ends):
+        row = {"video_id": video, "n": int(end - start)}
+        for d, name in enumerate(names):
+            vt, vp = t[start:end, d], p[start:end, d]
+            row[name] = {"ccc": concordance(vt, vp), "pearson": _pearson(vt, vp),
+                         "mse": float(np.mean((vp - vt) ** 2)) if vt.size else None}
+        rows.append(row)
+    summary = {"n_videos": len(rows), "undefined": {}}
+    for name in names:
+        summary[name] = {}
+        summary["undefined"][name] = {}
+        for measure in ("ccc", "pearson", "mse"):
+            values = [r[name][measure] for r in rows if r[name][measure] is not None]
+            summary[name][measure] = float(np.mean(values)) if values else None
+            summary["undefined"][name][measure] = len(rows) - len(values)
+    return summary, rows
+
+
+def abaw_score(result, names=VA_NAMES):
+    """ABAW's valence-arousal score P = (CCC_valence + CCC_arousal) / 2 of a ``regression``
+    result (over all frames of the set); None when either CCC is."""
+    cccs = [result[name]["ccc"] for name in names]
+    return None if any(c is None for c in cccs) else float(np.mean(cccs))
 
 
 def _rates(tp, fp, tn, fn):

@@ -22,22 +22,44 @@ def is_percent(metric, value) -> bool:
     return str(metric).split(".")[-1] in FRACTIONS and (value is None or abs(value) > 1)
 
 
-def compare(reproduces: dict, metrics: dict):
-    """The thesis row ``reproduces`` (thesis, table, row, metric, value[, per_class]) with our
-    value of its metric from ``metrics`` in the thesis's unit and the difference (ours minus the
-    thesis), or None when no thesis row is named. A row whose number the thesis lost
-    (``value: null``) keeps ours, without a difference."""
-    reproduces = reproduces or {}
-    value, metric = reproduces.get("value"), reproduces.get("metric", "accuracy")
-    if value is None and not (reproduces.get("table") or reproduces.get("row")):
-        return None
+ACRONYMS = ("ccc", "mse", "rmse", "abaw", "p")  # written upper-case in a column's name
+
+
+def label(metric) -> str:
+    """A column's name from its metric path: its last two parts, acronyms upper-cased
+    (va.frame.valence.ccc: "valence CCC")."""
+    return " ".join(p.upper() if p in ACRONYMS else p for p in str(metric).split(".")[-2:])
+
+
+def _ours(metrics, metric, value):
+    """``(ours, percent, difference)`` of one thesis number."""
     ours = value_of(metrics, metric)
     percent = is_percent(metric, value)
     if ours is not None and percent:
         ours = 100 * ours
+    return ours, percent, None if ours is None or value is None else ours - value
+
+
+def compare(reproduces: dict, metrics: dict):
+    """The thesis row ``reproduces`` (thesis, table, row, metric, value[, per_class, columns]) with
+    our value of its metric from ``metrics`` in the thesis's unit and the difference (ours minus
+    the thesis), or None when no thesis row is named. A row whose number the thesis lost
+    (``value: null``) keeps ours, without a difference. A row of ``columns`` (config.Reference)
+    gets ``columns``: per column its table, label, metric, value, ours, percent and difference."""
+    reproduces = reproduces or {}
+    value, metric = reproduces.get("value"), reproduces.get("metric", "accuracy")
+    columns = reproduces.get("columns")
+    if value is None and not (reproduces.get("table") or reproduces.get("row") or columns):
+        return None
+    ours, percent, difference = _ours(metrics, metric, value)
     out = {"thesis": str(reproduces.get("thesis", "")), "table": reproduces.get("table", ""),
            "row": reproduces.get("row", ""), "metric": metric, "value": value, "ours": ours, "percent": percent,
-           "difference": None if ours is None or value is None else ours - value}
+           "difference": difference}
     if reproduces.get("per_class"):
         out["per_class"] = reproduces["per_class"]  # the thesis's; ours are metrics["per_class"]
+    if columns:
+        out["columns"] = [dict(zip(("ours", "percent", "difference"), _ours(metrics, c["metric"], c.get("value"))),
+                               table=c.get("table") or out["table"], label=c.get("label") or label(c["metric"]),
+                               metric=c["metric"], value=c.get("value"))
+                          for c in columns]
     return out

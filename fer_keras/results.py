@@ -1,7 +1,7 @@
 """Results tables: each thesis table with this toolkit's number beside the thesis's, row by row
 (the results table of a SpeechBrain recipe, which says which config produced which number).
 
-``fer-keras results PATH... [--thesis NNN] [--experiments DIR] [--out FILE] [--csv FILE]``
+``fer-keras results PATH... [--thesis NNN] [--experiments DIR] [--out FILE] [--csv FILE] [--json FILE]``
 
 Reads the ``reference`` entry of every ``metrics.json`` (evaluation, the CV runner's final
 evaluation, late fusion), ``folds.json`` (the CV runner's fold means), ``fold_table.json`` (its
@@ -9,8 +9,10 @@ early-stopped folds) and ``search.json`` (a KerasTuner search's best trial) unde
 ``eval-*`` subdirectories (extra evaluations of a run) unless a PATH is one. The experiment YAMLs
 of ``--experiments`` (default ``experiments/thesis<NNN>`` with ``--thesis``) give the rows a
 table should have: a row without a result is listed as "not run". The run column names the result
-directory (the folds.json file itself for a CV directory's fold means). Pure Python (json, yaml):
-no TensorFlow, so it stays fast.
+directory (the folds.json file itself for a CV directory's fold means). A row of several numbers
+(a ``reproduces`` with ``columns``, such as thesis 001's valence and arousal CCC and MSE) is a row
+of each table its columns name, with one "ours / thesis" cell and one difference per column.
+Pure Python (json, yaml): no TensorFlow, so it stays fast.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import yaml
 
 from fer_keras import plan
 from fer_keras.durable import write_atomic
-from fer_keras.reference import is_percent
+from fer_keras.reference import is_percent, label
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,13 @@ def _read(path) -> dict | None:
             bad = [k for k in ("value", "ours", "difference") if not _is_number(ref.get(k), none=True)]
             if bad:
                 raise ValueError(f"'reference' {', '.join(bad)} must be numbers or null")
+            columns = ref.get("columns")
+            if columns is not None and not (isinstance(columns, list) and all(
+                    isinstance(c, dict) and isinstance(c.get("table"), str) and isinstance(c.get("label"), str)
+                    and all(_is_number(c.get(k), none=True) for k in ("value", "ours", "difference"))
+                    for c in columns)):
+                raise ValueError("'reference' columns must be a list of {table, label, metric, value, ours, "
+                                 "difference} with numbers or null")
     except (OSError, UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
         logger.warning("%s: skipped, not a readable result file (%s)", path, err)
         return None
@@ -142,13 +151,42 @@ def expected_rows(experiments_dir, thesis=None) -> list[dict]:
                 logger.warning("%s: reproduces.value %r is not a number; listed without it", path, value)
                 value = None
             row = {"thesis": _thesis(ref.get("thesis")), "table": str(ref["table"]), "row": str(ref["row"]),
-                   "metric": ref.get("metric") or "accuracy", "value": value, "config": str(path)}
+                   "metric": ref.get("metric") or "accuracy", "value": value, "config": str(path),
+                   "columns": _expected_columns(ref, path)}
             row["percent"] = is_percent(row["metric"], row["value"])
-            key = _key(row)
-            if (thesis is None or row["thesis"] == _thesis(thesis)) and key not in seen:
-                seen.add(key)
-                rows.append(row)
+            for one in _per_table(row):
+                key = _key(one)
+                if (thesis is None or one["thesis"] == _thesis(thesis)) and key not in seen:
+                    seen.add(key)
+                    rows.append(one)
     return rows
+
+
+def _expected_columns(ref, path) -> list | None:
+    """A YAML's ``reproduces.columns`` as a result's reference lists them, without ours."""
+    columns = ref.get("columns")
+    if not isinstance(columns, list):
+        return None
+    out = []
+    for c in columns:
+        if not isinstance(c, dict) or not c.get("metric"):
+            logger.warning("%s: reproduces.columns entry %r has no metric; left out", path, c)
+            continue
+        value = c.get("value") if _is_number(c.get("value"), none=True) else None
+        out.append({"table": str(c.get("table") or ref["table"]), "label": str(c.get("label") or label(c["metric"])),
+                    "metric": c["metric"], "value": value, "ours": None, "difference": None,
+                    "percent": is_percent(c["metric"], value)})
+    return out or None
+
+
+def _per_table(reference: dict) -> list[dict]:
+    """``reference`` as it is, or with columns one copy per table they name (in their order),
+    each holding that table's columns."""
+    columns = reference.get("columns")
+    if not columns:
+        return [reference]
+    tables = list(dict.fromkeys(c["table"] for c in columns))
+    return [{**reference, "table": t, "columns": [c for c in columns if c["table"] == t]} for t in tables]
 
 
 def _references(data) -> list[dict]:
@@ -176,8 +214,8 @@ def _number(value, percent, signed=False) -> str:
 def _lines(results, expected, thesis=None):
     """``({(thesis, table): [line, ...]}, unreferenced)``: the table lines in output order, each a
     dict of what one row shows, and the number of result files without a thesis reference."""
-    refs = [r for r in results if r["reference"]
-            and (thesis is None or _thesis(r["reference"]["thesis"]) == _thesis(thesis))]
+    refs = [{**r, "reference": ref} for r in results if r["reference"] for ref in _per_table(r["reference"])
+            if thesis is None or _thesis(ref["thesis"]) == _thesis(thesis)]
     unreferenced = sum(1 for r in results if not r["reference"])
     by_key = {}
     for r in refs:
@@ -203,13 +241,20 @@ def _line(result) -> dict:
     return {"thesis": _thesis(ref["thesis"]), "table": ref["table"], "row": ref["row"],
             "metric": ref["metric"], "ours": ref.get("ours"), "value": ref["value"],
             "difference": ref.get("difference"), "percent": percent, "run": run, "status": "ok",
-            "per_class": per_class}
+            "per_class": per_class, "columns": ref.get("columns")}
 
 
 def _not_run(expected) -> dict:
     return {**{k: expected[k] for k in ("thesis", "table", "row", "metric", "value", "percent")},
             "ours": None, "difference": None, "run": "", "status": "not run",
-            "config": _shown_path(expected["config"]), "per_class": None}
+            "config": _shown_path(expected["config"]), "per_class": None, "columns": expected.get("columns")}
+
+
+def _columns(line) -> list[dict]:
+    """The numbers of a table line: its columns, or its one metric as a column."""
+    return line.get("columns") or [{"label": label(line["metric"]), "metric": line["metric"], "ours": line["ours"],
+                                    "value": line["value"], "difference": line["difference"],
+                                    "percent": line["percent"]}]
 
 
 def _cell(text) -> str:
@@ -253,12 +298,37 @@ def _summary_line(counts) -> str:
             f"{counts['unreferenced']} result files without a thesis reference")
 
 
+def _ours_cell(line, number) -> str:
+    """Our number of ``number`` (a line or one of its columns) as a cell; "n/a" when a run has none."""
+    ours = number["ours"]
+    return "n/a" if line["status"] == "ok" and ours is None else _number(ours, number["percent"])
+
+
+def _run_cell(line) -> str:
+    return line["run"] if line["status"] == "ok" else f"not run ({line['config']})"
+
+
 def _row_cells(line) -> list[str]:
     """row | metric | ours | thesis | difference | run of one table line."""
-    ours = "n/a" if line["status"] == "ok" and line["ours"] is None else _number(line["ours"], line["percent"])
-    run = line["run"] if line["status"] == "ok" else f"not run ({line['config']})"
-    return [line["row"], line["metric"], ours, _number(line["value"], line["percent"]),
-            _number(line["difference"], line["percent"], signed=True), run]
+    return [line["row"], line["metric"], _ours_cell(line, line), _number(line["value"], line["percent"]),
+            _number(line["difference"], line["percent"], signed=True), _run_cell(line)]
+
+
+def _wide_table(lines) -> list[str]:
+    """row | <column> (ours / thesis) | <column> difference ... | run: a table whose rows have columns."""
+    labels = list(dict.fromkeys(c["label"] for line in lines for c in _columns(line)))
+    header = ["row", *(f"{name} {part}" for name in labels for part in ("(ours / thesis)", "difference")), "run"]
+    rows = []
+    for line in lines:
+        by_label = {c["label"]: c for c in _columns(line)}
+        cells = [line["row"]]
+        for name in labels:
+            c = by_label.get(name)
+            cells += (["", ""] if c is None else
+                      [f"{_ours_cell(line, c)} / {_number(c['value'], c['percent'])}",
+                       _number(c["difference"], c["percent"], signed=True)])
+        rows.append([*cells, _run_cell(line)])
+    return _markdown_table(header, rows)
 
 
 def _render(sections, counts) -> str:
@@ -267,8 +337,11 @@ def _render(sections, counts) -> str:
              "difference: ours minus the thesis.", ""]
     for (thesis, table_name), lines in sections.items():
         parts += [f"## Thesis {thesis}: {table_name}" if thesis else f"## {table_name}", ""]
-        header = ["row", "metric", "ours", "thesis", "difference", "run"]
-        parts += [*_markdown_table(header, [_row_cells(line) for line in lines]), ""]
+        if any(line.get("columns") for line in lines):
+            parts += [*_wide_table(lines), ""]
+        else:
+            header = ["row", "metric", "ours", "thesis", "difference", "run"]
+            parts += [*_markdown_table(header, [_row_cells(line) for line in lines]), ""]
         for line in lines:
             if line["per_class"]:
                 parts += _per_class_table(line)
@@ -289,16 +362,29 @@ def _csv(sections) -> str:
     writer.writerow(CSV_HEADER)
     for lines in sections.values():
         for line in lines:
-            writer.writerow([line["thesis"], line["table"], line["row"], line["metric"],
-                             _number(line["ours"], line["percent"]), _number(line["value"], line["percent"]),
-                             _number(line["difference"], line["percent"], signed=True), line["run"],
-                             line["status"]])
+            for c in _columns(line):
+                writer.writerow([line["thesis"], line["table"], line["row"], c["metric"],
+                                 _number(c["ours"], c["percent"]), _number(c["value"], c["percent"]),
+                                 _number(c["difference"], c["percent"], signed=True), line["run"],
+                                 line["status"]])
     return out.getvalue()
 
 
-def write(paths, out=None, thesis=None, experiments=None, csv_path=None) -> dict:
+def _json(sections, counts) -> str:
+    """Every table as JSON: per table its rows, each with its numbers as columns (ours, thesis
+    value, difference), its run and status."""
+    tables = [{"thesis": thesis, "table": table_name, "rows": [
+        {"row": line["row"], "run": line["run"], "status": line["status"], "config": line.get("config"),
+         "columns": [{k: c[k] for k in ("label", "metric", "ours", "value", "difference", "percent")}
+                     for c in _columns(line)]} for line in lines]}
+        for (thesis, table_name), lines in sections.items()]
+    return json.dumps({"tables": tables, "summary": counts}, indent=1) + "\n"
+
+
+def write(paths, out=None, thesis=None, experiments=None, csv_path=None, json_path=None) -> dict:
     """Collect the results under ``paths`` and write the Markdown to ``out`` (stdout when None,
-    else the summary line is printed) and, with ``csv_path``, every row as CSV. ``experiments``
+    else the summary line is printed), with ``csv_path`` every row (every column of a row) as CSV,
+    with ``json_path`` every table as JSON. ``experiments``
     defaults to ``experiments/thesis<NNN>`` when ``thesis`` is given and that folder exists.
     Returns the counts: rows, filled, missing, unreferenced."""
     results = collect(paths)
@@ -315,6 +401,8 @@ def write(paths, out=None, thesis=None, experiments=None, csv_path=None) -> dict
         print(f"{out}: {_summary_line(counts)}")
     if csv_path is not None:
         write_atomic(csv_path, _csv(sections))
+    if json_path is not None:
+        write_atomic(json_path, _json(sections, counts))
     return counts
 
 
@@ -332,9 +420,11 @@ def add_parser(subparsers):
                    help="experiment YAMLs giving the expected rows (default experiments/thesis<NNN> with --thesis)")
     p.add_argument("--out", metavar="FILE", help="write the Markdown here (default: print it)")
     p.add_argument("--csv", metavar="FILE", help="also write every row as CSV")
+    p.add_argument("--json", metavar="FILE", help="also write every table as JSON")
     return p
 
 
 def run(args) -> int:
-    write(args.paths, out=args.out, thesis=args.thesis, experiments=args.experiments, csv_path=args.csv)
+    write(args.paths, out=args.out, thesis=args.thesis, experiments=args.experiments, csv_path=args.csv,
+          json_path=args.json)
     return 0

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from fer_keras import config as cfg
 from fer_keras import losses as fer_losses
-from fer_keras.data import loader
+from fer_keras.data import loader, pixel_stats
 from fer_keras.data.pipeline import Augment
 from fer_keras.durable import killpoint, save_atomic
 from fer_keras.metrics import CCCMetric, MaskedBinaryAccuracy
@@ -145,6 +145,7 @@ def validation_data(exp: cfg.Experiment):
 def datasets(exp: cfg.Experiment, epochs=1):
     """``(train, val, steps per epoch)``: ``epochs`` training epochs (pass ``steps_per_epoch`` to
     ``fit``) and the validation split."""
+    exp = dataclasses.replace(exp, data=pixel_stats.attach(exp.data))
     steps = loader.steps(exp.data, exp.data.train_split)
     return training_data(exp, 0, epochs, steps), validation_data(exp), steps
 
@@ -609,6 +610,7 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
         raise ValueError(f"training.monitor {training.monitor!r} needs a validation split; without one "
                          f"monitor a training metric (e.g. {training.monitor.removeprefix('val_')!r})")
     plan = training.plan()
+    exp = dataclasses.replace(exp, data=pixel_stats.attach(exp.data))  # recorded in config.yaml
     run = prepare_run_dir(exp, run_dir)
     note = cfg.preprocessing_note(exp)
     if note:

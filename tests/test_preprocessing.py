@@ -23,11 +23,14 @@ BY_HAND = {  # the published constants, applied in NumPy
     "unit": lambda x: x / 255.0,
     "symmetric": lambda x: x / 127.5 - 1.0,
     "none": lambda x: x,
+    "affwild": lambda x: (x - 128.0) / 128.0,
 }
+# constants from the training split's pixels: checked in test_pixel_stats.py
+STATISTICS = ("mean_subtraction", "whitening", "channel_mean_subtraction", "channel_whitening")
 
 
 def test_every_mode_is_checked_here():
-    assert set(MODES) == set(KERAS_MODES) | set(BY_HAND)
+    assert set(MODES) == set(KERAS_MODES) | set(BY_HAND) | set(STATISTICS)
 
 
 @pytest.mark.parametrize("mode", KERAS_MODES)

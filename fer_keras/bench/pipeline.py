@@ -87,7 +87,8 @@ def prepare_synthetic(out, *, train_per_class=8, min_frames=30, max_frames=90, j
 
 def export_frames(manifest, root, split, out, progress=False) -> list[dict]:
     """Write every kept frame of ``split`` as ``out/<video_id>/<frame:05d>.jpg`` with the shard's
-    encoded bytes (no re-encoding); returns ``{video_id, label, paths}`` per video in shard order."""
+    encoded bytes (no re-encoding); returns ``{video_id, label, paths, frame_index}`` per video in
+    shard order (``frame_index``: each frame's source frame index, as the record holds it)."""
     ext = ".png" if manifest["options"].get("image_format") == "png" else ".jpg"
     shutil.rmtree(out, ignore_errors=True)
     videos = []
@@ -104,25 +105,29 @@ def export_frames(manifest, root, split, out, progress=False) -> list[dict]:
             paths.append(os.path.join(folder, f"{i:05d}{ext}"))
             with open(paths[-1], "wb") as f:
                 f.write(data)
-        videos.append({"video_id": video_id, "label": int(rec["label"]), "paths": paths})
+        videos.append({"video_id": video_id, "label": int(rec["label"]), "paths": paths,
+                       "frame_index": [int(i) for i in rec["frame_index"]]})
     return videos
 
 
 def file_chunks(videos, seq_len) -> tf.data.Dataset:
     """Sequences of ``seq_len`` file paths per video, the last one padded by repeating its last
-    path, with the same ``mask``, ``label``, ``video_id`` and ``sequence`` as the shard chunks."""
-    paths, masks, labels, ids, seqs = [], [], [], [], []
+    path, with the same ``mask``, ``frame_index`` (-1 on padding), ``label``, ``video_id`` and
+    ``sequence`` as the shard chunks."""
+    paths, masks, index, labels, ids, seqs = [], [], [], [], [], []
     for video in videos:
         n = len(video["paths"])
         for c in range(max(-(-n // seq_len), 1)):
             steps = range(c * seq_len, (c + 1) * seq_len)
             paths.append([video["paths"][min(s, n - 1)] for s in steps])
             masks.append([float(s < n) for s in steps])
+            index.append([video["frame_index"][s] if s < n else -1 for s in steps])
             labels.append(video["label"])
             ids.append(video["video_id"])
             seqs.append(c)
     return tf.data.Dataset.from_tensor_slices({
         "frames": tf.constant(paths, tf.string), "mask": tf.constant(masks, tf.float32),
+        "frame_index": tf.constant(index, tf.int64),
         "label": tf.constant(labels, tf.int64), "video_id": tf.constant(ids, tf.string),
         "sequence": tf.constant(seqs, tf.int32)})
 
@@ -174,7 +179,8 @@ def straightforward_sequences(chunks, manifest, cfg: PipelineConfig, *, files, t
         x = {"mask": item["mask"], "frames": frames}
         y = {"category": tf.one_hot(label, classes)}
         if with_meta:
-            return x, y, {"video_id": item["video_id"], "label": label, "sequence": item["sequence"]}
+            return x, y, {"video_id": item["video_id"], "label": label, "sequence": item["sequence"],
+                          "frame_index": item["frame_index"]}
         return x, y
 
     ds = chunks.enumerate().map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

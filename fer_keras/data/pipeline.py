@@ -47,6 +47,10 @@ class PipelineConfig:
     image_size: int | None = None     # resize faces; None keeps the prepared size
     normalize: str | None = None      # a fer_keras.data.preprocessing mode; None: the backbone's
                                       # when the model loads weights, else "unit" (config resolves it)
+    pixel_stats: dict | None = None   # the training split's pixel statistics, for the normalize modes
+                                      # computed from them (mean_subtraction, whitening): filled from
+                                      # the prepared data when a run starts (data.pixel_stats.attach),
+                                      # so config.yaml keeps the very numbers the run used
     batch_size: int = 4
     shuffle_buffer: int = 512
     augment: Augment = field(default_factory=Augment)
@@ -71,6 +75,8 @@ class PipelineConfig:
             raise ValueError(f"truncate must be one of {', '.join(map(str, TRUNCATE))}, got {self.truncate!r}")
         if self.normalize is not None:
             preprocessing.check(self.normalize)
+            if self.pixel_stats is not None and preprocessing.needs_statistics(self.normalize):
+                preprocessing.constants(self.normalize, self.pixel_stats)
         if isinstance(self.augment, dict):
             self.augment = Augment(**self.augment)
         self.affine = resolve(self.affine)
@@ -89,6 +95,8 @@ def _chunks(record, seq_len, per_frame=(), truncate=None):
     ``per_frame`` names the frame labels to chunk alongside; padded AU steps get AU_UNKNOWN so
     the masked AU loss skips them even without a sample weight. With ``truncate`` a video gives
     one sequence: its first ``seq_len`` frames ("end": the end is lost) or its last ("start").
+    ``frame_index`` is each step's source frame index, -1 on padded steps, so evaluation can put
+    a prediction back on its frame of the video.
     """
     n = tf.shape(record["frames"])[0]
     if truncate:
@@ -104,6 +112,7 @@ def _chunks(record, seq_len, per_frame=(), truncate=None):
         "frames": tf.gather(record["frames"], index),
         "lld": tf.gather(record["audio_lld"], index),
         "mask": mask,
+        "frame_index": tf.where(mask > 0, tf.gather(record["frame_index"], index), tf.constant(-1, tf.int64)),
         "sequence": tf.range(count),
     }
     for name in per_frame:
@@ -185,7 +194,8 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
     frame (B, L, C) with ``per_frame_category``, for models with per-frame category heads),
     per-frame ``va`` (B, L, 2) padded like the frames, per-frame ``au`` (B, L, n_aus) padded
     with AU_UNKNOWN. ``meta`` holds ``video_id``, ``label`` and ``sequence`` so predictions can
-    be aggregated per video.
+    be aggregated per video, and ``frame_index`` (B, L), each step's source frame index (-1 on
+    padded steps), so per-frame predictions go back on their frames.
 
     ``training`` gives ``epochs`` epochs (None: without end) from epoch ``epoch`` on, one after
     the other (pass ``steps_per_epoch`` to ``fit``). Each is its own draw from ``epoch_seed``:
@@ -215,6 +225,8 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
     face_size = manifest.get("options", {}).get("face_size")
     resize = bool(cfg.image_size) and cfg.image_size != face_size
     frames_in = "frames" in cfg.inputs or "image" in cfg.inputs
+    if frames_in:
+        preprocessing.constants(mode, cfg.pixel_stats)  # a statistics mode without them: refused here
     png = manifest.get("options", {}).get("image_format") == "png"
 
     def decode(item):
@@ -271,7 +283,8 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
         if "au" in cfg.targets:
             y["au"] = item["au"]
         if with_meta:
-            return x, y, {"video_id": item["video_id"], "label": label, "sequence": item["sequence"]}
+            return x, y, {"video_id": item["video_id"], "label": label, "sequence": item["sequence"],
+                          "frame_index": item["frame_index"]}
         if framewise:
             return x, y, {t: item["mask"] if t in framewise else tf.ones(()) for t in cfg.targets}
         return x, y
@@ -289,7 +302,7 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
         """Preprocess and zero the padded steps of a whole batch in one fused pass (XLA): the
         float32 copies, not the decoding, bound the pipeline once decoded frames are cached.
         Zeros come last, so padded frames are 0 whatever the preprocessing's mean."""
-        frames = preprocessing.preprocess(frames, mode)
+        frames = preprocessing.preprocess(frames, mode, cfg.pixel_stats)
         return frames * mask[:, :, None, None, None] if cfg.padding == "zeros" else frames
 
     def normalise_batch(x, *rest):
