@@ -12,7 +12,7 @@ import yaml
 PLAN = "reproduce.yaml"
 PLAN_KEYS = {"steps", "smoke"}
 SMOKE_KEYS = {"datasets", "folds", "set", "runs", "paths", "epochs"}
-SMOKE_DATASET_KEYS = {"out", "synth", "prepare"}
+SMOKE_DATASET_KEYS = {"out", "synth", "prepare", "dataset"}
 STEP_KINDS = ("run", "features")
 FEATURE_KEYS = {"source", "data", "out", "tap", "dtype", "augmentations", "folds", "seq_len", "batch"}
 
@@ -51,21 +51,23 @@ def read_plan(folder, datasets=None) -> dict:
 
 
 def smoke_options(smoke: dict, datasets, path=PLAN) -> dict:
-    """{dataset name: (entry, synthetic spec, prepare options, out)} of a smoke section, every
-    value checked by the dataset's own option classes."""
+    """{key: (entry, synthetic spec, prepare options, out)} of a smoke section, every value
+    checked by the dataset's own option classes. A key is a registered dataset's name, or any
+    name with ``dataset: NAME`` (thesis 001 prepares three valence/arousal sets, all ``va``)."""
     found = {}
-    for name, spec in (smoke.get("datasets") or {}).items():
+    for key, spec in (smoke.get("datasets") or {}).items():
+        if not isinstance(spec, dict) or set(spec) - SMOKE_DATASET_KEYS or "out" not in spec:
+            raise ValueError(f"{path}: smoke: datasets: {key}: expected a mapping with out (and optionally "
+                             f"dataset, synth and prepare: option name -> value), got {spec!r}")
+        name = spec.get("dataset", key)
         if name not in datasets:
             raise ValueError(f"{path}: smoke: unknown dataset {name!r}; known: {', '.join(datasets)}")
-        if not isinstance(spec, dict) or set(spec) - SMOKE_DATASET_KEYS or "out" not in spec:
-            raise ValueError(f"{path}: smoke: datasets: {name}: expected a mapping with out (and optionally "
-                             f"synth and prepare: option name -> value), got {spec!r}")
         entry = datasets[name]
         try:
-            found[name] = (entry, entry.synthetic.make_spec(spec.get("synth") or {}),
-                           entry.make_options(spec.get("prepare") or {}), spec["out"])
+            found[key] = (entry, entry.synthetic.make_spec(spec.get("synth") or {}),
+                          entry.make_options(spec.get("prepare") or {}), spec["out"])
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{path}: smoke: datasets: {name}: {err}") from None
+            raise ValueError(f"{path}: smoke: datasets: {key}: {err}") from None
     return found
 
 

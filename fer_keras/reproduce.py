@@ -79,8 +79,9 @@ WEIGHT_FILES = {"vggface_vgg16": "rcmalli_vggface_tf_notop_vgg16.h5",
 def pretrained_backbone(raw: dict) -> str | None:
     """The registry backbone that experiment mapping ``raw`` starts from a weights file it leaves
     to the command (``model.options.weights: null``); None for a fusion, a model without a
-    backbone, a file that names its weights, and a step that inherits an earlier run's
-    (``weights_from``)."""
+    backbone, a file that names its weights, a step that inherits an earlier run's
+    (``weights_from``) and a model trained from scratch on purpose (``model.options.init``, an
+    initializer: thesis 001's "trained from scratch" rows)."""
     from fer_keras.config import ModelConfig
     from fer_keras.models import entry
 
@@ -88,7 +89,7 @@ def pretrained_backbone(raw: dict) -> str | None:
         return None
     model = raw.get("model") or {}
     options = entry(model.get("name", ModelConfig.name)).options(**(model.get("options") or {}))
-    return options.get("backbone") if options.get("weights") is None else None
+    return options.get("backbone") if options.get("weights") is None and options.get("init") is None else None
 
 
 def experiment_raw(folder, name, smoke=None, paths=None, weights=None) -> dict:
