@@ -125,10 +125,14 @@ def _evaluate(args) -> int:
     from fer_keras.data.integrity import named_data_errors
     from fer_keras.evaluation import evaluate
 
-    root = cfg.load(os.path.join(args.run_dir, "config.yaml")).data.root
+    on = cfg.load(args.on) if args.on else None
+    if on is not None and on.protocol != "evaluate":
+        raise ValueError(f"{args.on}: --on takes an experiment file with protocol: evaluate, not {on.protocol}")
+    root = on.data.root if on else cfg.load(os.path.join(args.run_dir, "config.yaml")).data.root
+    out_dir = args.out or (os.path.join("runs", on.name) if on else None)
     with named_data_errors(root):
         result = evaluate(args.run_dir, split=args.split, checkpoint=args.checkpoint,
-                          aggregate_method=args.aggregate)
+                          aggregate_method=args.aggregate, out_dir=out_dir, on=on)
     for name, path in result["paths"].items():
         print(f"{name + ':':<22} {path}")
     accuracy = result.get("accuracy")
@@ -152,6 +156,9 @@ def _train(args) -> int:
     from fer_keras.evaluation import evaluate
 
     exp = cfg.load(args.config, overrides)
+    if exp.protocol == "evaluate":
+        raise ValueError(f"{args.config}: protocol evaluate trains nothing; run "
+                         f"fer-keras evaluate {exp.weights_from} --on {args.config}")
     run_dir = args.run_dir or os.path.join("runs", exp.name)
     print(f"run directory: {run_dir}")
     with named_data_errors(exp.data.root):
@@ -281,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--aggregate", choices=("mean", "vote"),
                    help="sequences -> video: frame-weighted mean of probabilities or majority vote "
                         "(default: the run's evaluation.aggregate)")
+    e.add_argument("--on", metavar="CONFIG", help="an experiment file with protocol: evaluate: evaluate the run "
+                                                  "on its data (another dataset; the run's preprocessing)")
+    e.add_argument("--out", metavar="DIR", help="output directory (default with --on: runs/<its name>)")
     e.set_defaults(func=_user_errors(_evaluate))
 
     f = sub.add_parser(

@@ -266,7 +266,7 @@ class EvaluationConfig:
         _choice("aggregate", self.aggregate, ("mean", "vote"))
 
 
-PROTOCOLS = ("train", "cv", "cv_folds", "tune")
+PROTOCOLS = ("train", "cv", "cv_folds", "tune", "evaluate")
 
 
 @dataclass
@@ -304,7 +304,10 @@ class Experiment:
     ``fer-keras results`` know which command gives its number: ``train`` (one run, evaluated),
     ``cv`` (cross-validation, then the final model on the test split: ``fer-keras cv``),
     ``cv_folds`` (the fold runs only; the number is the mean over folds of the best validation
-    value) or ``tune`` (a KerasTuner search: ``fer-keras tune``). ``hyperparameters_from`` names
+    value), ``tune`` (a KerasTuner search: ``fer-keras tune``) or ``evaluate`` (no training: the
+    run ``weights_from`` names, evaluated on this file's data with the run's own preprocessing:
+    thesis 001 tests its 4K models on Aff-Wild and AffectNet; ``fer-keras evaluate RUN --on FILE``).
+    ``hyperparameters_from`` names
     a search directory whose best trial's model options and optimiser this experiment starts
     from (what the YAML sets wins), so a tuned stage feeds the next without copying values.
     ``weights_from`` starts training from the weights of a run directory (its best checkpoint),
@@ -314,12 +317,16 @@ class Experiment:
     source prefix}}``, each layer of this model whose name starts with ``prefix`` taking the
     weights of the source's layer named with ``source prefix`` instead (thesis 000: early fusion
     starts its audio GRU from an audio run, ``{audio_gru: rnn}``, and its CNN from a visual run,
-    ``{frame_cnn: frame_cnn}``)."""
+    ``{frame_cnn: frame_cnn}``). ``weights_map`` makes ``weights_from`` a TF1 / TF-Slim checkpoint
+    (thesis 001's AffWildNet), read by variable name through that name map: a name of
+    ``fer_keras.models.tf1_checkpoint.NAME_MAPS`` or a list of rules; the run writes
+    ``weights_report.json`` (what loaded, what did not)."""
     name: str = "experiment"
     description: str = ""
     protocol: str = "train"
     hyperparameters_from: str | None = None
     weights_from: str | None = None
+    weights_map: str | list | None = None
     init: list = field(default_factory=list)
     reproduces: Reference = field(default_factory=Reference)
     data: DataConfig = field(default_factory=DataConfig)
@@ -331,6 +338,12 @@ class Experiment:
 
     def __post_init__(self):
         _choice("protocol", self.protocol, PROTOCOLS)
+        if self.weights_map is not None and (not self.weights_from or not isinstance(self.weights_map, (str, list))):
+            raise ValueError(f"weights_map (a TF1 checkpoint's name map: a name or a list of rules) needs "
+                             f"weights_from naming the checkpoint, got weights_from {self.weights_from!r}, "
+                             f"weights_map {self.weights_map!r}")
+        if self.protocol == "evaluate" and not self.weights_from:
+            raise ValueError("protocol evaluate evaluates a trained run: weights_from must name its directory")
         if self.data.pipeline.normalize is None:  # unset: what the weights expect, else [0, 1]
             self.data.pipeline.normalize = weights_preprocessing(self.model) or "unit"
         for i, item in enumerate(self.init):

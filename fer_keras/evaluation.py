@@ -575,21 +575,38 @@ def _au(probs, true, mask, manifest_labels):
                                     au_names=names)
 
 
-def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out_dir=None, extra=None) -> dict:
+def on_data(exp, on):
+    """The run's experiment ``exp`` evaluated as experiment ``on`` says (``protocol: evaluate``):
+    ``on``'s name, reference, evaluation and data source (root, format, splits), with the run's
+    model, training and pipeline, so the other dataset's faces get the preprocessing (mode,
+    training-split pixel statistics, size, sequence length) the weights were trained with."""
+    import dataclasses
+
+    data = dataclasses.replace(on.data, pipeline=exp.data.pipeline)
+    return dataclasses.replace(on, data=data, model=exp.model, training=exp.training)
+
+
+def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out_dir=None, extra=None,
+             on=None) -> dict:
     """Evaluate a trained run directory (see the module docstring for what is written where).
 
     ``split``, ``checkpoint`` (best | last) and ``aggregate_method`` (mean | vote) default to the
     run's ``evaluation`` section; ``out_dir`` overrides the output directory. ``extra(paths)``
     writes the caller's own files from those written (e.g. the CV's errors.csv from predictions)
     and returns theirs, before metrics.json, which is written last: a rerun that finds it skips
-    the evaluation. Returns the metrics written to metrics.json plus ``out_dir`` and ``paths``
-    (name -> file written).
+    the evaluation. ``on`` (an experiment) evaluates the run on its data instead (:func:`on_data`),
+    into ``out_dir`` (required). Returns the metrics written to metrics.json plus ``out_dir`` and
+    ``paths`` (name -> file written).
     """
     import fer_keras.models  # noqa: F401  registers the custom layers before loading
     from fer_keras.data import loader, manifest
     from fer_keras.fusion import METRICS, PREDICTIONS
 
     run, exp = _load(run_dir)
+    if on is not None:
+        if out_dir is None:
+            raise ValueError(f"evaluating {run_dir} on {on.name}'s data needs an output directory")
+        exp = on_data(exp, on)
     split = split or exp.evaluation.split
     checkpoint = checkpoint or exp.evaluation.checkpoint
     aggregate_method = aggregate_method or exp.evaluation.aggregate

@@ -157,6 +157,9 @@ def run_experiment(folder, name, runs: Path, smoke=None, paths=None, weights=Non
     if exp.protocol == "tune":
         result = tuning.tune(exp, out)
         return f"searched: best {exp.tuning.objective} {result['best_score']:.4g}"
+    if exp.protocol == "evaluate":
+        evaluation.evaluate(exp.weights_from, out_dir=out, on=exp)
+        return f"evaluated {exp.weights_from} on {exp.data.root}"
     if exp.protocol in ("cv", "cv_folds"):
         result = cv.cross_validate(raw, out, phase="all" if exp.protocol == "cv" else "folds")
         if exp.protocol == "cv":

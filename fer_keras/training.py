@@ -72,6 +72,10 @@ def initial_weights(exp: cfg.Experiment) -> Path | None:
     if exp.weights_from is None:
         return None
     source = Path(exp.weights_from)
+    if exp.weights_map is not None:  # a TF1 checkpoint: its prefix (a directory's latest, or as named)
+        from fer_keras.models import tf1_checkpoint
+
+        return Path(tf1_checkpoint.resolve(source))
     if (source / cfg.BEST_HYPERPARAMETERS).is_file():
         import yaml
 
@@ -83,6 +87,21 @@ def initial_weights(exp: cfg.Experiment) -> Path | None:
         raise FileNotFoundError(f"{exp.name}: weights_from: {path} does not exist; train (or search) "
                                 f"{exp.weights_from} first")
     return path
+
+
+def _start_weights(model, exp: cfg.Experiment, path: Path, run_root: Path) -> None:
+    """Load ``weights_from``: a Keras checkpoint, or a TF1 checkpoint by ``weights_map`` with its
+    report (loaded, missing, unused variables) in the run's weights_report.json."""
+    if exp.weights_map is None:
+        model.load_weights(path)
+    else:
+        from fer_keras.models import tf1_checkpoint
+
+        report = tf1_checkpoint.load_checkpoint(model, path, exp.weights_map)
+        tf1_checkpoint.write_report(report, Path(run_root) / "weights_report.json")
+        logger.info("%d weights from TF1 checkpoint %s (%d of the model's not in its name map)",
+                    len(report["loaded"]), report["checkpoint"], len(report["unmapped"]))
+    logger.info("weights from %s", path)
 
 
 def initialise_layers(model, init: list) -> list[dict]:
@@ -636,8 +655,7 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
             else:  # a fresh run (a resumed stage 0 gets them back from its backup)
                 standardize(model, exp)
                 if start_from is not None:
-                    model.load_weights(start_from)
-                    logger.info("weights from %s", start_from)
+                    _start_weights(model, exp, start_from, run.root)
                 if exp.init:
                     loaded = initialise_layers(model, exp.init)
                     (run.root / INIT_REPORT).write_text(json.dumps(loaded, indent=1))

@@ -276,3 +276,33 @@ def test_checkpoint_file_naming_another_machine(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "/home/trainer/run/model.ckpt-7"\n')
     report = load_checkpoint(keras_vgg_like(), tmp_path, "vgg_16")
     assert report["checkpoint"] == str(tmp_path / "model.ckpt-7") and len(report["loaded"]) == 8
+
+
+def test_training_starts_from_a_tf1_checkpoint_by_its_name_map(tmp_path):
+    """An experiment's ``weights_from`` + ``weights_map`` (thesis 001's AffWildNet rows) loads a TF1
+    checkpoint into the registry model and leaves weights_report.json in the run directory."""
+    from fer_keras import config, training
+
+    exp = config.from_dict({
+        "name": "affwild_start", "weights_from": str(tmp_path / "affwildnet"), "weights_map": "affwildnet_vggface_gru",
+        "model": {"name": "vgg16_gru_va", "options": {"input_size": 32, "seq_len": 3, "reset_after": False,
+                                                      "init": "he_normal"}}}, "affwild_start.yaml")
+    spec = models.entry(exp.model.name)
+    model = spec.builder(**spec.options(**exp.model.options))
+    rules = _rules("affwildnet_vggface_gru")
+    plain = {}  # keras weight -> checkpoint name, for the rules without a conversion (convolutions, fc6, va)
+    for name, variable in _named_weights(model):
+        rule, match = next((r, m) for r in rules if (m := re.fullmatch(r[0], name)))
+        if len(rule) == 2:
+            plain[name] = match.expand(rule[1])
+    arrays = {source: _random(tuple(dict(_named_weights(model))[name].shape)) for name, source in plain.items()}
+    (tmp_path / "affwildnet").mkdir()
+    save_tf1(tmp_path / "affwildnet", arrays)
+    training._start_weights(model, exp, training.initial_weights(exp), tmp_path / "run")
+    for name, variable in _named_weights(model):
+        if name in plain:
+            np.testing.assert_array_equal(variable.numpy(), arrays[plain[name]])
+    report = json.loads((tmp_path / "run" / "weights_report.json").read_text())
+    assert set(report["loaded"]) == set(plain) and report["missing_in_checkpoint"]  # its GRU cells were not saved
+    with pytest.raises(ValueError, match="weights_from"):
+        config.from_dict({"name": "x", "weights_map": "affwildnet_vggface_gru"}, "x.yaml")
