@@ -158,15 +158,23 @@ def run_experiment(folder, name, runs: Path, smoke=None, paths=None, weights=Non
         result = tuning.tune(exp, out)
         return f"searched: best {exp.tuning.objective} {result['best_score']:.4g}"
     if exp.protocol == "evaluate":
-        evaluation.evaluate(exp.weights_from, out_dir=out, on=exp)
-        return f"evaluated {exp.weights_from} on {exp.data.root}"
+        metrics = evaluation.evaluate(exp.weights_from, out_dir=out, on=exp)
+        return f"evaluated {exp.weights_from} on {exp.data.root}: {_headline(metrics)}"
     if exp.protocol in ("cv", "cv_folds"):
         result = cv.cross_validate(raw, out, phase="all" if exp.protocol == "cv" else "folds")
         if exp.protocol == "cv":
             return f"cross-validated: test accuracy {result['final']['accuracy']}"
         return f"cross-validated: fold mean {result['folds']['mean']:.4g}"
     result = training.train(exp, out, evaluate=evaluation.evaluate)
-    return f"trained: accuracy {result.get('evaluation', {}).get('accuracy')}"
+    return f"trained: {_headline(result.get('evaluation', {}))}"
+
+
+def _headline(metrics: dict) -> str:
+    """A step's figure for the log: accuracy, or the frame CCCs of a valence/arousal run."""
+    frame = (metrics.get("va") or {}).get("frame") or {}
+    if frame:
+        return ", ".join(f"{name} CCC {frame[name]['ccc']}" for name in ("valence", "arousal") if name in frame)
+    return f"accuracy {metrics.get('accuracy')}"
 
 
 def run_features(spec: dict, paths=None) -> str:

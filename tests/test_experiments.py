@@ -25,6 +25,7 @@ ALL = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.name != "reproduce.yaml
 LATE = [p for p in ALL if p.name.startswith("late_fusion")]
 TRAINING = [p for p in ALL if p not in LATE]
 THESIS000 = EXPERIMENTS / "thesis000"
+THESIS001 = EXPERIMENTS / "thesis001"
 THESIS002 = EXPERIMENTS / "thesis002"
 LATE_KEYS = {"name", "description", "reproduces", "method", "runs", "options"}
 
@@ -161,11 +162,44 @@ def test_late_fusion_file(path):
             f"{path}: members evaluate different datasets or splits"
 
 
-@pytest.mark.parametrize("folder", [THESIS000, THESIS002], ids=lambda p: p.name)
+@pytest.mark.parametrize("folder", [THESIS000, THESIS001, THESIS002], ids=lambda p: p.name)
 def test_thesis_readme_lists_every_file(folder):
     readme = (folder / "README.md").read_text()
     missing = [p.name for p in sorted(folder.glob("*.yaml")) if p.name not in readme]
     assert not missing, f"{folder}/README.md does not list {missing}"
+
+
+@pytest.mark.parametrize("path", [p for p in TRAINING if p.parent == THESIS001], ids=_id)
+def test_thesis001_experiment_is_consistent(path):
+    """§6.3's settings on every trained file (96 px faces, sequences of 80 in fours, 1 - CCC, Adam
+    1e-5, 50 epochs, ResNet 60, (x - 128) / 128 but the ImageNet weights' own); an evaluate file
+    tests the run of the file it is named after; every Table 1-5 row carries the thesis's numbers."""
+    exp = config.load(path)
+    assert exp.name == path.stem and exp.reproduces.thesis == "001"
+    columns = {c["metric"]: c["value"] for c in exp.reproduces.columns or []}
+    if exp.protocol == "evaluate":
+        base = Path(exp.weights_from).name
+        assert exp.weights_from == f"runs/{base}" and exp.name.startswith(f"{base}_on_")
+        assert (THESIS001 / f"{base}.yaml").is_file() and exp.evaluation.checkpoint == "last"
+        assert all(isinstance(columns[f"va.frame.{d}.ccc"], float) for d in ("valence", "arousal"))
+        return
+    pipeline, training = exp.data.pipeline, exp.training
+    assert tuple(pipeline.targets) == ("va",) and pipeline.image_size == 96 and pipeline.batch_size == 4
+    assert training.optimizer.name == "adam" and training.optimizer.learning_rate == 1e-5
+    assert training.epochs == (60 if exp.name.startswith("resnet") else 50) and not training.early_stopping.enabled
+    assert pipeline.normalize == ("caffe" if exp.name.endswith("imagenet") else "affwild")
+    options = entry(exp.model.name).options(**exp.model.options)
+    if exp.protocol == "tune":
+        assert exp.tuning.algorithm == "grid" and exp.tuning.max_trials is None
+        return
+    assert pipeline.seq_len == options["seq_len"] == 80 and options["input_size"] == 96
+    assert (options["weights"] is None) and (options["init"] is not None) == (exp.weights_from is None
+                                                                              and not exp.name.endswith("imagenet"))
+    if exp.name.endswith("affwild"):  # AffWildNet's own network: SAME pooling, TF1's GRU
+        assert exp.weights_map == "affwildnet_vggface_gru" and options["reset_after"] is False
+        assert options["backbone_options"] == {"pool_padding": "same"}
+    if exp.name != "vgg16_gru_2fc":
+        assert all(isinstance(columns[f"va.frame.{d}.ccc"], float) for d in ("valence", "arousal"))
 
 
 @pytest.mark.parametrize("path", [p for p in TRAINING if p.parent == THESIS002], ids=_id)
