@@ -81,3 +81,32 @@ def test_cache_gives_the_same_batches_every_epoch(prepared_afew):
             np.testing.assert_array_equal(yp["category"], yc["category"])
         half = len(cached) // 2  # the second epoch is a new draw, not a replay of the first
         assert not all(np.array_equal(a[0]["frames"], b[0]["frames"]) for a, b in zip(cached[:half], cached[half:]))
+
+
+def test_chained_training_windows_run_across_videos_as_thesis_001s_reader(prepared_afew):
+    """``chain``: the split's frames in one list (record order), cut into full windows that run on
+    from one video into the next, the remainder dropped, then shuffled; evaluation keeps each video
+    to itself; loader.steps counts the chained windows."""
+    import argparse
+
+    from fer_keras.data import loader
+    from fer_keras.data.schema import dataset_from_manifest
+
+    out, manifest = prepared_afew
+    cfg = PipelineConfig(seq_len=4, batch_size=2, chain=True, shuffle_buffer=64)
+    listed = []  # our own reading: (video id, frame index) of every frame, in record order
+    for r in dataset_from_manifest(manifest, out, "train", decode=False):
+        listed += [(r["video_id"].numpy().decode(), int(i)) for i in r["frame_index"].numpy()]
+    expected = sorted((listed[k][0], tuple(i for _, i in listed[k:k + 4])) for k in range(0, len(listed) - 3, 4)
+                      if k + 4 <= len(listed))
+    got = []
+    for x, _, meta in sequences(manifest, out, "train", cfg, training=True, with_meta=True):
+        assert x["mask"].numpy().all()
+        got += [(v.decode(), tuple(f)) for v, f in zip(meta["video_id"].numpy(), meta["frame_index"].numpy())]
+    assert sorted(got) == expected and len(got) == len(listed) // 4
+    assert any(list(f) != sorted(f) for _, f in got)  # some window crosses into the next video
+    data = argparse.Namespace(format="tfrecord", root=out, folds=None, fold=None, augmentations=(),
+                              train_split="train", pipeline=cfg)
+    assert loader.steps(data, "train") == math.ceil(len(listed) // 4 / 2)
+    evaluated = sequences(manifest, out, "train", cfg, with_meta=True)  # not training: per video
+    assert any(not m.numpy().all() for x, _, _ in evaluated for m in x["mask"])

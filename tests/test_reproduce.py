@@ -168,7 +168,7 @@ def test_a_failing_step_is_logged_and_the_others_run(tmp_path, monkeypatch):
 def test_smoke_datasets_are_checked_when_the_plan_is_read(tmp_path):
     """A plan's smoke data goes through the dataset registry: the thesis plans' option names and
     values are valid, and an unknown dataset, option name or value fails when the plan is read."""
-    for thesis in ("000", "002"):
+    for thesis in ("000", "001", "002"):
         found = reproduce.smoke_options(reproduce.read_plan(EXPERIMENTS / f"thesis{thesis}", DATASETS)["smoke"], DATASETS)
         assert found and all(out.startswith("data/") for *_, out in found.values())
     assert found["bu4dfe"][2].augment_methods == ("flip", "rotate_left", "rotate_right")
@@ -206,6 +206,40 @@ def test_thesis002_smoke_fills_every_row(tmp_path, monkeypatch):
     assert sorted((r["table"], r["row"]) for r in rows) == sorted((e["table"], e["row"]) for e in expected)
     assert sum(r["table"].startswith(("Table 3.6", "Table 3.7")) for r in rows) == 5 + 15
     assert all(r["status"] == "ok" and r["ours"] for r in rows), [r["row"] for r in rows if not r["ours"]]
+
+
+def _rows_filled(rows, expected):
+    assert sorted((r["table"], r["row"]) for r in rows) == sorted((e["table"], e["row"]) for e in expected)
+    assert all(r["status"] == "ok" and r["ours"] for r in rows), [r["row"] for r in rows if not r["ours"]]
+
+
+@pytest.mark.slow
+def test_thesis001_smoke_fills_every_row(tmp_path, monkeypatch):
+    """make reproduce THESIS=001 SMOKE=1 from scratch: the three synthetic valence/arousal sets
+    (joystick logs, Aff-Wild folders, AffectNet CSVs) prepared, the grid, every Table 1 model
+    trained (the AffWildNet row from a random start), each tested on Aff-Wild and the CNN on
+    AffectNet: every column of Tables 1-5 gets our number."""
+    from fer_keras import results
+
+    rows = _smoke_rows("001", tmp_path, monkeypatch)
+    _rows_filled(rows, results.expected_rows(EXPERIMENTS / "thesis001"))
+    assert {r["table"].split(" (")[0] for r in rows} >= {f"§6.7 Table {k}" for k in range(1, 6)}
+
+
+def test_thesis001_smoke_cnn_rows(tmp_path, monkeypatch):
+    """The fast part of thesis 001's smoke run: the synthetic sets prepared, the VGG16 CNN trained
+    on the 4K stand-in and tested there and on AffectNet's still images (protocol evaluate,
+    repeat_frames): Table 5's two rows get numbers."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").symlink_to(EXPERIMENTS)
+    result = reproduce.reproduce("001", smoke=True, datasets=DATASETS, random_init=True,
+                                 only=["vgg16_cnn", "vgg16_cnn_on_affectnet"])
+    assert not result["failed"], result["failed"]
+    with open(result["table"].replace(".md", ".csv"), newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["table"].startswith("§6.7 Table 5")]
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["ours"] for r in rows), rows
+    on = json.loads((tmp_path / "runs/smoke/vgg16_cnn_on_affectnet/metrics.json").read_text())
+    assert on["split"] == "val" and on["va"]["frame"]["n"] == on["n_videos"]  # one frame per image
 
 
 def test_fuse_command_runs_a_late_fusion_file(tmp_path, capsys):

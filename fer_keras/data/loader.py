@@ -130,6 +130,9 @@ def split(data, name, *, training=False, with_meta=False, epoch=0, epochs=1, per
     ``per_frame_category`` repeats the category target on every frame, for per-frame heads."""
     if data.format == "hdf5":
         from fer_keras.data.features import feature_sequences
+        if data.pipeline.chain:
+            raise ValueError(f"{data.root}: pipeline.chain cuts prepared shards' frames; cached feature "
+                             "files keep one sequence per video")
         if per_frame_category:
             raise ValueError(f"{data.root}: cached feature files hold one category per "
                              "video; a model with per-frame category heads needs prepared shards")
@@ -152,6 +155,8 @@ def steps(data, name):
     if data.format == "hdf5":
         from fer_keras.data.features import count_sequences
         count = count_sequences(feature_sources(data, name), seq_len)
+    elif data.pipeline.chain and name == data.train_split:  # windows across videos (pipeline._chained)
+        count = sum(v["frames_kept"] for v in selection(data, name)) // seq_len
     else:
         from fer_keras.data.pipeline import sequences_per_video
         count = sum(sequences_per_video(v["frames_kept"], data.pipeline) for v in selection(data, name))

@@ -58,6 +58,8 @@ class PipelineConfig:
     cache: bool = False               # keep decoded frames in memory after the first epoch
     truncate: str | None = None       # None: a long video gives several sequences; "end" / "start":
                                       # one sequence per video, losing that end (thesis 002: T = 100)
+    chain: bool = False               # training windows cut from the split's frames in one list, across
+                                      # videos, the rest dropped: thesis 001's reader (see _chained)
     seed: int = 0
 
     def __post_init__(self):
@@ -71,6 +73,8 @@ class PipelineConfig:
         unknown = sorted(set(self.targets) - set(TARGETS))
         if unknown or not self.targets:
             raise ValueError(f"targets must name some of {', '.join(TARGETS)}, got {tuple(self.targets)}")
+        if self.chain and self.truncate:
+            raise ValueError(f"chain cuts windows across videos; truncate ({self.truncate!r}) keeps one per video")
         if self.truncate not in TRUNCATE:
             raise ValueError(f"truncate must be one of {', '.join(map(str, TRUNCATE))}, got {self.truncate!r}")
         if self.normalize is not None:
@@ -80,6 +84,25 @@ class PipelineConfig:
         if isinstance(self.augment, dict):
             self.augment = Augment(**self.augment)
         self.affine = resolve(self.affine)
+
+
+def _chained(records, seq_len, per_frame=()):
+    """Thesis 001's reader (Aff-Wild's ``make_rnn_input_per_seq_length_size``): every frame of the
+    records in one list, in order, cut into windows of ``seq_len`` that run on from one video (or
+    person) into the next, the remainder dropped. A window takes its first frame's video id. For
+    fidelity only: a window across two videos trains a GRU on a cut the data never has."""
+    def frames_of(r):
+        n = tf.shape(r["frames"])[0]
+        return tf.data.Dataset.from_tensor_slices({
+            "frames": r["frames"], "lld": r["audio_lld"], "frame_index": r["frame_index"],
+            **{name: r[name] for name in per_frame}, "video_id": tf.fill([n], r["video_id"]),
+            "label": tf.fill([n], r["label"]), "functionals": tf.repeat(r["audio_functionals"][None], n, axis=0)})
+
+    def window(i, w):
+        first = {k: w[k][0] for k in ("video_id", "label", "functionals")}
+        return {**w, **first, "mask": tf.ones([seq_len], tf.float32), "sequence": i}
+
+    return records.flat_map(frames_of).batch(seq_len, drop_remainder=True).enumerate().map(window)
 
 
 def sequences_per_video(frames: int, cfg: PipelineConfig) -> int:
@@ -243,6 +266,8 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
         return frames
 
     def chunked(e=None):
+        if cfg.chain and training:  # the list in its file order; the windows are shuffled after
+            return _chained(record_stream(manifest, root, split, cfg, ids=ids), cfg.seq_len, per_frame)
         ds = record_stream(manifest, root, split, cfg, training=training, epoch=e, ids=ids)
         return ds.flat_map(lambda r: _chunks(r, cfg.seq_len, per_frame, cfg.truncate))
 
