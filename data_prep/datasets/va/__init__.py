@@ -20,6 +20,6 @@ DATASET = Dataset(
                         "follows a smooth valence/arousal path, videos with two people, a variable frame rate, "
                         "optionally one long 1280x720 video, one malformed annotation file and one video "
                         "without annotations. Ground truth: synthetic_truth.json.",
-                        small=dict(videos=2, two_person=1, min_frames=16, max_frames=20, images=6)),
+                        small=dict(videos=2, two_person=1, min_frames=16, max_frames=20, images=6, long_frames=0)),
     small=dict(face_size=32, crop_size=40, segment_frames=8, min_face_size=0.2),
 )

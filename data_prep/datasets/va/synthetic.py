@@ -50,7 +50,7 @@ class SyntheticSpec:
     max_frames: int = option(40, "longest video in frames", low=8)
     width: int = option(640, "frame width in px (Aff-Wild: 640); even", low=96, high=4096)
     height: int = option(360, "frame height in px (Aff-Wild: 360); even", low=96, high=4096)
-    long_frames: int = option(0, "frames of one long 1280x720 video (0: none)", low=0)
+    long_frames: int = option(250, "frames of one long 1280x720 video (0: none; 15000: 10 minutes at 25 fps)", low=0)
     images: int = option(16, "AffectNet images, training and validation together (layout affectnet)", low=2)
     fps: float = option(25.0, "frame rate (the variable-rate video mixes it with half and 0.8 of it)", low=5, high=120)
     face_height: float = option(0.35, "face box height / frame height", low=0.1, high=0.5, cli=False)
