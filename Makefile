@@ -70,6 +70,12 @@ bench-verify:
 bench-prepare-bu4dfe:
 	$(BIN)/python -m data_prep.bench.tracking --out $(DATA)/bench_prepare_bu4dfe $(ARGS)
 
+# prepare va vs prepare afew on the same two-person 1280x720 clips (frames/s ratio), and the peak memory of
+# prepare va on one long 1280x720 video (ARGS="--minutes 10" for the 15,000-frame target).
+.PHONY: bench-prepare-va
+bench-prepare-va:
+	$(BIN)/python -m data_prep.bench.prepare_va --out $(DATA)/bench_prepare_va $(ARGS)
+
 # Shard pipeline vs one JPEG file per frame (sequences/s), and vggface_bgru steps/s with/without XLA.
 bench-pipeline:
 	$(BIN)/python -m fer_keras.bench.pipeline --out $(DATA)/bench_pipeline $(ARGS)

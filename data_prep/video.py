@@ -10,6 +10,7 @@ not grow with video length.
 """
 from __future__ import annotations
 
+import math
 import queue
 import re
 import subprocess
@@ -249,3 +250,29 @@ def extract_audio(path, wav_path, sample_rate: int = 16000, source: str = "") ->
 
 
 _ASHOWINFO = re.compile(r"ashowinfo.*?\bpts_time:(\S+)")
+
+
+def resample(stream: VideoStream, fps: float):
+    """Yield (source frame index, time, frame) of `stream` at the constant rate `fps`, as theses 001
+    and 003 converted their videos: frame k, at t0 + k / fps (t0: the first frame's time), is the
+    source frame nearest that time (the earlier on a tie), for every such time before the last
+    frame's display ends; source frames are dropped or repeated. Each output frame keeps its
+    source frame's index, so a per-frame annotation line (and an Aff-Wild2 prediction line) stays
+    on the picture it belongs to, whatever the source's rate, variable ones included. Every source
+    frame is decoded (ffmpeg's fps filter would hide which one each output shows); one is held."""
+    t0 = held = None
+    k = 0
+    for i, (frame, t) in enumerate(stream.frames()):
+        if held is None:
+            t0 = t
+        else:  # the held frame is the nearest for every tick up to the midpoint of the two
+            middle = (held[1] + t) / 2
+            while t0 + k / fps <= middle + 1e-9:
+                yield held[0], t0 + k / fps, held[2]
+                k += 1
+        held = (i, t, frame)
+    if held is None:
+        return
+    end = stream.times[-1] + stream.durations[-1]
+    for k in range(k, max(math.ceil((end - t0) * fps - 1e-9), 1)):  # the last frame until its display ends
+        yield held[0], t0 + k / fps, held[2]

@@ -136,10 +136,11 @@ def compare_prepared(whole, resumed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["afew", "bu4dfe", "fer2013"])
+@pytest.mark.parametrize("name", ["afew", "bu4dfe", "fer2013", "va"])
 def test_prepare_killed_anywhere_resumes_to_the_same_dataset(tmp_path, name):
     """`prepare` of each registered dataset's small synthetic set, killed at 3 drawn moments:
-    each resumed preparation holds the same records (parsed) and the same video statuses."""
+    each resumed preparation holds the same records (parsed) and the same video statuses (va:
+    Aff-Wild2's layout, a two-person video's tracks and long tracks' segment records)."""
     from data_prep.registry import dataset
 
     entry = dataset(name)

@@ -63,9 +63,11 @@ def _child(folder, names) -> str | None:
 
 
 def _skip(src, item: VaItem, err: BadInput) -> dict:
+    """The failure entry of an item skipped at discovery; `path` is the file at fault (the CSV whose
+    line names a missing image, the video without annotations)."""
     return {"key": item.key, "id": item.track_id(item.persons[0]), "video": item.video, "split": item.split,
-            "source": os.path.relpath(item.path, src), "path": item.path, "label": -1, "status": "failed",
-            "reason": err.reason, "message": err.message, "frames_total": 0, "frames_kept": 0}
+            "source": os.path.relpath(item.path, src), "path": str(err.path or item.path), "label": -1,
+            "status": "failed", "reason": err.reason, "message": err.message, "frames_total": 0, "frames_kept": 0}
 
 
 def _draw_splits(items: list[VaItem], opts: VaOptions) -> None:
@@ -162,7 +164,7 @@ def _frames(src, opts) -> tuple[list[VaItem], list]:
                           f"(path,valence,arousal)")
     listed = ann.read_frame_list(labels, root=src)  # a bad line stops here: every frame's label comes from it
     by_path = {p: i for i, p in enumerate(listed.paths)}
-    items = []
+    items, skipped = [], []
     for name in sorted(os.listdir(src)):
         folder = os.path.join(src, name)
         frames = _files(folder, IMAGE_EXTENSIONS)
@@ -171,10 +173,14 @@ def _frames(src, opts) -> tuple[list[VaItem], list]:
         rows = np.array([by_path.get(os.path.normpath(f), -1) for f in frames])
         va = np.full((len(frames), 2), np.nan, np.float32)
         va[rows >= 0] = np.stack([listed.valence, listed.arousal], 1)[rows[rows >= 0]]
-        items.append(VaItem(name, "train", folder, "", frames=frames, read={"va_values": va}))
-    if not items:
+        item = VaItem(name, "train", folder, "", frames=frames, read={"va_values": va})
+        if (rows < 0).all():  # a folder labels.csv never names: not worth a face search
+            skipped.append((item, BadInput(folder, ann.MISSING, f"no line of {labels} names a frame of this folder")))
+        else:
+            items.append(item)
+    if not items and not skipped:
         raise LayoutError(f"{src}: no folder of frame images beside labels.csv")
-    return items, []
+    return items, skipped
 
 
 def _affectnet(src, opts) -> tuple[list[VaItem], list]:
@@ -228,13 +234,10 @@ def has_categories(items: list[VaItem], opts: VaOptions) -> bool:
 
 
 # -- labels ------------------------------------------------------------------------------------
-def _per_line(values: np.ndarray, times, nominal_fps: float, resampled: bool, fill):
+def _per_line(values: np.ndarray, source: np.ndarray | None):
     """Per-line annotations (line i = source frame i) on the decoded frames: as they are, or with
-    --fps placed at line / nominal rate and taken by nearest time (half a source period at most)."""
-    if not resampled:
-        return values
-    index = ann.nearest(np.arange(len(values)) / nominal_fps, times, 0.5 / nominal_fps)
-    return np.where((index >= 0).reshape(-1, *([1] * (values.ndim - 1))), values[np.maximum(index, 0)], fill)
+    --fps each resampled frame's own source line (`source`: its source frame index)."""
+    return values if source is None else values[source]
 
 
 def _va(item: VaItem, person: str, opts: VaOptions, count, times) -> tuple[np.ndarray, dict, bool]:
@@ -265,19 +268,19 @@ def _category(item: VaItem, person: str, opts: VaOptions, count, counts: dict) -
     return item.read.get("category_values"), False
 
 
-def read_labels(item: VaItem, opts: VaOptions, frames: int, times, nominal_fps: float) -> dict[str, Labels]:
-    """Each person's labels over the `frames` decoded frames (times in s): the layout's files,
-    checked against the frame count (opts.mismatch) unless --fps resampled the video."""
-    resampled = opts.fps is not None and item.frames is None and item.box is None
-    count = None if resampled else frames
+def read_labels(item: VaItem, opts: VaOptions, source_frames: int, times, source=None) -> dict[str, Labels]:
+    """Each person's labels on the decoded frames (presentation times `times`, s): a per-line file
+    checked against the source's `source_frames` (opts.mismatch), then taken at each frame's
+    source frame (`source`, with --fps; else the frames are the source's own), a joystick log by
+    the nearest time."""
     out = {}
     for person in item.persons:
-        va, counts, per_line = _va(item, person, opts, count, times)
+        va, counts, per_line = _va(item, person, opts, source_frames, times)
         if per_line:
-            va = _per_line(va, times, nominal_fps, resampled, np.nan)
-        category, per_line = _category(item, person, opts, count, counts)
+            va = _per_line(va, source)
+        category, per_line = _category(item, person, opts, source_frames, counts)
         if category is not None and per_line:
-            category = _per_line(category, times, nominal_fps, resampled, -1)
+            category = _per_line(category, source)
         out[person] = Labels(np.asarray(va, np.float32), category, counts)
     return out
 

@@ -35,8 +35,9 @@ class VaOptions:
     min_face_size: float = option(DEFAULT_MIN_FACE, "smallest face to find: a fraction of the frame's shorter "
                                                     "side (0 < SIZE < 1) or pixels (>= 20)", metavar="SIZE")
     fps: float | None = option(None, "resample every video to this constant rate (theses 001/003 converted to "
-                                     "25 or 30); per-line annotations then sit at line / the source's nominal "
-                                     "rate. Default: every source frame once, at its own time", low=1, high=240)
+                                     "25 or 30): each frame is the source frame nearest its time and keeps that "
+                                     "frame's index and annotation line. Default: every source frame once, at "
+                                     "its own time", low=1, high=240)
     frames_fps: float = option(25.0, "--layout frames: the rate the frame folders were extracted at (thesis 001: "
                                      "25)", low=1, high=240)
     mismatch: str = option("error", "a per-frame annotation file whose length is not the video's frame count: "

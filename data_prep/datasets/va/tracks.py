@@ -9,6 +9,7 @@ without a label are dropped and counted, never labelled.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 
 import cv2
@@ -20,7 +21,7 @@ from data_prep.errors import BadInput
 from data_prep.face import FaceDetector, align, box_crop, roll_crop
 from data_prep.prepare import guarded
 from data_prep.store import encode_image
-from data_prep.video import VideoStream
+from data_prep.video import VideoStream, resample
 from fer_keras.data.schema import UNLABELLED, VideoRecord, serialize
 
 SEQUENCE = 80  # thesis 001's sequence length, the unit of its leaky split
@@ -75,9 +76,18 @@ class TrackPreparer:
                          "person": person} for person in item.persons
                    for key in (f"{s}/{item.track_id(person)}" for s in (item.splits or (item.split,)))}
         first = next(iter(entries.values()))
-        _, result = guarded(lambda it, entry: (entry, self._prepare(it, entries)), item, first)
+
+        def step(it, entry):
+            try:
+                return entry, self._prepare(it, entries)
+            except BadInput as err:  # a bad annotation file: the failure names it, not the video
+                if err.path and os.path.abspath(err.path) != os.path.abspath(it.path):
+                    entry["path"] = str(err.path)
+                raise
+
+        _, result = guarded(step, item, first)
         if result is None:  # the whole video failed: every track says why
-            return [({**entry, **{k: first[k] for k in ("status", "reason", "message")}}, None)
+            return [({**entry, **{k: first[k] for k in ("status", "reason", "message", "path")}}, None)
                     for entry in entries.values()]
         return result
 
@@ -95,14 +105,29 @@ class TrackPreparer:
         return encode_image(image, o.image_format, o.jpeg_quality)
 
     def _batches(self, item: VaItem):
-        """Yield lists of RGB frames; returns (times, size, info) through `self._timing`."""
+        """Yield lists of RGB frames; `self._timing` then holds (times, fps, nominal fps, size, source
+        frame of each decoded frame or None when they are the source's own, source frame count)."""
         o = self.opts
         if item.frames is None and item.box is None:
-            stream = VideoStream(item.path, o.fps)
-            for _, batch in stream.batches(o.detect_batch):
+            stream = VideoStream(item.path)
+            if o.fps is None:
+                for _, batch in stream.batches(o.detect_batch):
+                    yield batch
+                self._timing = (np.asarray(stream.times), stream.fps, stream.info.nominal_fps,
+                                [stream.width, stream.height], None, len(stream.times))
+                return
+            source, times, batch = [], [], []
+            for i, t, frame in resample(stream, o.fps):
+                source.append(i)
+                times.append(t)
+                batch.append(frame)
+                if len(batch) == o.detect_batch:
+                    yield batch
+                    batch = []
+            if batch:
                 yield batch
-            self._timing = (np.asarray(stream.times), stream.fps, stream.info.nominal_fps,
-                            [stream.width, stream.height])
+            self._timing = (np.asarray(times, np.float64), float(o.fps), stream.info.nominal_fps,
+                            [stream.width, stream.height], np.asarray(source, np.int64), len(stream.times))
             return
         paths = item.frames if item.frames is not None else [item.path]
         size, batch = None, []
@@ -122,7 +147,7 @@ class TrackPreparer:
         if batch:
             yield batch
         rate = o.frames_fps
-        self._timing = (np.arange(len(paths)) / rate, rate, rate, size)
+        self._timing = (np.arange(len(paths)) / rate, rate, rate, size, None, len(paths))
 
     def _faces(self, item: VaItem):
         """(detections, crops) per frame: every face's (x, y, w, h, confidence) and encoded crop."""
@@ -142,11 +167,13 @@ class TrackPreparer:
     def _prepare(self, item: VaItem, entries: dict) -> list[tuple[dict, list[bytes] | None]]:
         o = self.opts
         detections, crops = self._faces(item)
-        times, fps, nominal_fps, size = self._timing
+        times, fps, nominal_fps, size, source, source_frames = self._timing
         n = len(detections)
         if n == 0:
             raise BadInput(item.path, "corrupt", "no decodable frames")
-        labels = self.read_labels(item, o, n, times, nominal_fps)
+        labels = self.read_labels(item, o, source_frames, times, source)
+        resampled = {} if source is None else {"frames_resampled": n}  # --fps: frames_total counts the source's
+        source = np.arange(n, dtype=np.int64) if source is None else source
         tracks = person_tracks.assign(detections, item.persons, o.persons_max_jump, o.persons_ambiguity,
                                       o.persons_max_lost)
         out = []
@@ -157,7 +184,7 @@ class TrackPreparer:
                 label.category = None
             with_face = track.index >= 0
             kept = np.flatnonzero(annotated & with_face)
-            counts = {"frames_total": n, "frames_kept": int(kept.size),
+            counts = {"frames_total": source_frames, **resampled, "frames_kept": int(kept.size),
                       "frames_unannotated": int(np.count_nonzero(~annotated)),
                       "frames_no_face": int(np.count_nonzero(annotated & ~with_face)),
                       "frames_ambiguous": track.counts.dropped_ambiguous, "extra_faces": track.counts.extra_faces,
@@ -172,7 +199,8 @@ class TrackPreparer:
                     entry.update(status="failed", reason="no_labelled_face", message=f"{why} ({n} frames)")
                     out.append((entry, None))
                     continue
-                records = [serialize(self._record(item.track_id(person), part, k, track, label, crops, times, fps))
+                records = [serialize(self._record(item.track_id(person), part, k, track, label, crops, times, fps,
+                                                  source, source_frames))
                            for k, part in enumerate(_segments(frames, o.segment_frames))]
                 entry.update(status="ok", segments=len(records))
                 out.append((entry, records))
@@ -190,7 +218,7 @@ class TrackPreparer:
             drawn["test" if rank < self.opts.test_fraction else "train"].append(run)
         return [(split, np.concatenate(runs) if runs else np.zeros(0, np.int64)) for split, runs in drawn.items()]
 
-    def _record(self, track_id, frames, segment, track, label, crops, times, fps) -> VideoRecord:
+    def _record(self, track_id, frames, segment, track, label, crops, times, fps, source, source_frames) -> VideoRecord:
         chosen = track.index[frames]
         boxes = np.array([track.boxes[i][:4] for i in frames], np.float32)
         category = None
@@ -199,9 +227,9 @@ class TrackPreparer:
                         else np.full(frames.size, UNLABELLED, np.int64))
         return VideoRecord(
             video_id=track_id, label=UNLABELLED, fps=fps, face_size=self.opts.face_size,
-            frames=[crops[i][k] for i, k in zip(frames, chosen)], frame_index=frames.astype(np.int64),
+            frames=[crops[i][k] for i, k in zip(frames, chosen)], frame_index=source[frames],
             frame_time=times[frames], audio_lld=np.zeros((frames.size, 0), np.float32), has_audio=False,
-            source_frames=len(times), dataset="va", valence_arousal=label.va[frames], box=boxes,
+            source_frames=source_frames, dataset="va", valence_arousal=label.va[frames], box=boxes,
             category=category, segment=segment)
 
 
@@ -221,3 +249,4 @@ def _xywh(box) -> tuple[float, float, float, float]:
 
 def _segments(frames: np.ndarray, size: int) -> list[np.ndarray]:
     return [frames[i:i + size] for i in range(0, frames.size, size)]
+
