@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from data_prep.bench import cpu_name
+
 SIZE = (1280, 720)
 FPS = 25.0
 FACE_HEIGHT = 0.3  # of the frame height, before the two-person scale (0.85): faces about 180 px high
@@ -188,13 +190,6 @@ def memory(work: str, minutes: float, interval: float = 0.2) -> dict:
             "peak_subprocess_rss_mb": max(decoders.values(), default=0) / 1024 if peak_tree is not None else None,
             "peak_tree_rss_mb": None if peak_tree is None else peak_tree / 2 ** 20, "tracks": result["tracks"]}
 
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
-    except OSError:
-        return "unknown"
 
 
 def print_report(report: dict, min_ratio: float = 0.8, max_mb: float = 2048) -> None:

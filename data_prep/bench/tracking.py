@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 
+from data_prep.bench import cpu_name
 from data_prep.tracking import FaceTracker, TrackOptions, iou
 
 
@@ -109,19 +110,12 @@ def measure(paths, trackers=("medianflow",), rounds: int = 2, batch: int = 32) -
         summary.append(entry)
     height, width = first[0].shape[:2]
     return {"videos": len(paths), "frames": total, "size": f"{width}x{height}", "rounds": rounds, "batch": batch,
-            "decode_fps": total / decode_s, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+            "decode_fps": total / decode_s, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "methods": summary, "per_video": per_video}
 
 
 CSV_FIELDS = ["video", "method", "frames", "seconds", "fps", "speedup", "same_face", "cascade_frames", "losses"]
 
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
-    except OSError:
-        return "unknown"
 
 
 def print_report(report: dict, min_speedup: float = 5.0, min_same: float = 0.95) -> None:

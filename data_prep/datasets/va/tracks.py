@@ -104,50 +104,47 @@ class TrackPreparer:
             image = align(frame, face.landmarks, o.face_size, o.margin, o.landmark_weights)
         return encode_image(image, o.image_format, o.jpeg_quality)
 
-    def _batches(self, item: VaItem):
-        """Yield lists of RGB frames; `self._timing` then holds (times, fps, nominal fps, size, source
-        frame of each decoded frame or None when they are the source's own, source frame count)."""
+    def _frames(self, item: VaItem):
+        """Yield the item's RGB frames; `self._timing` then holds (times, fps, nominal fps, size,
+        source frame of each frame or None when they are the source's own, source frame count)."""
         o = self.opts
         if item.frames is None and item.box is None:
             stream = VideoStream(item.path)
             if o.fps is None:
-                for _, batch in stream.batches(o.detect_batch):
-                    yield batch
+                for frame, _ in stream.frames():
+                    yield frame
                 self._timing = (np.asarray(stream.times), stream.fps, stream.info.nominal_fps,
                                 [stream.width, stream.height], None, len(stream.times))
                 return
-            source, times, batch = [], [], []
+            source, times = [], []
             for i, t, frame in resample(stream, o.fps):
                 source.append(i)
                 times.append(t)
-                batch.append(frame)
-                if len(batch) == o.detect_batch:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+                yield frame
             self._timing = (np.asarray(times, np.float64), float(o.fps), stream.info.nominal_fps,
                             [stream.width, stream.height], np.asarray(source, np.int64), len(stream.times))
             return
         paths = item.frames if item.frames is not None else [item.path]
-        size, batch = None, []
+        size = None
         for path in paths:
             image = cv2.imread(path, cv2.IMREAD_COLOR)
             if image is None:
                 raise BadInput(path, "corrupt", "not a readable image")
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            if batch and image.shape != batch[0].shape:  # frames of a batch share one size
-                yield batch
-                batch = []
             size = size or [image.shape[1], image.shape[0]]
-            batch.append(image)
-            if len(batch) == o.detect_batch:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         rate = o.frames_fps
         self._timing = (np.arange(len(paths)) / rate, rate, rate, size, None, len(paths))
+
+    def _batches(self, item: VaItem):
+        """Lists of up to `detect_batch` frames of one size (one batched MTCNN call takes one size)."""
+        batch = []
+        for frame in self._frames(item):
+            if batch and (len(batch) == self.opts.detect_batch or frame.shape != batch[0].shape):
+                yield batch
+                batch = []
+            batch.append(frame)
+        if batch:
+            yield batch
 
     def _faces(self, item: VaItem):
         """(detections, crops) per frame: every face's (x, y, w, h, confidence) and encoded crop."""
