@@ -110,7 +110,9 @@ def _affwild2(src, opts) -> tuple[list[VaItem], list[BadInput | tuple]]:
             if expr and opts.categories:
                 item.read["expr"] = dict(ann.find_annotation_files(expr, video))
             if video not in videos:
-                skipped.append((item, BadInput(item.path, "missing_video", f"annotation files {', '.join(os.path.basename(p) for _, p in found)} in {folder} name a video that is not under videos/")))
+                names = ", ".join(os.path.basename(p) for _, p in found)
+                skipped.append((item, BadInput(item.path, "missing_video", f"annotation files {names} in {folder} "
+                                                                           "name a video that is not under videos/")))
                 continue
             claimed.add(video)
             items.append(item)
@@ -132,8 +134,9 @@ def _affwild(src, opts) -> tuple[list[VaItem], list]:
         folder = os.path.join(ann_root, split_dir)
         for path in _files(os.path.join(video_root, split_dir), VIDEO_EXTENSIONS):
             item = VaItem(_stem(path), split, path, "", read={"affwild": folder})
-            if not os.path.isfile(os.path.join(folder, "valence", item.video + ".txt")):
-                skipped.append((item, BadInput(path, ann.MISSING, f"no {os.path.join(folder, 'valence', item.video + '.txt')}")))
+            valence = os.path.join(folder, "valence", item.video + ".txt")
+            if not os.path.isfile(valence):
+                skipped.append((item, BadInput(path, ann.MISSING, f"no {valence}")))
             else:
                 items.append(item)
     return items, skipped
@@ -185,7 +188,8 @@ def _frames(src, opts) -> tuple[list[VaItem], list]:
 
 def _affectnet(src, opts) -> tuple[list[VaItem], list]:
     images = _child(src, ("Manually_Annotated_Images",))
-    csvs = {split: os.path.join(src, name) for name, split in AFFECTNET_CSVS.items() if os.path.isfile(os.path.join(src, name))}
+    csvs = {split: os.path.join(src, name) for name, split in AFFECTNET_CSVS.items()
+            if os.path.isfile(os.path.join(src, name))}
     if images is None or not csvs:
         raise LayoutError(f"{src} is not an AffectNet layout: expected Manually_Annotated_Images/ and "
                           f"training.csv / validation.csv")
