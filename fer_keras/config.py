@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import yaml
 
-from fer_keras.data.pipeline import PipelineConfig
+from fer_keras.data.pipeline import Augment, PipelineConfig
 from fer_keras.models import entry
 from fer_keras.models.backbones import BACKBONES
 
@@ -342,6 +342,8 @@ class Experiment:
             raise ValueError(f"weights_map (a TF1 checkpoint's name map: a name or a list of rules) needs "
                              f"weights_from naming the checkpoint, got weights_from {self.weights_from!r}, "
                              f"weights_map {self.weights_map!r}")
+        if self.model.options.get("cached"):
+            self._check_cached()
         if self.protocol == "evaluate" and not self.weights_from:
             raise ValueError("protocol evaluate evaluates a trained run: weights_from must name its directory")
         if self.data.pipeline.normalize is None:  # unset: what the weights expect, else [0, 1]
@@ -352,6 +354,24 @@ class Experiment:
                     or not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in item["layers"].items())):
                 raise ValueError(f"init[{i}]: expected {{source: RUN_DIR or .keras file, layers: {{prefix: source "
                                  f"prefix, ...}}}}, got {item!r}")
+
+    def _check_cached(self):
+        """A model on cached CNN features (model.options.cached) reads features computed once from
+        unaltered frames: refuse what would have changed the CNN's input or weights."""
+        pipeline = self.data.pipeline
+        changes = [name for name, on in (
+            ("data.pipeline.augment", pipeline.augment != Augment()),
+            ("data.pipeline.affine", pipeline.affine is not None),
+            ("model.options.trainable", self.model.options.get("trainable", 0) != 0),
+            ("model.options.backbone_dropout", self.model.options.get("backbone_dropout", 0) not in (0, None)
+             and self.model.options.get("feature") is not None)) if on]
+        if self.data.format != "hdf5":
+            raise ValueError("model.options.cached reads the CNN's cached features: data.format must be hdf5 "
+                             "(fer-keras features writes them; set cached: false to train on frames)")
+        if changes:
+            raise ValueError(f"model.options.cached: {', '.join(changes)} would change what the frozen CNN "
+                             "sees or computes, but its features were computed once from the unaltered frames; "
+                             "set cached: false to train end to end with them")
 
 
 def weights_preprocessing(model: ModelConfig) -> str | None:

@@ -42,6 +42,10 @@ so that an extra evaluation never overwrites the run's own::
                               one file per track: header ``valence,arousal``, one line per source
                               frame of the video (write_affwild2)
 
+``metrics.json``'s ``frame`` (a per-frame category output on per-frame labels, thesis 003) holds
+metrics.classification over the labelled frames, ``baselines`` (metrics.baselines) and ``video``
+(per-video frame accuracy and macro F1, averaged over videos).
+
 ``metrics.json``'s ``va`` holds ``frame`` (all frames pooled, the Aff-Wild script's and thesis
 001's numbers; ``sequence`` for a per-sequence output), ``video`` (the per-video means compared),
 ``per_video`` (within each video, averaged over videos), ``abaw`` (P = the mean of the pooled
@@ -446,6 +450,27 @@ def _classification(outputs, mask, seq_ids, seq_labels, classes, aggregate_metho
     return result, (ids, labels, pred, mean)
 
 
+def _frame_classification(probs, onehot, mask, seq_ids, classes):
+    """Per-frame category metrics over the labelled real frames (thesis 003: per-class recall, its
+    "Total" accuracy, precision / recall / F1 with macro and weighted averages), the baselines
+    of predictors that ignore the faces, and per video (``video``: the mean over videos of each
+    video's frame accuracy and macro F1)."""
+    labelled = (mask > 0) & (onehot.sum(-1) > 0)
+    if not labelled.any():
+        return None
+    m = _metrics()
+    truth, pred = onehot.argmax(-1), probs.argmax(-1)
+    result = {**m.classification(truth[labelled], pred[labelled], classes), "n": int(labelled.sum()),
+              "baselines": m.baselines(truth[labelled], classes)}
+    owner = np.array(seq_ids)[:, None].repeat(mask.shape[1], axis=1)[labelled]
+    per_video = [m.classification(truth[labelled][owner == v], pred[labelled][owner == v], classes)
+                 for v in dict.fromkeys(owner)]
+    result["video"] = {"videos": len(per_video),
+                       "accuracy": float(np.mean([r["accuracy"] for r in per_video])),
+                       "macro_f1": float(np.mean([r["macro_f1"] for r in per_video]))}
+    return result
+
+
 def _video_means(seq_ids, values, weights):
     """Frame-weighted per-video means of per-sequence values (N, D)."""
     ids = list(dict.fromkeys(seq_ids))
@@ -625,7 +650,9 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
 
     data = evaluation_data(exp)
     classes = loader.classes(data)
-    ds = loader.split(data, split, training=False, with_meta=True)
+    per_frame = dict(zip(model.output_names, model.outputs)).get("category")
+    per_frame = per_frame is not None and len(per_frame.shape) == 3
+    ds = loader.split(data, split, training=False, with_meta=True, per_frame_category=per_frame)
     outputs, targets, mask, seq_ids, seq_labels, frame_index = _predict(model, ds, exp.evaluation.repeat_frames)
     logger.info("evaluated %d sequences of split %s with %s", len(seq_ids), split, path)
 
@@ -635,6 +662,8 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
     if "category" in outputs:
         result, rows = _classification(outputs, mask, seq_ids, seq_labels, classes, aggregate_method)
         metrics.update(result)
+    if "category" in outputs and outputs["category"].ndim == 3 and targets.get("category", np.zeros(0)).ndim == 3:
+        metrics["frame"] = _frame_classification(outputs["category"], targets["category"], mask, seq_ids, classes)
     if "va" in outputs:
         metrics["va"], paths["va_predictions"] = _va(outputs["va"], targets.get("va"), mask, seq_ids, out)
         if metrics["va"].get("per_video"):

@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TAP = "features"
@@ -93,9 +95,11 @@ def load_extractor(source, tap=DEFAULT_TAP) -> Extractor:
         model = load_checkpoint(run.best)
         settings = {"source": str(run.best.resolve()), "sha256": sha256(run.best)}
     elif source.is_file():
+        from fer_keras.models import cached
+
         exp = cfg.load(source)
-        spec = entry(exp.model.name)
-        model = spec.builder(**spec.options(**exp.model.options))
+        model = cached.build(exp, cached=False) if "cached" in entry(exp.model.name).options() else \
+            entry(exp.model.name).builder(**entry(exp.model.name).options(**exp.model.options))
         weights = exp.model.options.get("weights")
         if weights is None:
             logger.warning("%s: the model has no weights file: its features come from random weights", source)
@@ -103,7 +107,16 @@ def load_extractor(source, tap=DEFAULT_TAP) -> Extractor:
                     "sha256": sha256(weights) if weights else None}
     else:
         raise FileNotFoundError(f"{source}: no such run directory or experiment file")
-    cut = tap_model(model, tap, source)
+    from fer_keras.models.cached import CNN_LAYER, frame_cnn
+
+    cnn = frame_cnn(model)
+    if cnn is not None:  # a frozen-CNN sequence model (thesis 003): its per-frame CNN is the tap
+        if tap not in (DEFAULT_TAP, CNN_LAYER):
+            raise ValueError(f"{source}: a sequence model's features are its per-frame CNN's ({CNN_LAYER}), "
+                             f"not {tap!r}")
+        cut, tap = cnn, CNN_LAYER
+    else:
+        cut = tap_model(model, tap, source)
     size = int(cut.input.shape[1])
     normalize = exp.data.pipeline.normalize
     return Extractor(cut, size, normalize, {**settings, "tap": tap, "image_size": size, "normalize": normalize})
@@ -139,6 +152,25 @@ def file_plan(manifest, splits, augmentations=()) -> list[tuple[str, list[str]]]
     return plan
 
 
+def split_plan(manifest) -> list[tuple[str, list[str]]]:
+    """``(file stem, manifest keys)`` per split of a dataset without a split file (thesis 003's
+    valence/arousal tracks): each split's usable videos, in manifest order."""
+    splits = {}
+    for key, v in manifest["videos"].items():
+        if v.get("status") == "ok" and v.get("frames_kept", 0) > 0:
+            splits.setdefault(v["split"], []).append(key)
+    return list(splits.items())
+
+
+def windowed(manifest) -> bool:
+    """Whether the dataset's videos are stored whole as rows of T frames with their per-frame labels
+    (valence/arousal or per-frame categories: every frame is a training frame), rather than one row
+    of their first T frames (thesis 002's T = 100 per video)."""
+    from fer_keras.data.schema import frame_labels, record_fields
+
+    return frame_labels(manifest)[0] or record_fields(manifest)["category"]
+
+
 def check_augmentations(manifest, augmentations, data=""):
     """Refuse methods the dataset ``data`` has no offline copies of, naming the ones it has."""
     from fer_keras.data.splits import AUGMENTED_SPLIT
@@ -163,7 +195,10 @@ def extract(extractor: Extractor, data, out, *, dtype="float32", augmentations=(
 
     manifest = manifest_file.read(data)
     check_augmentations(manifest, augmentations, data)
-    plan = file_plan(manifest, split_files.read(Path(data) / folds), augmentations)
+    if (Path(data) / folds).is_file():
+        plan = file_plan(manifest, split_files.read(Path(data) / folds), augmentations)
+    else:
+        plan = split_plan(manifest)
     # the videos (augmentations included) are checked by name, so the settings leave them out
     settings = json.dumps({**extractor.settings, "dtype": dtype, "steps": seq_len}, sort_keys=True)
     files, done = [], []
@@ -191,12 +226,15 @@ def _write(extractor, manifest, data, files, attrs, dtype, batch, seq_len, progr
     from fer_keras.data import integrity
     from fer_keras.data.features import FeatureWriter
     from fer_keras.data.pipeline import PipelineConfig, sequences
+    from fer_keras.data.schema import frame_labels
 
     videos = manifest["videos"]
+    windows = windowed(manifest)
     writers, owner = [], {}
     try:
         for path, keys in files:
-            writer = FeatureWriter(path, seq_len, extractor.dim, manifest["classes"], dtype, attrs)
+            writer = FeatureWriter(path, seq_len, extractor.dim, manifest["classes"], dtype, attrs,
+                                   frame_labels=windows)
             writers.append((writer, len(keys)))
             ids, written = {videos[k]["id"] for k in keys}, set(writer.names())
             if written - ids:
@@ -205,8 +243,9 @@ def _write(extractor, manifest, data, files, attrs, dtype, batch, seq_len, progr
             owner.update({v: writer for v in ids - written})
         shard_splits = sorted({videos[k]["split"] for _, keys in files for k in keys})
         integrity.require(data, manifest, shard_splits)  # a missing or truncated shard: one line, first
-        cfg = PipelineConfig(seq_len=seq_len, padding="zeros", truncate="end", inputs=("frames",),
-                             targets=("category",), image_size=extractor.image_size,
+        targets = ("category", "va") if windows and frame_labels(manifest)[0] else ("category",)
+        cfg = PipelineConfig(seq_len=seq_len, padding="zeros", truncate=None if windows else "end",
+                             inputs=("frames",), targets=targets, image_size=extractor.image_size,
                              normalize=extractor.normalize, batch_size=batch)
         size = extractor.image_size
         cnn = tf.function(lambda x: extractor.model(x, training=False),
@@ -214,19 +253,25 @@ def _write(extractor, manifest, data, files, attrs, dtype, batch, seq_len, progr
         total = sum(n for _, n in writers)
         bar = tqdm(total=total, initial=total - len(owner), desc="videos", unit="video", disable=not progress)
         if owner:
-            batches = sequences(manifest, data, shard_splits, cfg, with_meta=True, ids=sorted(owner))
-            for x, y, meta in batches.as_numpy_iterator():
+            batches = sequences(manifest, data, shard_splits, cfg, with_meta=True, ids=sorted(owner),
+                                per_frame_category=windows)
+            if windows:
+                batches = _tracks(batches)
+            for x, y, meta in batches.as_numpy_iterator() if not windows else batches:
                 features = _features(cnn, x["frames"], x["mask"], extractor.dim)
                 names = [v.decode() for v in meta["video_id"]]
                 for writer, _ in writers:
                     rows = [i for i, v in enumerate(names) if owner[v] is writer]
                     if rows:
-                        writer.append(features[rows], x["mask"][rows], y["category"][rows], [names[i] for i in rows])
-                bar.update(len(names))
+                        labels = y["category"][rows] if not windows else np.zeros((len(rows), len(writer.classes)))
+                        writer.append(features[rows], x["mask"][rows], labels, [names[i] for i in rows],
+                                      _frame_labels(y, meta, x["mask"], rows) if windows else None)
+                bar.update(len(set(names)))
         bar.close()
         for writer, n in writers:
-            if writer.count != n:
-                raise ValueError(f"{data}: {n - writer.count} of the {n} videos of {os.path.basename(writer.path)} "
+            done = len(set(writer.names())) if windows else writer.count
+            if done != n:
+                raise ValueError(f"{data}: {n - done} of the {n} videos of {os.path.basename(writer.path)} "
                                  f"have no record in the shards (fer-keras verify {data})")
             writer.finish()
     finally:
@@ -234,10 +279,42 @@ def _write(extractor, manifest, data, files, attrs, dtype, batch, seq_len, progr
             writer.close()
 
 
+def _tracks(batches):
+    """The windows of a windowed extraction regrouped into one batch per video (all its segment
+    records' windows): a file then only ever holds whole videos, so a resumed run, which skips
+    the videos a file names, never leaves a video half written."""
+    pending, current = [], None
+    for x, y, meta in batches.as_numpy_iterator():
+        for i, v in enumerate(meta["video_id"]):
+            if v != current and pending:
+                yield _stack(pending)
+                pending = []
+            current = v
+            pending.append(({k: a[i] for k, a in x.items()}, {k: a[i] for k, a in y.items()},
+                            {k: a[i] for k, a in meta.items()}))
+    if pending:
+        yield _stack(pending)
+
+
+def _stack(items):
+
+    return tuple({k: np.stack([part[k] for part in parts]) for k in parts[0]} for parts in zip(*items))
+
+
+def _frame_labels(y, meta, masks, rows) -> dict:
+    """The FRAME_DATASETS columns of ``rows`` of a batch: per step valence/arousal, class (-1 on
+    unlabelled and padded steps) and source frame index, and the window's number in its track."""
+
+    onehot = y["category"][rows]
+    category = np.where((onehot.sum(-1) > 0) & (masks[rows] > 0), onehot.argmax(-1), -1)
+    va = y["va"][rows] if "va" in y else np.zeros((*masks[rows].shape, 2), np.float32)
+    return {"va": va, "categories": category, "frame_index": meta["frame_index"][rows],
+            "sequence": meta["sequence"][rows]}
+
+
 def _features(cnn, frames, masks, dim):
     """(B, T, F) features of a batch: each video's real frames through the CNN in chunks of
     FRAMES_PER_CALL counted from its first frame; padded frames stay zero."""
-    import numpy as np
 
     out = np.zeros((*masks.shape, dim), np.float32)
     for b, mask in enumerate(masks):
@@ -285,13 +362,17 @@ def _complete(path: Path, ids, settings: str) -> bool:
 def add_parser(subparsers):
     """The ``features`` subcommand's parser; the caller sets its ``func``."""
     p = subparsers.add_parser(
-        "features", help="cache a frozen CNN's per-frame features for thesis 002's cascades (HDF5)",
+        "features", help="cache a frozen CNN's per-frame features (HDF5): thesis 002's cascades, thesis 003's frozen CNNs",
         usage="fer-keras features (RUN_DIR | CONFIG.yaml) --data PREPARED --out DIR [options]",
-        description="Run a frozen FER2013 image model (a run directory's checkpoints/best.keras, or an "
-                    "experiment YAML's model and weights) cut at a tap layer over the videos of a prepared "
-                    "BU-4DFE dataset (T frames, zero padded, masked) and write fold-<k>-features-<F>.h5 per "
-                    "fold of its split file and test-features-<F>.h5, batch by batch. A killed run continues "
-                    "after the last complete video; finished files are skipped.")
+        description="Run a frozen CNN over the videos of a prepared dataset, batch by batch, and store its "
+                    "per-frame features. Thesis 002: a FER2013 image model (a run directory's "
+                    "checkpoints/best.keras, or an experiment YAML's model and weights) cut at a tap layer, over "
+                    "BU-4DFE's videos (their first T frames, zero padded, masked), one fold-<k>-features-<F>.h5 per "
+                    "fold of its split file and test-features-<F>.h5. Thesis 003: a frozen-CNN sequence model's "
+                    "experiment YAML (its per-frame CNN and weights), over valence/arousal tracks without a split "
+                    "file: every frame, as rows of T frames with their per-frame valence/arousal and category, one "
+                    "<split>-features-<F>.h5 per split. A killed run continues after the last complete video; "
+                    "finished files are skipped.")
     p.add_argument("source", metavar="RUN_DIR|CONFIG.yaml", help="FER2013 run directory or experiment YAML")
     p.add_argument("--data", required=True, metavar="PREPARED", help="prepared dataset (manifest.json, splits.json)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder of the feature files")
@@ -302,9 +383,12 @@ def add_parser(subparsers):
                    help="stored precision (float16 halves the files; read back as float32)")
     p.add_argument("--augmentations", metavar="all|M,M,...",
                    help="also store the fold videos' offline copies by these methods (split train_aug)")
-    p.add_argument("--folds", default="splits.json", help="split file, relative to PREPARED (default splits.json)")
+    p.add_argument("--folds", default="splits.json",
+                   help="split file, relative to PREPARED (default splits.json; without it, one file per split)")
     p.add_argument("--batch", type=int, default=4, help="videos per batch, the unit of reading and writing (default 4)")
-    p.add_argument("--seq-len", type=int, default=100, help="frames per video, T (default 100, the thesis's)")
+    p.add_argument("--seq-len", type=int, default=100,
+                   help="frames per row, T (default 100, thesis 002's; thesis 003: 240, which windows of 60 and 80 "
+                        "divide, so both of its sequence lengths read the files)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -313,10 +397,9 @@ def run(args) -> int:
     """``fer-keras features``: cheap checks of every input first, then the model, then the files."""
     if not (os.path.isdir(args.source) or os.path.isfile(args.source)):
         raise FileNotFoundError(f"{args.source}: no such run directory or experiment file")
-    for name in ("manifest.json", args.folds):
-        if not os.path.isfile(os.path.join(args.data, name)):
-            raise FileNotFoundError(f"{os.path.join(args.data, name)}: missing; --data must be a prepared dataset "
-                                    "with a split file (fer-keras prepare bu4dfe writes both)")
+    if not os.path.isfile(os.path.join(args.data, "manifest.json")):
+        raise FileNotFoundError(f"{os.path.join(args.data, 'manifest.json')}: missing; --data must be a prepared "
+                                "dataset")
     if args.batch < 1 or args.seq_len < 1:
         raise ValueError("--batch and --seq-len must be at least 1")
     augmentations = "all" if args.augmentations == "all" else tuple(

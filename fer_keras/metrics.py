@@ -49,12 +49,37 @@ def classification(y_true, y_pred, classes):
         "macro_f1": float(skm.f1_score(t, p, labels=labels, average="macro", zero_division=0)),
         "weighted_f1": float(skm.f1_score(t, p, labels=labels, average="weighted",
                                           zero_division=0)),
+        **{f"{average}_{name}": float(np.average(values, weights=None if average == "macro" else support))
+           if support.sum() else 0.0
+           for average in ("macro", "weighted") for name, values in (("precision", precision), ("recall", recall))},
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
                              "f1": float(f1[i]), "support": int(support[i])}
                       for i, name in enumerate(classes)},
         "confusion_matrix": skm.confusion_matrix(t, p, labels=labels).tolist(),
         "classes": list(classes),
     }
+
+
+def baselines(y_true, classes):
+    """What predictors that never look at a face score on labels ``y_true`` (class indices):
+    ``majority`` always predicts the most frequent class of these labels (thesis 003's best
+    category model scores what always predicting "Sad" scores on its validation set);
+    ``uniform`` guesses each class with probability 1/C, ``prior`` with the label frequencies
+    (expected values: accuracy 1/C and sum p^2; per class recall 1/C or p_c, precision p_c)."""
+    t = _labels(y_true)
+    if t.size == 0:
+        return None
+    k = len(classes)
+    p = np.bincount(t, minlength=k) / t.size
+    top = int(p.argmax())
+    majority = classification(t, np.full_like(t, top), classes)
+
+    def chance(recall):
+        f1 = np.where(p + recall > 0, 2 * p * recall / np.maximum(p + recall, 1e-12), 0.0)
+        return {"accuracy": float(np.sum(p * recall)), "macro_f1": float(f1.mean())}
+
+    return {"majority": {"class": classes[top], "accuracy": majority["accuracy"], "macro_f1": majority["macro_f1"]},
+            "uniform": chance(np.full(k, 1 / k)), "prior": chance(p)}
 
 
 def concordance(y_true, y_pred):

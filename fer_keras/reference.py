@@ -31,10 +31,11 @@ def label(metric) -> str:
     return " ".join(p.upper() if p in ACRONYMS else p for p in str(metric).split(".")[-2:])
 
 
-def _ours(metrics, metric, value):
-    """``(ours, percent, difference)`` of one thesis number."""
+def _ours(metrics, metric, value, row_percent=True):
+    """``(ours, percent, difference)`` of one thesis number (``row_percent``: the unit of its row's
+    other numbers, for a column without one)."""
     ours = value_of(metrics, metric)
-    percent = is_percent(metric, value)
+    percent = is_percent(metric, value) and (value is not None or row_percent)
     if ours is not None and percent:
         ours = 100 * ours
     return ours, percent, None if ours is None or value is None else ours - value
@@ -58,7 +59,11 @@ def compare(reproduces: dict, metrics: dict):
     if reproduces.get("per_class"):
         out["per_class"] = reproduces["per_class"]  # the thesis's; ours are metrics["per_class"]
     if columns:
-        out["columns"] = [dict(zip(("ours", "percent", "difference"), _ours(metrics, c["metric"], c.get("value"))),
+        # a column the thesis has no number for (a baseline beside its row) takes the row's unit
+        given = [c for c in columns if c.get("value") is not None]
+        row_percent = any(is_percent(c["metric"], c["value"]) for c in given) if given else True
+        out["columns"] = [dict(zip(("ours", "percent", "difference"),
+                                   _ours(metrics, c["metric"], c.get("value"), row_percent)),
                                table=c.get("table") or out["table"], label=c.get("label") or label(c["metric"]),
                                metric=c["metric"], value=c.get("value"))
                           for c in columns]

@@ -97,3 +97,22 @@ def write_feature_folds(root, videos: int) -> None:
         write_features(Path(root) / f"fold-{fold}-features-6.h5", features, masks, labels,
                        [f"v{fold}-{i}" for i in range(videos)], ["a", "b", "c"])
 
+
+
+@pytest.fixture(scope="session")
+def prepared_va_categories(tmp_path_factory):
+    """(out dir, manifest) of a small synthetic valence/arousal set with per-frame categories, as
+    thesis 003 uses it: train, val and test drawn by video, only frames with a category kept."""
+    from data_prep import options
+    from data_prep.registry import SYNTHETIC, dataset
+
+    root = tmp_path_factory.mktemp("va_categories")
+    spec = SYNTHETIC["va"].spec
+    SYNTHETIC["va"].synth(str(root / "src"), options.build(spec, dict(
+        layout="timed", categories=True, videos=8, min_frames=20, max_frames=30, long_frames=0, broken=False)))
+    entry = dataset("va")
+    opts = options.build(entry.options, dict(
+        layout="timed", face_size=32, crop_size=40, min_face_size=0.2, segment_frames=8, val_fraction=0.25,
+        test_fraction=0.25, require_category=True))
+    manifest = entry.prepare(str(root / "src"), str(root / "prepared"), opts, progress=False)
+    return str(root / "prepared"), manifest

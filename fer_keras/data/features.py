@@ -30,6 +30,10 @@ from fer_keras.data.pipeline import PipelineConfig, epoch_shuffle
 from fer_keras.durable import killpoint
 
 DATASETS = ("features", "masks", "labels", "names")
+# per-frame labels of a file of valence/arousal tracks (thesis 003), one row per window of T frames:
+# name -> (shape per row after T or None for one value per row, dtype)
+FRAME_DATASETS = {"va": ((2,), np.float32), "categories": ((), np.int16), "frame_index": ((), np.int64),
+                  "sequence": (None, np.int32)}
 DTYPES = ("float32", "float16")
 PARTIAL = ".partial"      # suffix of a file being written
 WRITTEN = "videos_written"  # attribute of a .partial file: its complete videos
@@ -44,6 +48,7 @@ class FeatureInfo(NamedTuple):
     videos: int     # N
     steps: int      # T, frames per stored video (100 in thesis 002)
     dim: int        # F, features per frame (1,024 or 25,088 in thesis 002)
+    frame_labels: bool = False  # rows are windows of a track with per-frame labels (FRAME_DATASETS)
 
 
 class FeatureWriter:
@@ -58,13 +63,14 @@ class FeatureWriter:
     ``finish`` renames the file to ``path`` and records it in features.json.
     """
 
-    def __init__(self, path, steps, dim, classes, dtype="float32", attrs=None, resume=True):
+    def __init__(self, path, steps, dim, classes, dtype="float32", attrs=None, resume=True, frame_labels=False):
         if dtype not in DTYPES:
             raise ValueError(f"{path}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.path, self.partial = str(path), str(path) + PARTIAL
         self.steps, self.dim, self.dtype = int(steps), int(dim), np.dtype(dtype)
         self.classes = tuple(str(c) for c in classes)
         self.attrs = dict(attrs or {})
+        self.frame_labels = bool(frame_labels)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self.file = self._reopen() if resume and os.path.exists(self.partial) else None
         if self.file is None:
@@ -79,6 +85,10 @@ class FeatureWriter:
         f.create_dataset("labels", (0, len(self.classes)), np.float32, maxshape=(None, len(self.classes)),
                          chunks=(ROWS_PER_CHUNK, len(self.classes)))
         f.create_dataset("names", (0,), h5py.string_dtype("utf-8"), maxshape=(None,), chunks=(ROWS_PER_CHUNK,))
+        if self.frame_labels:
+            for name, (shape, dtype) in FRAME_DATASETS.items():
+                row = () if shape is None else (t, *shape)
+                f.create_dataset(name, (0, *row), dtype, maxshape=(None, *row), chunks=(ROWS_PER_CHUNK, *row))
         f.attrs["classes"] = np.array(self.classes, dtype=h5py.string_dtype("utf-8"))
         for key, value in self.attrs.items():
             f.attrs[key] = value
@@ -95,21 +105,22 @@ class FeatureWriter:
             return None
         try:
             count = int(f.attrs[WRITTEN])
-            found = {"features": (f["features"].shape[1:], f["features"].dtype),
+            found = {"features": (f["features"].shape[1:], f["features"].dtype), "frame_labels": "va" in f,
                      "classes": tuple(str(c) for c in f.attrs["classes"]),
                      **{k: f.attrs.get(k) for k in self.attrs}}
         except (KeyError, ValueError) as err:
             f.close()
             logger.warning("%s: not a file this writer wrote (%s); starting it again", self.partial, err)
             return None
-        wanted = {"features": ((self.steps, self.dim), self.dtype), "classes": self.classes, **self.attrs}
+        wanted = {"features": ((self.steps, self.dim), self.dtype), "frame_labels": self.frame_labels,
+                  "classes": self.classes, **self.attrs}
         differ = sorted(k for k in wanted if found[k] != wanted[k])
         if differ:
             f.close()
             raise ValueError(f"{self.partial}: an unfinished file written with other {', '.join(differ)}; "
                              "delete it, or write to another folder")
-        for name in DATASETS:  # rows past the count: a batch the kill interrupted
-            f[name].resize(count, axis=0)
+        for name in DATASETS + (tuple(FRAME_DATASETS) if self.frame_labels else ()):
+            f[name].resize(count, axis=0)  # rows past the count: a batch the kill interrupted
         logger.info("%s: continuing after its %d complete videos", self.partial, count)
         return f
 
@@ -117,8 +128,11 @@ class FeatureWriter:
         """Ids of the complete videos, in file order."""
         return list(self.file["names"].asstr()[:self.count])
 
-    def append(self, features, masks, labels, names) -> None:
-        """Write one batch of videos and record it as complete (flushed before the count moves)."""
+    def append(self, features, masks, labels, names, frames=None) -> None:
+        """Write one batch of videos and record it as complete (flushed before the count moves).
+
+        ``frames`` holds the per-frame labels of a file written with ``frame_labels``
+        (FRAME_DATASETS: va, categories, frame_index per step, sequence per row)."""
         features = np.asarray(features)
         masks = np.asarray(masks, np.float32)
         labels = np.asarray(labels, np.float32)
@@ -126,6 +140,15 @@ class FeatureWriter:
         problem = _shape_problem(features.shape, masks.shape, labels.shape, len(names), len(self.classes))
         if problem is None and features.shape[1:] != (self.steps, self.dim):
             problem = f"features have shape {features.shape}, the file holds (videos, {self.steps}, {self.dim})"
+        if problem is None and self.frame_labels != (frames is not None):
+            problem = ("per-frame labels given to a file without them" if frames is not None
+                       else f"per-frame labels ({', '.join(FRAME_DATASETS)}) missing")
+        if problem is None and frames is not None:
+            for name, (shape, _) in FRAME_DATASETS.items():
+                want = (len(names),) + (() if shape is None else (self.steps, *shape))
+                if np.shape(frames.get(name)) != want:
+                    problem = f"per-frame {name} has shape {np.shape(frames.get(name))}, expected {want}"
+                    break
         if problem is None and not np.isin(masks, (0.0, 1.0)).all():
             problem = "masks hold values other than 0 and 1"
         with np.errstate(over="ignore"):  # NumPy casts ~25x faster than HDF5 does on write
@@ -135,7 +158,9 @@ class FeatureWriter:
         if problem:
             raise ValueError(f"{self.path}: {problem}")
         start, stop = self.count, self.count + len(names)
-        for name, rows in (("features", stored), ("masks", masks), ("labels", labels), ("names", names)):
+        columns = [("features", stored), ("masks", masks), ("labels", labels), ("names", names)]
+        columns += [(name, np.asarray(frames[name], dtype)) for name, (_, dtype) in FRAME_DATASETS.items()] if frames else []
+        for name, rows in columns:
             self.file[name].resize(stop, axis=0)
             self.file[name][start:stop] = rows
         self.file.flush()  # the rows are on disk before the count says they are complete
@@ -250,7 +275,7 @@ def read_info(path) -> FeatureInfo:
                                  len(f["names"]), len(classes))
         if problem:
             raise ValueError(f"{path}: {problem}")
-        return FeatureInfo(classes, *f["features"].shape)
+        return FeatureInfo(classes, *f["features"].shape, frame_labels=all(n in f for n in FRAME_DATASETS))
 
 
 def _kept(masks, seq_len):
@@ -284,13 +309,16 @@ def _gather(sources):
     Files of one read must agree on classes, frames per video and features per frame."""
     first = None
     masks, labels, names, file_of, row_of, dtypes = [], [], [], [], [], set()
+    frames = {name: [] for name in FRAME_DATASETS}
     for index, (path, rows) in enumerate(sources):
         info = read_info(path)
         if first is None:
             first = (path, info)
-        elif (info.classes, info.steps, info.dim) != (first[1].classes, first[1].steps, first[1].dim):
-            raise ValueError(f"{path}: classes {info.classes}, {info.steps} x {info.dim} features per video; "
-                             f"{first[0]} (read with it) has {first[1].classes}, {first[1].steps} x {first[1].dim}")
+        elif (info.classes, info.steps, info.dim, info.frame_labels) != (
+                first[1].classes, first[1].steps, first[1].dim, first[1].frame_labels):
+            raise ValueError(f"{path}: classes {info.classes}, {info.steps} x {info.dim} features per video, "
+                             f"per-frame labels {info.frame_labels}; {first[0]} (read with it) has "
+                             f"{first[1].classes}, {first[1].steps} x {first[1].dim}, {first[1].frame_labels}")
         rows = np.arange(info.videos) if rows is None else rows
         if rows.size and (rows.min() < 0 or rows.max() >= info.videos):
             raise ValueError(f"{path}: row {int(rows.max())} selected, the file has {info.videos} videos")
@@ -299,13 +327,16 @@ def _gather(sources):
             labels.append(f["labels"][()][rows].astype(np.float32))
             names.append(f["names"][()][rows])
             dtypes.add(f["features"].dtype)
+            for name in FRAME_DATASETS if info.frame_labels else ():
+                frames[name].append(f[name][()][rows])
         file_of.append(np.full(len(rows), index, np.int64))
         row_of.append(rows)
     if len(dtypes) > 1:
         raise ValueError(f"{', '.join(p for p, _ in sources)}: mixed stored precisions {sorted(map(str, dtypes))}")
     info = first[1]._replace(videos=sum(len(r) for r in row_of))
+    frames = {k: np.concatenate(v) for k, v in frames.items()} if info.frame_labels else None
     return (info, dtypes.pop(), np.concatenate(masks), np.concatenate(labels), np.concatenate(names),
-            np.concatenate(file_of), np.concatenate(row_of))
+            np.concatenate(file_of), np.concatenate(row_of), frames)
 
 
 def count_sequences(sources, seq_len) -> int:
@@ -335,7 +366,8 @@ class _Rows:
         return out
 
 
-def feature_sequences(sources, cfg: PipelineConfig, *, training=False, with_meta=False, epoch=0, epochs=1):
+def feature_sequences(sources, cfg: PipelineConfig, *, training=False, with_meta=False, epoch=0, epochs=1,
+                      per_frame_category=False):
     """Batched ``(inputs, targets)`` (or ``(inputs, targets, meta)``) from feature files.
 
     ``sources`` is one path, or a list of paths and ``(path, rows)`` pairs (the rows of that file
@@ -350,24 +382,42 @@ def feature_sequences(sources, cfg: PipelineConfig, *, training=False, with_meta
     end) from ``epoch`` on, as ``pipeline.sequences`` does: each reads the videos in a
     permutation drawn from (seed, epoch), then shuffles sequences in a buffer (of
     ``shuffle_buffer`` sequences, each L x F x 4 bytes: 10 MB at 100 x 25,088).
+
+    Files of tracks with per-frame labels (FRAME_DATASETS) also give ``va`` (B, L, 2) and, with
+    ``per_frame_category``, ``category`` per frame (B, L, C) from the frame's own class (zeros and
+    no weight where unlabelled), meta ``frame_index``, and sample weights as the shard pipeline
+    gives them, so training on them is training on the shards with the CNN taken out.
     """
     sources = _sources(sources)
-    if set(cfg.targets) != {"category"}:
-        raise ValueError(f"{sources[0][0]}: cached feature files hold only 'category' labels, "
+    info, stored, masks, labels, names, file_of, row_of, frames = _gather(sources)
+    held = {"category", "va"} if info.frame_labels else {"category"}
+    if not set(cfg.targets) <= held:
+        raise ValueError(f"{sources[0][0]}: its cached features hold {' and '.join(sorted(held))} labels, "
                          f"not targets {tuple(cfg.targets)}")
-    info, stored, masks, labels, names, file_of, row_of = _gather(sources)
+    if per_frame_category and not info.frame_labels:
+        raise ValueError(f"{sources[0][0]}: its cached features hold one category per video; a model with "
+                         "per-frame category heads needs a file of tracks with per-frame labels")
     seq_len, dim = cfg.seq_len, info.dim
     kept = _kept(masks, seq_len)
     count = kept.shape[1]
     pad = count * seq_len - info.steps
+
+    def windows(values, fill=0):
+        values = np.pad(values, [(0, 0), (0, pad)] + [(0, 0)] * (values.ndim - 2), constant_values=fill)
+        return tf.constant(values.reshape(len(values), count, seq_len, *values.shape[2:]))
+
     per_video = {  # small: in memory, gathered by video index
-        "mask": tf.constant(np.pad(masks, ((0, 0), (0, pad))).reshape(len(masks), count, seq_len)),
+        "mask": windows(masks),
         "category": tf.constant(labels),
         "video_id": tf.constant(names, tf.string),
         "label": tf.constant(np.where(labels.any(axis=1), labels.argmax(axis=1), -1).astype(np.int32)),
         "kept": tf.constant(kept),
     }
+    if frames is not None:
+        per_video.update(va=windows(frames["va"]), categories=windows(frames["categories"].astype(np.int32), -1),
+                         frame_index=windows(frames["frame_index"], -1), first=tf.constant(frames["sequence"] * count))
     rows = _Rows([p for p, _ in sources], file_of, row_of)
+    framewise = ({"va"} | ({"category"} if per_frame_category else set())) & set(cfg.targets)
 
     def video(i):
         """Video i's sequences, stacked (K, ...), and which of them are kept."""
@@ -376,13 +426,27 @@ def feature_sequences(sources, cfg: PipelineConfig, *, training=False, with_meta
         out = {k: tf.gather(v, i) for k, v in per_video.items()}
         for k in ("category", "video_id", "label"):  # one per video: repeated on its sequences
             out[k] = tf.repeat(out[k][None], count, axis=0)
-        return {**out, "features": tf.reshape(x, (count, seq_len, dim)), "sequence": tf.range(count, dtype=tf.int32)}
+        first = out.pop("first", 0)  # a row's windows continue its track's numbering
+        return {**out, "features": tf.reshape(x, (count, seq_len, dim)), "sequence": first + tf.range(count)}
 
     def to_example(item):
         x = {"features": item["features"], "mask": item["mask"]}
-        y = {"category": item["category"]}
-        meta = {"video_id": item["video_id"], "label": item["label"], "sequence": item["sequence"]}
-        return (x, y, meta) if with_meta else (x, y)
+        y, weights = {}, {t: item["mask"] for t in framewise}
+        if "category" in cfg.targets:
+            y["category"] = item["category"]
+            if per_frame_category:
+                y["category"] = tf.one_hot(item["categories"], len(info.classes))
+                weights["category"] = item["mask"] * tf.cast(item["categories"] >= 0, tf.float32)
+        if "va" in cfg.targets:
+            y["va"] = item["va"]
+        if with_meta:
+            meta = {"video_id": item["video_id"], "label": item["label"], "sequence": item["sequence"]}
+            if frames is not None:
+                meta["frame_index"] = item["frame_index"]
+            return x, y, meta
+        if framewise:
+            return x, y, {t: weights.get(t, tf.ones(())) for t in cfg.targets}
+        return x, y
 
     def one_epoch(e):
         if training:

@@ -35,6 +35,14 @@ def feature_folds(data) -> list[Path]:
     return paths
 
 
+def _per_split(data) -> bool:
+    """Whether a feature folder holds one file per split (a dataset without a split file: thesis
+    003's tracks) rather than one per fold."""
+    root, n = Path(data.root), data.features
+    return (data.fold is None and not (root / f"fold-0-features-{n}.h5").is_file()
+            and (root / f"{data.train_split}-features-{n}.h5").is_file())
+
+
 def _copy_kept(name: str, augmentations) -> bool:
     """Whether video ``name`` of a feature file is read: an original always, a copy by its method."""
     if COPY not in name:
@@ -46,7 +54,8 @@ def feature_sources(data, name) -> list:
     """What split ``name`` reads of a feature file folder: ``[(path, rows)]``.
 
     Without ``data.features`` a split is the file ``root/<name>.h5``. With it, the folder is one
-    written by ``fer-keras features``: the training split is every fold file but ``data.fold``'s
+    written by ``fer-keras features``: ``<split>-features-<n>.h5`` per split when it has no fold files
+(a dataset without a split file); else the training split is every fold file but ``data.fold``'s
     (every one for the final model), plus ``unassigned-features-<n>.h5`` when present, with the
     offline copies ``data.augmentations`` names; the validation split is fold ``data.fold``'s
     file without copies; the test split is ``test-features-<n>.h5``."""
@@ -54,6 +63,12 @@ def feature_sources(data, name) -> list:
         return [_hdf5_path(data, name)]
     import h5py
 
+    if _per_split(data):
+        path = Path(data.root) / f"{name}-features-{data.features}.h5"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; fer-keras features writes one file per split of a "
+                                    "dataset without a split file (is the split name right?)")
+        return [path]
     folds = feature_folds(data)
     if data.fold is not None and data.fold >= len(folds):
         raise ValueError(f"{data.root}: fold {data.fold} does not exist: it has fold files 0-{len(folds) - 1}")
@@ -89,7 +104,12 @@ def classes(data):
     read together must agree, which the reader checks)."""
     if data.format == "hdf5":
         from fer_keras.data.features import read_info
-        first = feature_folds(data)[0] if data.features is not None else _hdf5_path(data, data.train_split)
+        if data.features is None:
+            first = _hdf5_path(data, data.train_split)
+        elif _per_split(data):
+            first = Path(data.root) / f"{data.train_split}-features-{data.features}.h5"
+        else:
+            first = feature_folds(data)[0]
         return list(read_info(first).classes)
     return list(manifest(data.root)["classes"])
 
@@ -133,11 +153,9 @@ def split(data, name, *, training=False, with_meta=False, epoch=0, epochs=1, per
         if data.pipeline.chain:
             raise ValueError(f"{data.root}: pipeline.chain cuts prepared shards' frames; cached feature "
                              "files keep one sequence per video")
-        if per_frame_category:
-            raise ValueError(f"{data.root}: cached feature files hold one category per "
-                             "video; a model with per-frame category heads needs prepared shards")
         return feature_sequences(feature_sources(data, name), data.pipeline, training=training,
-                                 with_meta=with_meta, epoch=epoch, epochs=epochs)
+                                 with_meta=with_meta, epoch=epoch, epochs=epochs,
+                                 per_frame_category=per_frame_category)
     from fer_keras.data.pipeline import sequences
     info = manifest(data.root)
     videos = selection(data, name, info)

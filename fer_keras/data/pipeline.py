@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from fer_keras.data import preprocessing
 from fer_keras.data.augment import Affine, augment_sequence, resolve
-from fer_keras.data.schema import frame_labels, read_shards, shard_paths
+from fer_keras.data.schema import frame_labels, read_shards, record_fields, shard_paths
 from fer_keras.losses import AU_UNKNOWN
 
 # "image": the one frame of a single-frame sequence (seq_len 1) as (B, H, W, 3), for image models
@@ -243,6 +243,9 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             f"(its 'labels' are {manifest.get('labels', 'absent')})"
         )
     framewise = set(per_frame) | ({"category"} & set(cfg.targets) if per_frame_category else set())
+    # records that carry a category per frame (thesis 003's annotated frames) give it per frame
+    frame_categories = "category" in framewise and record_fields(manifest)["category"]
+    chunked_labels = per_frame + (("category",) if frame_categories else ())
     classes = len(manifest["classes"])
     mode = cfg.normalize or "unit"
     face_size = manifest.get("options", {}).get("face_size")
@@ -267,9 +270,9 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
 
     def chunked(e=None):
         if cfg.chain and training:  # the list in its file order; the windows are shuffled after
-            return _chained(record_stream(manifest, root, split, cfg, ids=ids), cfg.seq_len, per_frame)
+            return _chained(record_stream(manifest, root, split, cfg, ids=ids), cfg.seq_len, chunked_labels)
         ds = record_stream(manifest, root, split, cfg, training=training, epoch=e, ids=ids)
-        return ds.flat_map(lambda r: _chunks(r, cfg.seq_len, per_frame, cfg.truncate))
+        return ds.flat_map(lambda r: _chunks(r, cfg.seq_len, chunked_labels, cfg.truncate))
 
     if cfg.cache:  # decode before the cache; without it after the shuffle, whose buffer stays small
         cached = chunked()
@@ -299,7 +302,11 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             x["functionals"] = item["functionals"]
         label = tf.cast(item["label"], tf.int32)
         y = {}
-        if "category" in cfg.targets:
+        weights = {t: item["mask"] for t in framewise}
+        if frame_categories:  # UNLABELLED (-1) gives all zeros, and no weight
+            y["category"] = tf.one_hot(tf.cast(item["category"], tf.int32), classes)
+            weights["category"] = item["mask"] * tf.cast(item["category"] >= 0, tf.float32)
+        elif "category" in cfg.targets:
             y["category"] = tf.one_hot(label, classes)  # UNLABELLED (-1) gives all zeros
             if "category" in framewise:
                 y["category"] = tf.repeat(y["category"][None], cfg.seq_len, axis=0)
@@ -311,7 +318,7 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             return x, y, {"video_id": item["video_id"], "label": label, "sequence": item["sequence"],
                           "frame_index": item["frame_index"]}
         if framewise:
-            return x, y, {t: item["mask"] if t in framewise else tf.ones(()) for t in cfg.targets}
+            return x, y, {t: weights.get(t, tf.ones(())) for t in cfg.targets}
         return x, y
 
     def one_epoch(e):

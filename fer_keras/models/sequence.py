@@ -5,6 +5,11 @@ One builder covers every CNN+RNN of the theses: thesis 000's VGGFace/ResNet +GRU
 CNN + 2xGRU(128) per-frame valence/arousal, thesis 002's cascades on cached features, and
 thesis 003's frozen CNN + LSTM(128) with category, VA or combined heads. Every model takes a
 0/1 ``mask`` input; padded steps never change a prediction.
+
+``cached=True`` builds a frozen-CNN model without its CNN: input ``features`` (B, T, F) holds the
+per-frame outputs of that CNN, computed once by ``fer-keras features`` (thesis 003 freezes its
+ImageNet CNNs, so every epoch would recompute the same numbers). Every layer after the CNN keeps
+its name, so weights move between the two forms by name (models.cached).
 """
 import keras
 from keras import layers
@@ -119,7 +124,7 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
                    attention=False, dropout=0.0, tasks=("category",), classes=7, num_aus=11,
                    temporal="mean", classify="sequence", head_units=(), head_dropout=0.0,
                    head_activation="relu", va_activation="linear", reset_after=True, standardize=False,
-                   name="sequence_model"):
+                   cached=False, name="sequence_model"):
     """Build a CNN+RNN (``backbone`` set; input ``frames``) or RNN-on-vectors model (``input_dim``
     set; input ``input_name``), both with a ``mask`` input of shape (B, T).
 
@@ -146,7 +151,16 @@ def sequence_model(*, backbone=None, input_size=None, weights=None, global_pool=
         raise ValueError("temporal='last' needs an RNN")
     mask_in = keras.Input((seq_len,), name="mask")
     mask = AsMask(name="as_mask")(mask_in)
-    if backbone is not None:
+    if cached:
+        if backbone is None:
+            raise ValueError("cached takes a backbone's features: it needs backbone")
+        if trainable != 0:
+            raise ValueError(f"cached features come from a frozen CNN: trainable must be 0, got {trainable!r}")
+        cnn = build_backbone(backbone, input_size=input_size or default_size(backbone), global_pool=global_pool,
+                             feature=feature, dropout=backbone_dropout, options=backbone_options)
+        data_in = keras.Input((seq_len, int(cnn.output.shape[-1])), name="features")
+        x = data_in
+    elif backbone is not None:
         size = input_size or default_size(backbone)
         data_in = keras.Input((seq_len, size, size, 3), name="frames")
         x = frame_features(data_in, mask, backbone=backbone, input_size=size, weights=weights,

@@ -218,7 +218,7 @@ def discover(src, opts: VaOptions) -> tuple[list[VaItem], list[dict]]:
     if not os.path.isdir(src):
         raise LayoutError(f"{src}: no such directory")
     items, skipped = DISCOVER[opts.layout](src, opts)
-    if opts.layout in DRAWN_SPLITS:
+    if opts.layout in DRAWN_SPLITS or opts.draw_splits:
         _draw_splits(items + [item for item, _ in skipped], opts)
     categories = os.path.join(src, "categories")
     for item in items + [i for i, _ in skipped]:

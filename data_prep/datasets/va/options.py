@@ -56,10 +56,15 @@ class VaOptions:
                                    low=0)
     segment_frames: int = option(1200, "kept frames per record of a long track (a multiple of the sequence "
                                        "lengths 60/80/100, so training windows never straddle two)", low=1)
-    test_fraction: float = option(1 / 3, "--layout timed/frames: share of videos drawn into the test split "
-                                         "(thesis 001's 2:1)", low=0, high=0.9)
-    val_fraction: float = option(0.0, "--layout timed/frames: share of videos drawn into a validation split "
-                                      "(thesis 001 had none)", low=0, high=0.9)
+    require_category: bool = option(False, "keep only the frames that have a per-frame category (thesis 003 "
+                                           "kept 107,640 of its 265,663 faces, for all three model types)")
+    draw_splits: bool = option(False, "draw the splits by video with --test-fraction/--val-fraction in any "
+                                      "layout, not the ones it names (thesis 003 split its Aff-Wild videos into "
+                                      "train, validation and test)")
+    test_fraction: float = option(1 / 3, "--layout timed/frames or --draw-splits: share of videos drawn into the "
+                                         "test split (thesis 001's 2:1)", low=0, high=0.9)
+    val_fraction: float = option(0.0, "--layout timed/frames or --draw-splits: share of videos drawn into a "
+                                      "validation split (thesis 001 had none)", low=0, high=0.9)
     sequence_split: bool = option(False, "thesis 001's split, for fidelity only: every track's frames cut into "
                                          "80-frame sequences drawn 2:1 into train and test, so one video is in "
                                          "both (it leaks)")
@@ -83,6 +88,9 @@ class VaOptions:
         if self.sequence_split and self.layout not in DRAWN_SPLITS:
             raise ValueError(f"va option sequence_split draws thesis 001's split; --layout {self.layout} has "
                              f"its own splits ({', '.join(DRAWN_SPLITS)} have none)")
+        if self.require_category and not self.categories:
+            raise ValueError("va option require_category keeps the frames with a category: it needs categories "
+                             "(leave out --no-categories)")
         self.landmark_weights = tuple(self.landmark_weights)
 
     def content(self) -> dict:

@@ -179,6 +179,8 @@ class TrackPreparer:
             annotated = ~np.isnan(label.va).any(axis=1)
             if label.category is not None and self.categories is None:
                 label.category = None
+            if o.require_category:  # thesis 003 kept only its faces with a category, for every model
+                annotated &= label.category >= 0 if label.category is not None else False
             with_face = track.index >= 0
             kept = np.flatnonzero(annotated & with_face)
             counts = {"frames_total": source_frames, **resampled, "frames_kept": int(kept.size),
