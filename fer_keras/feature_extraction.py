@@ -79,14 +79,20 @@ def tap_model(model, tap, source=""):
 
 
 def load_extractor(source, tap=DEFAULT_TAP) -> Extractor:
-    """The tap sub-model of a run directory's best checkpoint, or of an experiment YAML's model."""
+    """The tap sub-model of a run directory's best checkpoint, or of an experiment's model (a YAML
+    file, or a loaded ``config.Experiment``, as ``make reproduce`` resolves a plan's)."""
     from fer_keras import config as cfg
     from fer_keras.data.integrity import sha256
-    from fer_keras.models import entry  # also registers the custom layers a checkpoint may hold
+    import fer_keras.models  # noqa: F401  registers the custom layers a checkpoint may hold
     from fer_keras.rundir import RunDir, load_checkpoint
 
-    source = Path(source)
-    if source.is_dir():
+    if isinstance(source, cfg.Experiment):
+        exp, source, label = source, Path(f"{source.name}.yaml"), source.name
+    else:
+        source = Path(source)
+        exp = cfg.load(source) if source.is_file() else None
+        label = str(source.resolve())
+    if exp is None and source.is_dir():
         run = RunDir(source)
         for path in (run.config, run.best):
             if not path.is_file():
@@ -94,16 +100,17 @@ def load_extractor(source, tap=DEFAULT_TAP) -> Extractor:
         exp = cfg.load(run.config)
         model = load_checkpoint(run.best)
         settings = {"source": str(run.best.resolve()), "sha256": sha256(run.best)}
-    elif source.is_file():
+    elif exp is not None:
+        import keras
+
         from fer_keras.models import cached
 
-        exp = cfg.load(source)
-        model = cached.build(exp, cached=False) if "cached" in entry(exp.model.name).options() else \
-            entry(exp.model.name).builder(**entry(exp.model.name).options(**exp.model.options))
         weights = exp.model.options.get("weights")
-        if weights is None:
+        if weights is None:  # seeded, so that a resumed extraction continues with the same CNN
             logger.warning("%s: the model has no weights file: its features come from random weights", source)
-        settings = {"source": str(source.resolve()), "model": exp.model.name, "options": exp.model.options,
+            keras.utils.set_random_seed(exp.training.seed)
+        model = cached.build(exp, cached=False)
+        settings = {"source": label, "model": exp.model.name, "options": exp.model.options,
                     "sha256": sha256(weights) if weights else None}
     else:
         raise FileNotFoundError(f"{source}: no such run directory or experiment file")

@@ -177,20 +177,31 @@ def _headline(metrics: dict) -> str:
     return f"accuracy {metrics.get('accuracy')}"
 
 
-def run_features(spec: dict, paths=None) -> str:
-    """A feature extraction step (fer-keras features), skipped when its files are complete."""
-    from fer_keras import feature_extraction
+def run_features(spec: dict, paths=None, folder=None, smoke=None, weights=None) -> str:
+    """A feature extraction step (fer-keras features), skipped when its files are complete. Its
+    ``source`` is a run directory, or the name of an experiment of the thesis folder (thesis 003:
+    the frozen CNN of a file, with the smoke settings and ``--weights`` a run of it gets)."""
+    from fer_keras import config, feature_extraction
 
-    spec = {k: _moved(v, paths or {}) for k, v in spec.items()}
+    source = spec["source"]
+    if folder is not None and _experiment_source(folder, source):
+        source = config.from_dict(experiment_raw(folder, source, smoke, paths, weights), f"{folder}/{source}.yaml")
+    spec = {k: _moved(v, paths or {}) for k, v in spec.items() if k != "source"}
     augmentations = spec.get("augmentations", ())
     if isinstance(augmentations, str) and augmentations != "all":
         augmentations = tuple(m.strip() for m in augmentations.split(",") if m.strip())
-    extractor = feature_extraction.load_extractor(spec["source"], spec.get("tap", feature_extraction.DEFAULT_TAP))
+    extractor = feature_extraction.load_extractor(_moved(source, paths or {}) if isinstance(source, str) else source,
+                                                  spec.get("tap", feature_extraction.DEFAULT_TAP))
     done = feature_extraction.extract(extractor, spec["data"], spec["out"], dtype=spec.get("dtype", "float32"),
                                       augmentations=augmentations, batch=int(spec.get("batch", 4)),
                                       seq_len=int(spec.get("seq_len", 100)),
                                       folds=spec.get("folds", "splits.json"), progress=False)
     return f"{sum(d['written'] for d in done)} of {len(done)} feature files written ({extractor.dim} features)"
+
+
+def _experiment_source(folder, source) -> bool:
+    """Whether a features step's ``source`` names an experiment file of the thesis folder."""
+    return isinstance(source, str) and "/" not in source and (Path(folder) / f"{source}.yaml").is_file()
 
 
 def _isolated(fn, *args):
@@ -254,7 +265,8 @@ def pretrained_steps(folder, plan: dict, smoke=None, paths=None, only=None) -> d
     those that run. A bad file is left out: it fails as its own step, logged."""
     found = {}
     for step in plan["steps"]:
-        for name in step.get("run", ()):
+        sources = [step["features"]["source"]] if "features" in step else []
+        for name in list(step.get("run", ())) + [s for s in sources if _experiment_source(folder, s)]:
             if only and name not in only:
                 continue
             try:
@@ -338,7 +350,7 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datas
                 elif kind == "run":
                     what = _isolated(run_experiment, folder, item, runs, settings, paths, weights)
                 else:
-                    what = _isolated(run_features, item, paths)
+                    what = _isolated(run_features, item, paths, folder, settings, weights)
                 failures.attempted(label)
             except Exception as err:  # one bad step never stops the others
                 logger.error("%s: %s", label, err)
