@@ -669,7 +669,8 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
         if metrics["va"].get("per_video"):
             paths["va_per_video"] = out / VA_PER_VIDEO
         if frame_index is not None:
-            frames_total = {v["id"]: v.get("frames_total") for v in loader.selection(data, split)}
+            frames_total = ({v["id"]: v.get("frames_total") for v in loader.selection(data, split)}
+                            if data.format == "tfrecord" else None)  # feature files keep no source lengths
             paths["va_frames"] = out / VA_FRAMES
             metrics["va"]["affwild2"] = write_affwild2(paths["va_frames"], seq_ids, frame_index, outputs["va"],
                                                        mask, frames_total)

@@ -6,6 +6,7 @@ undefined, e.g. a correlation of a constant). Two streaming Keras metrics monito
 ``MaskedBinaryAccuracy``, the AU accuracy over known labels (``action_units``' ``accuracy``).
 """
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -41,11 +42,15 @@ def classification(y_true, y_pred, classes):
     """
     t, p = _labels(y_true), _labels(y_pred)
     labels = np.arange(len(classes))
+    with warnings.catch_warnings():  # a class predicted but absent from y_true: its recall is 0, as said
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", "A single label was found")
+        balanced = float(skm.balanced_accuracy_score(t, p))
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         t, p, labels=labels, zero_division=0)
     return {
         "accuracy": float(skm.accuracy_score(t, p)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(t, p)),
+        "balanced_accuracy": balanced,
         "macro_f1": float(skm.f1_score(t, p, labels=labels, average="macro", zero_division=0)),
         "weighted_f1": float(skm.f1_score(t, p, labels=labels, average="weighted",
                                           zero_division=0)),

@@ -170,11 +170,16 @@ def run_experiment(folder, name, runs: Path, smoke=None, paths=None, weights=Non
 
 
 def _headline(metrics: dict) -> str:
-    """A step's figure for the log: accuracy, or the frame CCCs of a valence/arousal run."""
+    """A step's figure for the log: accuracy (per frame for per-frame categories), and the frame
+    CCCs of a valence/arousal run."""
+    parts = []
+    if (metrics.get("frame") or {}).get("accuracy") is not None:
+        parts.append(f"frame accuracy {metrics['frame']['accuracy']:.3f}")
+    elif metrics.get("accuracy") is not None or not metrics.get("va"):
+        parts.append(f"accuracy {metrics.get('accuracy')}")
     frame = (metrics.get("va") or {}).get("frame") or {}
-    if frame:
-        return ", ".join(f"{name} CCC {frame[name]['ccc']}" for name in ("valence", "arousal") if name in frame)
-    return f"accuracy {metrics.get('accuracy')}"
+    parts += [f"{name} CCC {frame[name]['ccc']}" for name in ("valence", "arousal") if name in frame]
+    return ", ".join(parts)
 
 
 def run_features(spec: dict, paths=None, folder=None, smoke=None, weights=None) -> str:
@@ -197,6 +202,18 @@ def run_features(spec: dict, paths=None, folder=None, smoke=None, weights=None) 
                                       seq_len=int(spec.get("seq_len", 100)),
                                       folds=spec.get("folds", "splits.json"), progress=False)
     return f"{sum(d['written'] for d in done)} of {len(done)} feature files written ({extractor.dim} features)"
+
+
+def _feeds(folder, spec, only, smoke, paths) -> bool:
+    """Whether a features step writes the data of one of the ``only`` experiments (so ``--only``
+    still computes, or finds complete, the features its experiments read)."""
+    roots = set()
+    for name in only:
+        try:
+            roots.add((experiment_raw(folder, name, smoke, paths).get("data") or {}).get("root"))
+        except (ValueError, OSError, yaml.YAMLError):
+            continue
+    return _moved(spec["out"], paths) in roots
 
 
 def _experiment_source(folder, source) -> bool:
@@ -310,7 +327,8 @@ def starting_weights(weights: dict, random_init: bool, steps: dict, plan_path) -
 def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datasets=None, weights=None,
               random_init=False) -> dict:
     """Run every step of the thesis's plan (``only``: just the experiments so named, and the
-    steps that feed them are still the user's to have run), then write its results table.
+    features steps that write their data; other steps that feed them are still the user's to have
+    run), then write its results table.
 
     ``datasets`` is the dataset registry (data_prep.registry.DATASETS), which ``--smoke`` needs to
     write and prepare its synthetic data: the command line hands it in, since the library never
@@ -341,7 +359,7 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datas
             label = item if kind == "run" else f"{kind} {json.dumps(item, sort_keys=True)}"
             if only and kind == "run" and item not in only:
                 continue
-            if only and kind == "features":
+            if only and kind == "features" and not _feeds(folder, item, only, settings, paths):
                 continue
             start = time.perf_counter()
             try:
@@ -381,7 +399,7 @@ def add_parser(subparsers):
     p.add_argument("--experiments", metavar="DIR", help="thesis folder (default experiments/thesis<NNN>)")
     p.add_argument("--runs", default="runs", metavar="DIR", help="where the runs go (default runs; smoke: the plan's)")
     p.add_argument("--smoke", action="store_true", help="synthetic data at tiny sizes, end to end")
-    p.add_argument("--only", nargs="+", metavar="NAME", help="only these experiment files")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="only these experiment files (and the features steps that write their data)")
     p.add_argument("--weights", nargs="+", type=_weights_item, default=[], metavar="NAME=FILE",
                    help="the local weights file of registry backbone NAME (e.g. vggface_vgg16, vgg16, resnet50), "
                         "set into model.options.weights of every step that starts that backbone with weights: null")

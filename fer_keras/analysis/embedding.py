@@ -24,6 +24,8 @@ import numpy as np
 
 from fer_keras.analysis.va_plane import colour
 
+EXACT_MAX = 100  # measured on 2 cores: 12 points 0.08 s exact, 0.9 s Barnes-Hut; 200 points 1.7 s, 0.6 s
+
 
 def subsample(n, max_points, seed=0) -> np.ndarray:
     """Sorted row indices of at most ``max_points`` of ``n`` rows, drawn without replacement (seeded)."""
@@ -34,15 +36,16 @@ def subsample(n, max_points, seed=0) -> np.ndarray:
 
 def tsne(vectors, *, perplexity=30.0, seed=0) -> np.ndarray:
     """(n, 2) t-SNE coordinates of (n, ...) vectors. The perplexity is clipped to (n - 1) / 3 (at
-    least 1), below the number of points as TSNE requires, so small sets still map."""
+    least 1), below the number of points as TSNE requires, so small sets still map; up to
+    EXACT_MAX points the exact gradient is faster than Barnes-Hut's approximation."""
     from sklearn.manifold import TSNE
 
     x = np.asarray(vectors, np.float32).reshape(len(vectors), -1)
     if len(x) < 3:
         raise ValueError(f"t-SNE needs at least 3 points, got {len(x)}")
     perplexity = min(float(perplexity), max(1.0, (len(x) - 1) / 3))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                random_state=seed).fit_transform(x)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed,
+                method="exact" if len(x) <= EXACT_MAX else "barnes_hut").fit_transform(x)
 
 
 def grid_cells(coords, side) -> np.ndarray:
