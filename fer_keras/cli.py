@@ -356,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--objective", metavar="NAME", help="metric to optimise (default tuning.objective)")
     t.add_argument("--overwrite", action="store_true", help="start the search in OUT afresh")
     t.set_defaults(func=_user_errors(_tune))
+    from fer_keras import analysis  # the parser only: TensorFlow loads when the command runs
+    analysis.report.add_parser(sub).set_defaults(func=_user_errors(analysis.report.run))
     return parser
 
 

@@ -216,7 +216,8 @@ class Reference:
     A row of several numbers (thesis 001's valence and arousal CCC of Table 1 and their MSE in
     Table 2, both from one evaluation) lists them in ``columns`` instead of ``metric``/``value``:
     ``[{metric: va.frame.valence.ccc, value: 0.22}, {table: Table 2, metric: va.frame.valence.mse,
-    value: 0.05}, ...]``; a column's ``table`` defaults to this one's, its ``label`` to the last two
+    value: 0.05}, ...]``; a column's ``table`` and ``row`` default to this one's (a comparison table such as
+    thesis 003's Table 5.4 names its rows "Best category-only"...), its ``label`` to the last two
     parts of its metric ("valence CCC")."""
     thesis: str = ""
     table: str = ""
@@ -241,11 +242,11 @@ class Reference:
                 raise ValueError(f"columns must be a list of {{metric, value[, table, label]}}, "
                                  f"got {self.columns!r}")
             for i, column in enumerate(self.columns):
-                if (not isinstance(column, dict) or set(column) - {"metric", "value", "table", "label"}
+                if (not isinstance(column, dict) or set(column) - {"metric", "value", "table", "row", "label"}
                         or not isinstance(column.get("metric"), str) or not column["metric"]
                         or not (column.get("value") is None or _is_number(column["value"]))):
                     raise ValueError(f"columns[{i}]: expected {{metric: a metrics.json path, value: the thesis "
-                                     f"number or null[, table, label]}}, got {column!r}")
+                                     f"number or null[, table, row, label]}}, got {column!r}")
 
 
 @dataclass

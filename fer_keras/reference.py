@@ -31,6 +31,13 @@ def label(metric) -> str:
     return " ".join(p.upper() if p in ACRONYMS else p for p in str(metric).split(".")[-2:])
 
 
+def percent_row(columns) -> bool:
+    """Whether a row of ``columns`` is in percent: as its thesis numbers are; a column the thesis
+    has no number for (a baseline beside its row) takes that unit."""
+    given = [c for c in columns if c.get("value") is not None]
+    return any(is_percent(c["metric"], c["value"]) for c in given) if given else True
+
+
 def _ours(metrics, metric, value, row_percent=True):
     """``(ours, percent, difference)`` of one thesis number (``row_percent``: the unit of its row's
     other numbers, for a column without one)."""
@@ -46,7 +53,8 @@ def compare(reproduces: dict, metrics: dict):
     our value of its metric from ``metrics`` in the thesis's unit and the difference (ours minus
     the thesis), or None when no thesis row is named. A row whose number the thesis lost
     (``value: null``) keeps ours, without a difference. A row of ``columns`` (config.Reference)
-    gets ``columns``: per column its table, label, metric, value, ours, percent and difference."""
+    gets ``columns``: per column its table, row (a comparison table's own row name, else the row's),
+    label, metric, value, ours, percent and difference."""
     reproduces = reproduces or {}
     value, metric = reproduces.get("value"), reproduces.get("metric", "accuracy")
     columns = reproduces.get("columns")
@@ -59,12 +67,10 @@ def compare(reproduces: dict, metrics: dict):
     if reproduces.get("per_class"):
         out["per_class"] = reproduces["per_class"]  # the thesis's; ours are metrics["per_class"]
     if columns:
-        # a column the thesis has no number for (a baseline beside its row) takes the row's unit
-        given = [c for c in columns if c.get("value") is not None]
-        row_percent = any(is_percent(c["metric"], c["value"]) for c in given) if given else True
+        row_percent = percent_row(columns)
         out["columns"] = [dict(zip(("ours", "percent", "difference"),
                                    _ours(metrics, c["metric"], c.get("value"), row_percent)),
-                               table=c.get("table") or out["table"], label=c.get("label") or label(c["metric"]),
-                               metric=c["metric"], value=c.get("value"))
+                               table=c.get("table") or out["table"], row=c.get("row") or out["row"],
+                               label=c.get("label") or label(c["metric"]), metric=c["metric"], value=c.get("value"))
                           for c in columns]
     return out

@@ -27,7 +27,7 @@ import yaml
 
 from fer_keras import plan
 from fer_keras.durable import write_atomic
-from fer_keras.reference import is_percent, label
+from fer_keras.reference import is_percent, label, percent_row
 
 logger = logging.getLogger(__name__)
 
@@ -173,20 +173,25 @@ def _expected_columns(ref, path) -> list | None:
             logger.warning("%s: reproduces.columns entry %r has no metric; left out", path, c)
             continue
         value = c.get("value") if _is_number(c.get("value"), none=True) else None
-        out.append({"table": str(c.get("table") or ref["table"]), "label": str(c.get("label") or label(c["metric"])),
-                    "metric": c["metric"], "value": value, "ours": None, "difference": None,
-                    "percent": is_percent(c["metric"], value)})
+        out.append({"table": str(c.get("table") or ref["table"]), "row": str(c.get("row") or ref["row"]),
+                    "label": str(c.get("label") or label(c["metric"])), "metric": c["metric"], "value": value,
+                    "ours": None, "difference": None})
+    row_percent = percent_row(out)
+    for c in out:
+        c["percent"] = is_percent(c["metric"], c["value"]) and (c["value"] is not None or row_percent)
     return out or None
 
 
 def _per_table(reference: dict) -> list[dict]:
-    """``reference`` as it is, or with columns one copy per table they name (in their order),
-    each holding that table's columns."""
+    """``reference`` as it is, or with columns one copy per table (and row) they name (in their
+    order), each holding that table's columns."""
     columns = reference.get("columns")
     if not columns:
         return [reference]
-    tables = list(dict.fromkeys(c["table"] for c in columns))
-    return [{**reference, "table": t, "columns": [c for c in columns if c["table"] == t]} for t in tables]
+    where = list(dict.fromkeys((c["table"], c.get("row") or reference["row"]) for c in columns))
+    return [{**reference, "table": t, "row": r, "columns": [c for c in columns
+                                                            if (c["table"], c.get("row") or reference["row"]) == (t, r)]}
+            for t, r in where]
 
 
 def _references(data) -> list[dict]:

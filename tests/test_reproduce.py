@@ -228,6 +228,26 @@ def test_thesis001_smoke_fills_every_row(tmp_path, monkeypatch):
     assert {r["table"].split(" (")[0] for r in rows} >= {f"§6.7 Table {k}" for k in range(1, 6)}
 
 
+@pytest.mark.slow
+def test_thesis003_smoke_fills_every_row(tmp_path, monkeypatch):
+    """make reproduce THESIS=003 SMOKE=1 from scratch: the synthetic set with categories prepared,
+    each frozen CNN's features cached, the 18 models trained on them and each evaluated on the
+    training and test splits: every column of Tables 5.1-5.7 and C.1-C.8 gets our number, the
+    baselines and macro F1 beside the category rows included."""
+    from fer_keras import config
+
+    rows = _smoke_rows("003", tmp_path, monkeypatch)
+    numbers = []  # (table, row, metric) of every number the files name: one CSV row each
+    for path in sorted((EXPERIMENTS / "thesis003").glob("*.yaml")):
+        if path.name != reproduce.PLAN:
+            ref = config.load(path).reproduces
+            numbers += [(c.get("table") or ref.table, c.get("row") or ref.row, c["metric"]) for c in ref.columns]
+    assert sorted((r["table"], r["row"], r["metric"]) for r in rows) == sorted(numbers)
+    assert all(r["status"] == "ok" and r["ours"] for r in rows), [(r["table"], r["row"]) for r in rows if not r["ours"]]
+    tables = {r["table"].split(" (")[0] for r in rows}
+    assert tables == {f"Table 5.{k}" for k in range(1, 8)} | {f"Table C.{k}" for k in range(1, 9)}
+
+
 def test_thesis001_smoke_cnn_rows(tmp_path, monkeypatch):
     """The fast part of thesis 001's smoke run: the synthetic sets prepared, the VGG16 CNN trained
     on the 4K stand-in and tested there and on AffectNet's still images (protocol evaluate,

@@ -271,7 +271,8 @@ def analyse(run_dir, *, split=None, max_points=2000, steps=100, out=None, seed=0
     true_cat, true_va = frames["true_category"], frames["true_va"]
     labelled = 0 if true_cat is None else int((true_cat >= 0).sum())
     planes = {"labels": (true_va, true_cat, f"the {split} split's labels"),
-              "predictions": (frames["va"], frames["category"], "the run's predictions (argmax category, predicted VA)")}
+              "predictions": (frames["va"], frames["category"],
+                              "the run's predictions (argmax category, predicted VA)")}
     for name, (va, cat, whose) in planes.items():
         if va is None or cat is None:
             lacking = " and ".join(w for w, v in (("per-frame valence/arousal", va), ("categories", cat)) if v is None)

@@ -171,7 +171,8 @@ def plot_histograms(va, category, classes, path, bins=20, title=""):
     for k, (ax, name) in enumerate(zip(axes, classes)):
         points = np.clip(va[category == k], -1, 1)
         counts, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=[edges, edges])
-        image = ax.imshow(counts.T, origin="lower", extent=(-1, 1, -1, 1), cmap="viridis", interpolation="nearest")
+        image = ax.imshow(counts.T, origin="lower", extent=(-1, 1, -1, 1), cmap="viridis", interpolation="nearest",
+                          vmin=0, vmax=max(counts.max(), 1))
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         _plane(ax, f"{name} ({len(points)})")
     if title:

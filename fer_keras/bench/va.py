@@ -53,6 +53,7 @@ TARGET_RATIO = 10.0    # cached epoch at least this many times faster than the f
 MODEL = "vgg19_lstm_combined"
 MODELS = ("vgg19_lstm_combined", "vgg19_lstm_va", "vgg19_lstm_category")
 NORMALIZE = "symmetric"
+INIT = "he_normal"           # the random CNN's initialiser (no pretrained weights are read)
 SEED = 0
 FRAME_SIZE = (320, 180)      # synthetic source frames (width, height): cheap face detection
 VAL_FRACTION = TEST_FRACTION = 0.125
@@ -121,7 +122,9 @@ def split_frames(prepared) -> dict:
 # --- experiments (the training engine's own pieces) -------------------------------------------
 
 def _training_section():
-    return {"optimizer": {"name": "adam", "learning_rate": 1e-5}, "epochs": 1}  # thesis 003 §4.5: best LR 1e-5
+    """experiments/thesis003's: Adam 1e-5 with Keras 2's decay 1e-5 (inverse time per step)."""
+    return {"optimizer": {"name": "adam", "learning_rate": 1e-5},
+            "schedule": {"name": "inverse_time", "decay_rate": 1e-5, "decay_steps": 1}, "epochs": 1}
 
 
 def _pipeline(seq_len, size, batch):
@@ -129,11 +132,13 @@ def _pipeline(seq_len, size, batch):
             "targets": ["category", "va"], "batch_size": batch}
 
 
-def frames_spec(model, prepared, seq_len, size, batch, weights=None) -> dict:
+def frames_spec(model, prepared, seq_len, size, batch, weights=None, init=None) -> dict:
     """The frames form: the registry model with its frozen CNN inside, on the prepared shards."""
     options = {"input_size": size, "seq_len": seq_len, "cached": False, "trainable": 0}
     if weights:
         options["weights"] = os.path.abspath(weights)
+    if init:
+        options["init"] = init
     return {"name": "bench_va_frames",
             "description": "bench_va: the frozen CNN recomputed on every frame (random weights, shared with "
                            "the features)",
@@ -160,18 +165,19 @@ def experiment(spec, label):
 
 
 def weights_file(out, model, size, seq_len, prepared) -> str:
-    """Random (seeded) weights of the frames model's frozen CNN (its ``frame_cnn``), written once
-    under ``out``: the features are written with them and the frames form loads them. A new file
+    """Random (seeded, He-normal, so that the features do not fade through 16 convolutions) weights
+    of the frames model's frozen CNN (its ``frame_cnn``), written once under ``out``: the features
+    are written with them and the frames form loads them. A new file
     makes the feature files of that model and size stale, so they are removed."""
     import keras
 
     from fer_keras.models import cached
 
-    path = os.path.abspath(os.path.join(out, f"{model}-{size}px-cnn.weights.h5"))
+    path = os.path.abspath(os.path.join(out, f"{model}-{size}px-cnn-{INIT}.weights.h5"))
     if not os.path.isfile(path):
         shutil.rmtree(features_dir(out, model, size, None), ignore_errors=True)
         keras.utils.set_random_seed(SEED)
-        exp = experiment(frames_spec(model, prepared, seq_len, size, 1), "bench_va (weights)")
+        exp = experiment(frames_spec(model, prepared, seq_len, size, 1, init=INIT), "bench_va (weights)")
         frames_model = cached.build(exp, cached=False)
         tmp = path.removesuffix(".weights.h5") + ".tmp.weights.h5"
         cached.frame_cnn(frames_model).save_weights(tmp)
@@ -278,7 +284,7 @@ def time_cached(exp, epochs) -> tuple[dict, object]:
 
 def time_frames(exp, epochs) -> tuple[dict, object]:
     """Whole frames epochs after two warm-up steps that trace the training step (a full batch and a
-    batch of one video, each video with one real frame, so the CNN runs on three frames)."""
+    batch of one video, each video with one real frame, so the CNN runs on a few frames only)."""
     import tensorflow as tf
 
     from fer_keras import training
@@ -289,9 +295,11 @@ def time_frames(exp, epochs) -> tuple[dict, object]:
     model = build(exp, steps)
 
     def one_frame(videos):
-        def cut(x, y):
-            mask = x["mask"][:videos] * tf.one_hot(0, tf.shape(x["mask"])[1], dtype=x["mask"].dtype)
-            return {**{k: v[:videos] for k, v in x.items()}, "mask": mask}, {k: v[:videos] for k, v in y.items()}
+        def cut(x, y, weights):  # weights: each per-frame target's mask, (B, T)
+            head = tf.one_hot(0, tf.shape(x["mask"])[1], dtype=x["mask"].dtype)
+            first = lambda d: {k: v[:videos] for k, v in d.items()}  # noqa: E731
+            return ({**first(x), "mask": x["mask"][:videos] * head}, first(y),
+                    {k: v * head for k, v in first(weights).items()})
         return cut
 
     first = training.training_data(exp, 0, 1, steps).take(1)
