@@ -15,8 +15,8 @@ read whatever the run was trained on), the run's predictions, and three of its l
 A layer whose output is not per frame (e.g. ``temporal: last``) is not embedded. At most
 ``max_points`` frames, a seeded uniform draw over the split, are kept for the t-SNE maps.
 Activation maximisation and saliency need a model with a ``frames`` input: a run trained on
-cached features gets one from ``fer_keras.models.cached.frames_model``; when none can be made,
-or the data hold no face images (saliency), index.html says why.
+cached features gets one from ``fer_keras.models.cached.frames_model`` (built from its best
+checkpoint); when none can be made, or the data hold no face images (saliency), index.html says why.
 
 Folder (``RUN_DIR/analysis`` unless ``--out``)::
 
@@ -40,6 +40,8 @@ import logging
 import os
 import re
 from pathlib import Path
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +91,10 @@ class _Draw:
     position in the stream: every row gets a random key and the smallest keys stay."""
 
     def __init__(self, size, seed):
-        import numpy as np
-
-        self.np, self.size, self.rng = np, size, np.random.default_rng(seed)
+        self.size, self.rng = size, np.random.default_rng(seed)
         self.keys, self.rows, self.items = np.empty(0), np.empty(0, np.int64), {}
 
     def add(self, start, items):
-        np = self.np
         n = len(next(iter(items.values())))
         keys = self.rng.random(n)
         new = keys < self.keys.max() if len(self.keys) >= self.size else np.ones(n, bool)
@@ -109,7 +108,7 @@ class _Draw:
 
     def result(self):
         """(rows, {name: values}) in stream order."""
-        order = self.np.argsort(self.rows)
+        order = np.argsort(self.rows)
         return self.rows[order], {k: v[order] for k, v in self.items.items()}
 
 
@@ -157,7 +156,6 @@ def _collect(model, ds, normalize, pixel_stats, max_points, seed):
     frames, the drawn frames' layer outputs and faces, the first clips for saliency, what each
     layer found is, and the layers not embedded (with why)."""
     import keras
-    import numpy as np
 
     from fer_keras.analysis.maximisation import to_pixels
 
@@ -165,6 +163,7 @@ def _collect(model, ds, normalize, pixel_stats, max_points, seed):
     skipped = {k: f"{LAYERS[k]} ({what}) are {len(t.shape) - 1}-D per sequence, not per frame"
                for k, (what, t) in layers.items() if t is not None and len(t.shape) != 3}
     taps = {k: t for k, (_, t) in layers.items() if t is not None and k not in skipped}
+    from_input = "cnn" in layers and layers["cnn"][1] is None  # a run on cached features
     outputs = dict(zip(model.output_names, model.outputs))
     probe = keras.Model(model.input, {**{f"out_{k}": v for k, v in outputs.items()},
                                       **{f"tap_{k}": v for k, v in taps.items()}})
@@ -194,7 +193,7 @@ def _collect(model, ds, normalize, pixel_stats, max_points, seed):
         if "out_va" in pred:
             frames["va"].append(per_frame(pred["out_va"]))
         items = {k: np.asarray(pred[f"tap_{k}"])[mask] for k in taps}
-        if "cnn" in layers and "cnn" not in taps and "cnn" not in skipped:
+        if from_input:
             items["cnn"] = x["features"].numpy()[mask]
         if "frames" in x:
             items["faces"] = to_pixels(x["frames"].numpy()[mask], normalize, pixel_stats)
@@ -338,8 +337,6 @@ def analyse(run_dir, *, split=None, max_points=2000, steps=100, out=None, seed=0
     if image_model is not None and not clips:
         notes.append("saliency: the run's data hold no face images (cached features)")
     elif image_model is not None:
-        import numpy as np
-
         clip_frames, clip_mask = (np.stack(v) for v in zip(*clips))
         maps, predicted = maximisation.saliency(image_model, clip_frames, clip_mask)
         file = out / "saliency.png"
