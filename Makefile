@@ -85,6 +85,11 @@ bench-pipeline:
 bench-cascade:
 	$(BIN)/python -m fer_keras.bench.cascade --out $(DATA)/bench_cascade $(ARGS)
 
+# Thesis 003 VGG19+LSTM on cached frozen-CNN features vs recomputing the CNN every epoch (epoch ratio, break-even).
+.PHONY: bench-va
+bench-va:
+	$(BIN)/python -m fer_keras.bench.va --out $(DATA)/bench_va $(ARGS)
+
 clean:
 	rm -rf $(DATA) runs .pytest_cache build *.egg-info
 
