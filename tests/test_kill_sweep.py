@@ -186,6 +186,24 @@ def test_features_killed_anywhere_resume_to_the_same_files(tmp_path):
     assert points["identical"] == 2
 
 
+@pytest.mark.slow
+def test_track_features_killed_anywhere_resume_to_the_same_files(prepared_va_categories, tmp_path):
+    """Thesis 003's `fer-keras features` (a random, seeded CNN over every frame of valence/arousal
+    tracks, rows of 4 frames with their labels, one file per split, a video at a time) killed at 3
+    drawn moments and between a file's rename and its record: the same files, bit for bit."""
+    import yaml
+    from test_cached_features import experiment
+
+    source = tmp_path / "source.yaml"
+    source.write_text(yaml.safe_dump(experiment(prepared_va_categories[0], model_cached=False)))
+    argv = lambda out: ["-m", "fer_keras.cli", "features", str(source), "--data", prepared_va_categories[0],  # noqa: E731
+                        "--out", str(out), "--seq-len", "4", "--batch", "1", "-q"]
+    figures = sweep(argv, tmp_path, 3, compare_features)
+    print("track features sweep:", figures)
+    assert figures["identical"] == 3
+    assert at_points(argv, tmp_path, ["features_renamed@1"], compare_features)["identical"] == 1
+
+
 def compare_search(whole, resumed):
     import yaml
 
