@@ -204,8 +204,11 @@ def extract(extractor: Extractor, data, out, *, dtype="float32", augmentations=(
     check_augmentations(manifest, augmentations, data)
     if (Path(data) / folds).is_file():
         plan = file_plan(manifest, split_files.read(Path(data) / folds), augmentations)
-    else:
+    elif windowed(manifest):
         plan = split_plan(manifest)
+    else:  # whole videos (thesis 002) are written per fold of their split file
+        raise FileNotFoundError(f"{Path(data) / folds}: missing; --data must be a prepared dataset with its split "
+                                "file (fer-keras folds), or of tracks with per-frame labels")
     # the videos (augmentations included) are checked by name, so the settings leave them out
     settings = json.dumps({**extractor.settings, "dtype": dtype, "steps": seq_len}, sort_keys=True)
     files, done = [], []

@@ -200,11 +200,11 @@ def test_killed_extraction_continues_to_the_same_files(dataset, run_dir, tmp_pat
     fe.extract(extractor, root, whole, batch=1, seq_len=T, progress=False)
     append, calls = FeatureWriter.append, []
 
-    def killed_after_three(writer, features, masks, labels, names):
+    def killed_after_three(writer, features, masks, labels, names, frames=None):
         if len(calls) == 3:
             raise KeyboardInterrupt
         calls.append(list(names))
-        append(writer, features, masks, labels, names)
+        append(writer, features, masks, labels, names, frames)
 
     out = tmp_path / "killed"
     monkeypatch.setattr(FeatureWriter, "append", killed_after_three)
@@ -228,9 +228,9 @@ def test_killed_extraction_continues_to_the_same_files(dataset, run_dir, tmp_pat
     problems, _ = check_folder(out)
     assert [p.path for p in problems] == [str(p) for p in partials]   # verify names them, never takes them as done
 
-    def recorded(writer, features, masks, labels, names):
+    def recorded(writer, features, masks, labels, names, frames=None):
         calls.append(list(names))
-        append(writer, features, masks, labels, names)
+        append(writer, features, masks, labels, names, frames)
 
     monkeypatch.setattr(FeatureWriter, "append", recorded)
     fe.extract(extractor, root, out, batch=1, seq_len=T, progress=False)
@@ -267,9 +267,9 @@ def test_writer_holds_one_batch(dataset, run_dir, tmp_path, monkeypatch):
     root, _ = dataset
     append, seen = FeatureWriter.append, []
 
-    def watched(writer, features, masks, labels, names):
+    def watched(writer, features, masks, labels, names, frames=None):
         seen.append((writer.path, len(names), features.nbytes, writer.file["features"].shape[0]))
-        append(writer, features, masks, labels, names)
+        append(writer, features, masks, labels, names, frames)
 
     monkeypatch.setattr(FeatureWriter, "append", watched)
     fe.extract(fe.load_extractor(run_dir), root, tmp_path / "out", batch=2, seq_len=T, progress=False)

@@ -36,7 +36,7 @@ def test_round_trip_equals_the_arrays(tmp_path):
     path = str(tmp_path / "fold-0-features-4.h5")
     features, masks, labels, names = _arrays(np.random.default_rng(0))
     write_features(path, features, masks, labels, names, CLASSES)
-    assert read_info(path) == (CLASSES, 5, 6, 4)
+    assert read_info(path) == (CLASSES, 5, 6, 4, False)  # one row per video, no per-frame labels
     assert sorted(os.listdir(tmp_path)) == ["features.json", "fold-0-features-4.h5"]  # + its checksum index
     got = _collect(feature_sequences(path, PipelineConfig(seq_len=6, batch_size=2), with_meta=True))
     assert list(got) == names   # file order when not training
@@ -118,7 +118,7 @@ def test_bad_files_are_named(tmp_path):
 
     good = str(tmp_path / "good.h5")
     write_features(good, *_arrays(np.random.default_rng(3)), CLASSES)
-    with pytest.raises(ValueError, match=r"good\.h5: cached feature files hold only 'category'"):
+    with pytest.raises(ValueError, match=r"good\.h5: its cached features hold category labels, not targets"):
         feature_sequences(good, PipelineConfig(targets=("category", "va")))
 
 
