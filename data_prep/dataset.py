@@ -64,6 +64,7 @@ class Dataset:
     subjects: bool = False  # its manifest records each video's subject (k-fold by subject works)
     synthetic_source: str = "synthetic_source"  # where `prepare NAME OUT` writes a synthetic source under OUT
     small: dict = field(default_factory=dict)  # options that prepare the small synthetic set in seconds (tests)
+    download: str | None = None  # module with fetch(source, out, DownloadOptions, progress): `fer-keras download`
 
     @property
     def source_metavar(self) -> str:
@@ -73,6 +74,15 @@ class Dataset:
         """Prepare ``src`` into ``out`` (resumable); returns the manifest."""
         layout = importlib.import_module(f"{self.package}.layout")
         return layout.prepare(src, out, opts if opts is not None else self.options(), progress=progress)
+
+    def fetch(self, source, out, opts=None, progress: bool = True, connect_to=None) -> dict:
+        """Download what ``source`` lists into ``out`` (resumable); returns the run's summary."""
+        if self.download is None:
+            raise ValueError(f"dataset {self.name!r} has nothing to download (it is distributed as files)")
+        from data_prep.download import DownloadOptions
+
+        module = importlib.import_module(self.download)
+        return module.fetch(source, out, opts or DownloadOptions(), progress=progress, connect_to=connect_to)
 
     def make_options(self, values: dict):
         """The options from option names (a plan's ``prepare`` mapping); unknown names and bad values are refused."""

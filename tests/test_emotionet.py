@@ -1,0 +1,143 @@
+"""EmotioNet (thesis 004): the label sheet, the three label modes, the split, the valence/arousal CSV,
+and the whole path synthetic sheet -> local server -> download -> prepare -> verify."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from data_prep.datasets.emotionet import layout
+from data_prep.datasets.emotionet.options import EmotionetOptions
+from data_prep.datasets.emotionet.sheet import read_sheet
+from fer_keras.classes import EMOTIONET_11_AUS
+
+ELEVEN = [au - 1 for au in EMOTIONET_11_AUS]
+
+
+def _row(active=(), unknown=(), rest=999):
+    """60 labels: the 11 annotated AUs 0 unless active or 999 (unknown), every other AU `rest`."""
+    row = [rest] * 60
+    for au in EMOTIONET_11_AUS:
+        row[au - 1] = 999 if au in unknown else int(au in active)
+    return row
+
+
+def _write_csv(path, lines):
+    with open(path, "w", newline="") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def _cells(url, row):
+    return ",".join([url, *map(str, row)])
+
+
+# --- the sheet -------------------------------------------------------------------------------------
+
+def test_sheet_rows_problems_duplicates_and_comma_urls(tmp_path):
+    good = _row(active=(6, 12))
+    lines = ["URL," + ",".join(f"AU{i}" for i in range(1, 61)),           # row 1: a header
+             _cells("http://a.example/x.jpg", good),                     # 2
+             '"http://a.example/q,uoted.jpg",' + ",".join(map(str, good)),  # 3: quoted comma URL
+             _cells("http://a.example/un,quo,ted.jpg", good),            # 4: unquoted: read back whole
+             _cells("http://a.example/short.jpg", good[:-1]),            # 5: 60 columns
+             _cells("http://a.example/two.jpg", good[:4] + [2] + good[5:]),  # 6: AU 5 is 2
+             _cells("", good),                                           # 7: empty URL
+             _cells("http://a.example/x.jpg", good),                     # 8: duplicate, same labels
+             "",                                                         # blank line, ignored
+             _cells("http://a.example/x.jpg", _row()),                   # 10: duplicate, other labels
+             _cells("http://a.example/float.jpg", [f"{v}.0" for v in good])]  # 11: 1.0 is 1
+    _write_csv(tmp_path / "s.csv", lines)
+    sheet = read_sheet(tmp_path / "s.csv")
+    assert sheet.header and sheet.comma_urls == 1
+    assert [r.url for r in sheet.rows] == ["http://a.example/x.jpg", "http://a.example/q,uoted.jpg",
+                                           "http://a.example/un,quo,ted.jpg", "http://a.example/float.jpg"]
+    assert [r.row for r in sheet.rows] == [2, 3, 4, 11]
+    assert all(np.array_equal(r.aus, good) for r in sheet.rows)
+    assert [(p["row"], p["problem"].split(",")[0]) for p in sheet.problems] == [
+        (5, "60 columns"), (6, "AU 5 is '2'"), (7, "empty URL")]
+    assert sheet.duplicates == [{"url": "http://a.example/x.jpg", "rows": [2, 8, 10], "same_labels": False}]
+
+
+def test_xlsx_and_csv_read_the_same(tmp_path):
+    import openpyxl
+
+    rows = [["http://a.example/1.jpg", *_row(active=(1,))], ["http://a.example/2,b.jpg", *_row(unknown=(4,))],
+            ["http://a.example/3.jpg", *_row()[:30], 7, *_row()[31:]]]
+    book = openpyxl.Workbook()
+    for row in rows:
+        book.active.append(row)
+    book.active.append([None] * 61)  # openpyxl pads; empty rows are ignored
+    book.save(tmp_path / "s.xlsx")
+    _write_csv(tmp_path / "s.csv", ['"http://a.example/2,b.jpg"' if r[0].count(",") else r[0] for r in rows[:0]]
+               + [",".join(f'"{c}"' if "," in str(c) else str(c) for c in r) for r in rows])
+    read = [read_sheet(tmp_path / name) for name in ("s.xlsx", "s.csv")]
+    for sheet in read:
+        assert not sheet.header and [r.url for r in sheet.rows] == [rows[0][0], rows[1][0]]
+        assert sheet.problems == [{"row": 3, "url": rows[2][0], "problem": "AU 31 is '7', expected 0, 1 or 999"}]
+    assert all(np.array_equal(a.aus, b.aus) for a, b in zip(read[0].rows, read[1].rows))
+
+
+def test_sheet_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.xlsx: no such file"):
+        read_sheet(tmp_path / "nope.xlsx")
+    (tmp_path / "s.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"s.txt: unknown sheet type '.txt'"):
+        read_sheet(tmp_path / "s.txt")
+    (tmp_path / "bad.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
+    with pytest.raises(ValueError, match="bad.xlsx: not a readable .xlsx workbook"):
+        read_sheet(tmp_path / "bad.xlsx")
+
+
+# --- label modes, split, valence/arousal -------------------------------------------------------------
+
+def test_label_modes_give_the_expected_counts():
+    """A constructed sheet: 5 images with no 999 among the 11 AUs, 3 with one, 2 with all of them."""
+    rows = ([np.array(_row(active=(6, 12)), np.int16)] * 5 + [np.array(_row(unknown=(9,)), np.int16)] * 3
+            + [np.array(_row(unknown=EMOTIONET_11_AUS), np.int16)] * 2)
+    kept = {mode: [layout.targets(r, mode) for r in rows] for mode in ("60", "11", "masked")}
+    assert [sum(t is not None for t, _ in kept[m]) for m in ("60", "11", "masked")] == [10, 5, 10]
+    sixty, _ = kept["60"][0]
+    assert sixty.shape == (60,) and set(np.unique(sixty)) == {0.0, 1.0} and sixty[[5, 11]].tolist() == [1, 1]
+    masked, _ = kept["masked"][5]
+    assert masked[8] == 999 and (masked == 999).sum() == 50  # AU 9 and the 49 unannotated kept as 999
+    eleven, _ = kept["11"][0]
+    assert eleven.shape == (11,) and eleven.tolist() == [float(au in (6, 12)) for au in EMOTIONET_11_AUS]
+    assert kept["11"][5] == (None, "AU 9 is 999 (occluded or not annotated)")
+
+
+@pytest.mark.parametrize("mode,share", [("60", 15000 / 21400), ("11", 10282 / 14706)])
+def test_split_follows_the_thesis_share_and_the_seed(mode, share):
+    urls = [f"http://a.example/{i}.jpg" for i in range(2000)]
+    opts = EmotionetOptions(labels=mode)
+    ranks = layout._ranks(urls, 0)
+    split = {u: layout.split_of(u, opts, ranks) for u in urls}
+    assert abs(sum(s == "train" for s in split.values()) / 2000 - share) < 1e-3
+    reordered, reseeded = layout._ranks(list(reversed(urls)), 0), layout._ranks(urls, 1)
+    assert {u: layout.split_of(u, opts, reordered) for u in urls} == split
+    assert {u: layout.split_of(u, opts, reseeded) for u in urls} != split
+    held = EmotionetOptions(labels=mode, val_fraction=0.1)
+    drawn = [layout.split_of(u, held, ranks) for u in urls]
+    counts = {s: drawn.count(s) for s in ("train", "val", "test")}
+    assert counts["test"] == sum(s == "test" for s in split.values()) and abs(counts["val"] - 0.1 * share * 2000) <= 1
+
+
+def test_va_csv_by_url_or_file_name_with_its_scale(tmp_path):
+    path = tmp_path / "va.csv"
+    _write_csv(path, ["image,valence,arousal", "http://a.example/1.jpg,5,-10", "face-1a2b.jpg,-2.5,0",
+                      "http://a.example/3.jpg,11,0", "http://a.example/4.jpg,1", ""])
+    va, problems = layout.read_va(path, {"face-1a2b.jpg": "http://a.example/2.jpg"}, 10.0)
+    assert {u: v.tolist() for u, v in va.items()} == {"http://a.example/1.jpg": [0.5, -1.0],
+                                                      "http://a.example/2.jpg": [-0.25, 0.0]}
+    assert [p["line"] for p in problems] == [4, 5] and "outside [-10, 10] (set --va-scale)" in problems[0]["problem"]
+
+
+def test_options_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match="emotionet option labels must be one of 60, 11, masked, got '12'"):
+        EmotionetOptions(labels="12")
+    with pytest.raises(ValueError, match="emotionet option va_csv: .*nope.csv: no such file"):
+        EmotionetOptions(va_csv=str(tmp_path / "nope.csv"))
+    with pytest.raises(ValueError, match="emotionet option val_fraction must be 0..0.5"):
+        EmotionetOptions(val_fraction=0.7)
+    with pytest.raises(FileNotFoundError, match="labels.csv: no such file; .* is not an EmotioNet download"):
+        layout.read_labels(tmp_path)
