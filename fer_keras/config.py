@@ -363,6 +363,7 @@ class Experiment:
         changes = [name for name, on in (
             ("data.pipeline.augment", pipeline.augment != Augment()),
             ("data.pipeline.affine", pipeline.affine is not None),
+            ("data.pipeline.slim_preprocessing", pipeline.slim_preprocessing is not None),
             ("model.options.trainable", self.model.options.get("trainable", 0) != 0),
             ("model.options.backbone_dropout", self.model.options.get("backbone_dropout", 0) not in (0, None)
              and self.model.options.get("feature") is not None)) if on]

@@ -89,6 +89,26 @@ def initial_weights(exp: cfg.Experiment) -> Path | None:
     return path
 
 
+def tf1_weights_map(exp: cfg.Experiment):
+    """``exp.weights_map``; without one, when ``weights_from`` is a TF1 checkpoint
+    (``tf1_checkpoint.is_checkpoint``: TF-Slim's ``vgg_16.ckpt``, a ``model.ckpt-N`` prefix), the
+    name map of the model's backbone (``tf1_checkpoint.BACKBONE_MAPS``: vgg16 -> vgg_16,
+    bn_inception -> inception_v2); a backbone without one is an error asking for ``weights_map``."""
+    if exp.weights_map is not None or exp.weights_from is None:
+        return exp.weights_map
+    from fer_keras.models import tf1_checkpoint
+
+    if not tf1_checkpoint.is_checkpoint(exp.weights_from):
+        return None
+    backbone = entry(exp.model.name).options(**exp.model.options).get("backbone")
+    if backbone not in tf1_checkpoint.BACKBONE_MAPS:
+        raise ValueError(f"{exp.name}: weights_from {exp.weights_from} is a TF1 checkpoint; name how its variables "
+                         f"map onto model {exp.model.name!r} with weights_map (one of "
+                         f"{', '.join(sorted(tf1_checkpoint.NAME_MAPS))}, or a list of rules): its backbone "
+                         f"{backbone!r} has no default (only {', '.join(tf1_checkpoint.BACKBONE_MAPS)} do)")
+    return tf1_checkpoint.BACKBONE_MAPS[backbone]
+
+
 def _start_weights(model, exp: cfg.Experiment, path: Path, run_root: Path) -> None:
     """Load ``weights_from``: a Keras checkpoint, or a TF1 checkpoint by ``weights_map`` with its
     report (loaded, missing, unused variables) in the run's weights_report.json."""
@@ -624,6 +644,8 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
     problem = cfg.search_problem(exp)
     if problem:
         raise FileNotFoundError(f"{exp.name}: {problem}")
+    if tf1_weights_map(exp) != exp.weights_map:  # a TF1 checkpoint's default map, recorded in config.yaml
+        exp = dataclasses.replace(exp, weights_map=tf1_weights_map(exp))
     start_from = initial_weights(exp)
     if not validation and training.monitor.startswith("val_"):
         raise ValueError(f"training.monitor {training.monitor!r} needs a validation split; without one "

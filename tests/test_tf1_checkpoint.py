@@ -262,8 +262,10 @@ def test_errors_are_one_clear_line(tmp_path):
         assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match=r"^name map matches no weight of model .*'block1_conv1/kernel'"):
         load_checkpoint(keras_vgg_like(), tmp_path, [(r"conv9/kernel", "x/weights")])
+    with pytest.raises(ValueError, match=r"^name map matches no weight .*'block1_conv1/kernel'"):
+        load_checkpoint(keras_vgg_like(), tmp_path, "inception_v2")     # its rules name slim's scopes only
     with pytest.raises(ValueError, match=r"holds none of the variables .*'InceptionV2/block1_conv1/weights'"):
-        load_checkpoint(keras_vgg_like(), tmp_path, "inception_v2")
+        load_checkpoint(keras_vgg_like(), tmp_path, [(r"(block1_conv1)/kernel", r"InceptionV2/\1/weights")])
     with pytest.raises(ValueError, match="unknown name map 'vgg_19'"):
         load_checkpoint(keras_vgg_like(), tmp_path, "vgg_19")
     with pytest.raises(ValueError, match="conversion among"):
@@ -306,3 +308,158 @@ def test_training_starts_from_a_tf1_checkpoint_by_its_name_map(tmp_path):
     assert set(report["loaded"]) == set(plain) and report["missing_in_checkpoint"]  # its GRU cells were not saved
     with pytest.raises(ValueError, match="weights_from"):
         config.from_dict({"name": "x", "weights_map": "affwildnet_vggface_gru"}, "x.yaml")
+
+
+# --- thesis 004: TF-Slim's ImageNet checkpoints into the registry models, every variable by name ----
+
+def _patches(x, k, stride, pad):
+    """(B, H', W', k, k, C) patches of ``x`` (B, H, W, C) zero-padded by ``pad`` ((top, bottom), (left, right))."""
+    x = np.pad(x, ((0, 0), *pad, (0, 0)))
+    h, w = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
+    return np.stack([np.stack([x[:, i:i + stride * h:stride, j:j + stride * w:stride] for j in range(k)], 3)
+                     for i in range(k)], 3)
+
+
+def _same(size, k, stride):
+    """TF's SAME padding (before, after) of one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def _np_conv(x, kernel, stride=1):
+    k = kernel.shape[0]
+    pad = (_same(x.shape[1], k, stride), _same(x.shape[2], k, stride))
+    return np.einsum("bhwijc,ijco->bhwo", _patches(x, k, stride, pad), kernel)
+
+
+def slim_checkpoint_of(model, name_map, extra=None):
+    """{slim name: random array} for every weight of ``model`` a rule of ``name_map`` matches, each
+    in slim's form (fc6/fc7 as convolutions over the map they read), plus ``extra``; and
+    {keras weight: slim name}."""
+    arrays, names = dict(extra or {}), {}
+    for name, variable in _named_weights(model):
+        rule = next(((r, m) for r in _rules(name_map) if (m := re.fullmatch(r[0], name))), None)
+        if rule is None:
+            continue
+        (_, template, *convert), match = rule
+        shape = tuple(variable.shape)
+        if convert == ["dense_from_conv"] and len(shape) == 2:     # slim's fc6 / fc7: k x k x cin x cout
+            cin = 512 if name.startswith("fc6") else shape[0]
+            k = int(round((shape[0] / cin) ** 0.5))
+            shape = (k, k, cin, shape[1])
+        names[name] = match.expand(template)
+        arrays[names[name]] = (RNG.uniform(0.5, 2, shape) if name.endswith("moving_variance")
+                               else RNG.normal(0, 0.1, shape)).astype("float32")
+    return arrays, names
+
+
+def save_slim(path, arrays, *, slots=(), v1_format=False):
+    """``arrays`` saved by TF's v1 ``Saver`` at ``path`` as slim's train_image_classifier leaves
+    them: ``global_step`` and RMSProp's two slots for the variables ``slots`` names; ``v1_format``
+    writes one ``.ckpt`` file, the format of slim's published ImageNet checkpoints."""
+    from tensorflow.core.protobuf import saver_pb2
+
+    with tf.Graph().as_default():
+        variables = {name: v1.get_variable(name, initializer=value) for name, value in arrays.items()}
+        v1.train.get_or_create_global_step()
+        if slots:
+            v1.train.RMSPropOptimizer(0.01, momentum=0.9, epsilon=1.0).minimize(
+                tf.add_n([tf.reduce_sum(variables[n]) for n in slots]), var_list=[variables[n] for n in slots])
+        version = saver_pb2.SaverDef.V1 if v1_format else saver_pb2.SaverDef.V2
+        with v1.Session() as session:
+            session.run(v1.global_variables_initializer())
+            return v1.train.Saver(write_version=version).save(session, str(path), write_meta_graph=False)
+
+
+@pytest.mark.parametrize("name", ["bn_inception_au", "bn_inception_va"])
+def test_slim_inception_v2_checkpoint_loads_the_whole_registry_backbone(tmp_path, name):
+    model = models.build(name, input_size=64)
+    assert not [n for n, _ in _named_weights(model) if n.endswith("/gamma")]   # slim's scale=False: no gamma
+    stem = "InceptionV2/Conv2d_1a_7x7"
+    logits = {"InceptionV2/Logits/Conv2d_1c_1x1/weights": _random((1, 1, 1024, 1001)),
+              "InceptionV2/Logits/Conv2d_1c_1x1/biases": _random(1001)}
+    w, names = slim_checkpoint_of(model, "inception_v2", logits)
+    assert {f"{stem}/depthwise_weights", f"{stem}/pointwise_weights", f"{stem}/biases",
+            "InceptionV2/Mixed_5c/Branch_3/Conv2d_0b_1x1/BatchNorm/moving_variance"} <= set(w)
+    assert not [n for n in w if n.endswith("/gamma")]
+    save_slim(tmp_path / "model.ckpt-1000", w, slots=[f"{stem}/depthwise_weights", "InceptionV2/Conv2d_2b_1x1/weights"])
+    report = load_checkpoint(model, tmp_path, "inception_v2")
+
+    head = ["au/kernel", "au/bias"] if name.endswith("_au") else ["va/kernel", "va/bias"]
+    assert report["loaded"] == names and len(names) == 275          # every backbone weight
+    assert report["unmapped"] == head and not report["missing_in_checkpoint"] and not report["skipped_mismatch"]
+    assert report["gamma_ones"] == []
+    assert report["unused_in_checkpoint"] == sorted(logits)
+    assert report["optimizer_state"] == 2 * 2 + 1                    # RMSProp's 2 slots x 2 variables, global_step
+    for keras_name, variable in _named_weights(model):
+        if keras_name in names:
+            np.testing.assert_array_equal(variable.numpy(), w[names[keras_name]])
+
+    # the stem (separable 7x7/2 + bias + ReLU), MaxPool_2a_3x3 and Conv2d_2b_1x1 (+ BN without gamma, ReLU)
+    x = RNG.uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    depthwise = np.einsum("bhwijc,ijcm->bhwcm", _patches(x, 7, 2, (_same(64, 7, 2),) * 2),
+                          w[f"{stem}/depthwise_weights"]).reshape(2, 32, 32, 24)
+    stem_out = np.maximum(np.einsum("bhwc,co->bhwo", depthwise, w[f"{stem}/pointwise_weights"][0, 0])
+                          + w[f"{stem}/biases"], 0)
+    pooled = _patches(stem_out, 3, 2, (_same(32, 3, 2),) * 2)        # zero padding is safe after the ReLU
+    pooled = pooled.max(axis=(3, 4))
+    bn = {k: w[f"InceptionV2/Conv2d_2b_1x1/BatchNorm/{k}"] for k in ("beta", "moving_mean", "moving_variance")}
+    conv = _np_conv(pooled, w["InceptionV2/Conv2d_2b_1x1/weights"])
+    expected = np.maximum((conv - bn["moving_mean"]) / np.sqrt(bn["moving_variance"] + 1e-3) + bn["beta"], 0)
+    taps = keras.Model(model.input, [model.get_layer("Conv2d_1a_7x7__Relu").output,
+                                     model.get_layer("Conv2d_2b_1x1__Relu").output])
+    got_stem, got_conv = taps({"image": x}, training=False)
+    np.testing.assert_allclose(got_stem, stem_out, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_conv, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_slim_vgg_16_checkpoint_loads_the_whole_registry_vgg16_au(tmp_path):
+    """vgg16_au at 64 px (pool5 2x2x512: slim's fc6 is then a 2x2x512 convolution; 7x7x512x4096
+    at 224), its fc6/fc7 narrowed to 64 units to stay fast; slim's fc8 (1000 classes) unused."""
+    model = models.build("vgg16_au", input_size=64, hidden=(64, 64))
+    fc8 = {"vgg_16/fc8/weights": _random((1, 1, 64, 1000)), "vgg_16/fc8/biases": _random(1000)}
+    w, names = slim_checkpoint_of(model, "vgg_16", fc8)
+    assert w["vgg_16/fc6/weights"].shape == (2, 2, 512, 64) and w["vgg_16/fc7/weights"].shape == (1, 1, 64, 64)
+    convs = [f"vgg_16/conv{b}/conv{b}_{i}/weights" for b, n in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, n + 1)]
+    assert set(convs) <= set(w)
+    save_slim(tmp_path / "vgg_16.ckpt", w, v1_format=True)          # slim's published single-file form
+    (tmp_path / "checkpoint").unlink()                                # its tarball holds only vgg_16.ckpt
+    report = load_checkpoint(model, tmp_path / "vgg_16.ckpt", "vgg_16")
+
+    assert report["loaded"] == names and len(names) == 2 * 13 + 4
+    assert report["unmapped"] == ["au/kernel", "au/bias"] and report["unused_in_checkpoint"] == sorted(fc8)
+    assert not report["missing_in_checkpoint"] and not report["skipped_mismatch"] and report["optimizer_state"] == 1
+    np.testing.assert_array_equal(model.get_layer("fc6").kernel.numpy(), w["vgg_16/fc6/weights"].reshape(2048, 64))
+
+    x = RNG.uniform(-100, 100, (2, 64, 64, 3)).astype("float32")
+    h = np.maximum(_np_conv(x, w["vgg_16/conv1/conv1_1/weights"]) + w["vgg_16/conv1/conv1_1/biases"], 0)
+    h = np.maximum(_np_conv(h, w["vgg_16/conv1/conv1_2/weights"]) + w["vgg_16/conv1/conv1_2/biases"], 0)
+    tap = keras.Model(model.input, model.get_layer("block1_conv2").output)
+    np.testing.assert_allclose(tap({"image": x}, training=False), h, rtol=1e-4, atol=1e-3)
+
+
+def test_experiment_names_a_slim_checkpoint_without_a_map(tmp_path):
+    """weights_from naming a TF1 checkpoint without weights_map takes the backbone's slim map
+    (bn_inception -> inception_v2, vgg16 -> vgg_16); the run writes weights_report.json."""
+    from fer_keras import config, training
+
+    model = models.build("bn_inception_au", input_size=64)
+    w, names = slim_checkpoint_of(model, "inception_v2")
+    ckpt = save_slim(tmp_path / "inception_v2.ckpt", w, v1_format=True)
+    exp = config.from_dict({"name": "au", "weights_from": ckpt,
+                            "model": {"name": "bn_inception_au", "options": {"input_size": 64}}}, "au.yaml")
+    assert exp.weights_map is None and training.tf1_weights_map(exp) == "inception_v2"
+    exp = config.from_dict({**config.to_dict(exp), "weights_map": training.tf1_weights_map(exp)}, "au.yaml")
+    training._start_weights(model, exp, training.initial_weights(exp), tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "weights_report.json").read_text())
+    assert report["loaded"] == names and report["unmapped"] == ["au/kernel", "au/bias"]
+
+    vgg = config.from_dict({"name": "v", "weights_from": ckpt, "model": {"name": "vgg16_va"}}, "v.yaml")
+    assert training.tf1_weights_map(vgg) == "vgg_16"
+    keras_file = config.from_dict({"name": "k", "weights_from": str(tmp_path / "run"), "model": {"name": "vgg16_va"}})
+    assert training.tf1_weights_map(keras_file) is None             # not a TF1 checkpoint: a Keras run
+    other = config.from_dict({"name": "r", "weights_from": ckpt, "model": {"name": "resnet50_finetune"}})
+    with pytest.raises(ValueError, match=r"r: weights_from .* is a TF1 checkpoint; .*with weights_map .*backbone "
+                                         r"'resnet50' has no default"):
+        training.tf1_weights_map(other)

@@ -12,6 +12,11 @@ uint8. Shifts are fractions of the side, shear and rotation are in degrees, each
 drawn in [1 - zoom, 1 + zoom] independently. Width shift and zoom x act along the columns, as the
 names say; Keras 3's legacy generator applies ``height_shift_range * rows`` along x after its x/y
 swap, which is the same draw for square images with equal shift ranges (the thesis's).
+
+TF-Slim's preprocessing geometry (thesis 004, extract-004 §2.6: ``train_image_classifier.py``'s
+implicit ``vgg_preprocessing`` / ``inception_preprocessing``) is here too, as ``slim_draw`` +
+``slim_apply`` (training) and ``slim_eval``; the value scaling that follows it in slim is the
+pipeline's ``normalize`` (``slim_vgg``, ``tf``). See :func:`slim_apply` for what each does.
 """
 import math
 from dataclasses import dataclass, fields, replace
@@ -153,3 +158,154 @@ def augment_sequence(frames, affine: Affine, seed):
     """One random draw of ``affine`` applied to every frame of a sequence (T, H, W, C)."""
     shape = tf.shape(frames)
     return apply(frames, draw(affine, seed, shape[1], shape[2]), affine.fill_mode)
+
+
+# --- TF-Slim vgg_preprocessing / inception_preprocessing geometry -----------------------------
+
+SLIM = ("vgg", "inception")
+# vgg_preprocessing's sides for its 224 output, as ratios of the output size: training resizes the
+# shorter side to an integer drawn in [256, 512], evaluation to 256
+SLIM_VGG_TRAIN_SIDES = (256 / 224, 512 / 224)
+SLIM_VGG_EVAL_SIDE = 256 / 224
+# inception_preprocessing: distorted_bounding_box_crop's defaults (the whole image as the box) and
+# preprocess_for_eval's central_fraction
+SLIM_INCEPTION_BOX = {"min_object_covered": 0.1, "aspect_ratio_range": (0.75, 1.33),
+                      "area_range": (0.05, 1.0), "max_attempts": 100}
+SLIM_INCEPTION_CENTRAL = 0.875
+# distort_color in slim's fast_mode (preprocess_image's default, which train_image_classifier keeps):
+# ordering 0 only, brightness then saturation, then a clip to [0, 1]
+SLIM_BRIGHTNESS = 32 / 255
+SLIM_SATURATION = (0.5, 1.5)
+
+
+def check_slim(value, key="slim_preprocessing"):
+    """``value`` if it is None or one of :data:`SLIM`, else a ValueError naming ``key``."""
+    if value is not None and value not in SLIM:
+        raise ValueError(f"{key} must be null or one of {', '.join(SLIM)}, got {value!r}")
+    return value
+
+
+def _slim_size(frames, size):
+    """The output side: ``size``, or without one the frames' shorter side (a tensor)."""
+    if size:
+        return tf.constant(int(size), tf.int32)
+    return tf.reduce_min(tf.shape(frames)[1:3])
+
+
+def _scaled(size, ratio):
+    return tf.cast(tf.math.round(tf.cast(size, tf.float32) * ratio), tf.int32)
+
+
+def slim_draw(kind, seed, height, width, size):
+    """One sequence's draw of slim's training preprocessing ``kind`` from a shape-[2] ``seed``, for
+    frames ``height`` x ``width`` and output side ``size`` (int or scalar tensor).
+
+    ``vgg``: ``side`` (the shorter side after resizing, an integer in [round(size * 256 / 224),
+    round(size * 512 / 224)]), ``top``/``left`` (the size x size crop's offsets in the resized
+    frame, each in [0, resized - size]) and ``flip``. ``inception``: ``begin`` ([top, left]) and
+    ``extent`` ([height, width]) of ``tf.image.stateless_sample_distorted_bounding_box`` with
+    slim's defaults (:data:`SLIM_INCEPTION_BOX`, the whole frame as the box), ``flip``,
+    ``brightness`` (a delta in [0, 1] units, within +-32/255) and ``saturation`` (a factor in
+    [0.5, 1.5])."""
+    check_slim(kind)
+    seeds = [tf.random.experimental.stateless_fold_in(seed, k) for k in range(5)]
+    params = {"flip": tf.random.stateless_uniform([], seeds[0]) < 0.5}
+    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    if kind == "vgg":
+        lo, hi = (_scaled(size, r) for r in SLIM_VGG_TRAIN_SIDES)
+        side = tf.random.stateless_uniform([], seeds[1], lo, hi + 1, dtype=tf.int32)
+        new_h, new_w = _shorter_side(height, width, side)
+        params.update(side=side,
+                      top=tf.random.stateless_uniform([], seeds[2], 0, new_h - size + 1, dtype=tf.int32),
+                      left=tf.random.stateless_uniform([], seeds[3], 0, new_w - size + 1, dtype=tf.int32))
+    else:
+        box = SLIM_INCEPTION_BOX
+        begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.stack([height, width, 3]), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seeds[1],
+            min_object_covered=box["min_object_covered"], aspect_ratio_range=box["aspect_ratio_range"],
+            area_range=box["area_range"], max_attempts=box["max_attempts"], use_image_if_no_bounding_boxes=True)
+        params.update(begin=begin[:2], extent=extent[:2],
+                      brightness=tf.random.stateless_uniform([], seeds[2], -SLIM_BRIGHTNESS, SLIM_BRIGHTNESS),
+                      saturation=tf.random.stateless_uniform([], seeds[3], *SLIM_SATURATION))
+    return params
+
+
+def _shorter_side(height, width, side):
+    """vgg_preprocessing's aspect-preserving size: the shorter side becomes ``side``, the other
+    ``rint(other * scale)``."""
+    scale = tf.cast(side, tf.float32) / tf.cast(tf.minimum(height, width), tf.float32)
+    return (tf.cast(tf.math.rint(tf.cast(height, tf.float32) * scale), tf.int32),
+            tf.cast(tf.math.rint(tf.cast(width, tf.float32) * scale), tf.int32))
+
+
+def _resize(frames, height, width):
+    return tf.image.resize(frames, tf.stack([height, width]), method="bilinear")
+
+
+def _fixed(frames, size):
+    return tf.ensure_shape(frames, [None, size, size, frames.shape[-1]]) if size else frames
+
+
+def slim_apply(frames, kind, params, size=None):
+    """Slim's training preprocessing ``kind`` with one draw (:func:`slim_draw`) on every frame
+    (T, H, W, 3) in [0, 255] -> float32 (T, size, size, 3) in [0, 255]; ``size`` None keeps the
+    frames' shorter side.
+
+    ``vgg`` (vgg_preprocessing.preprocess_for_train): the shorter side resized to ``side``
+    keeping the aspect, a size x size crop at (top, left), the flip. ``inception``
+    (inception_preprocessing.preprocess_for_train, fast mode): the sampled box cropped and
+    resized to size x size, the flip, then distort_color's brightness delta, saturation factor
+    and clip to [0, 1] (on values / 255). Resizing is bilinear with half-pixel centres
+    (``tf.image.resize``, OpenCV's INTER_LINEAR); TF1's ``resize_bilinear`` that slim called
+    sampled without them, a shift below one source pixel.
+    """
+    frames = tf.cast(frames, tf.float32)
+    shape = tf.shape(frames)
+    out = _slim_size(frames, size)
+    if kind == "vgg":
+        new_h, new_w = _shorter_side(shape[1], shape[2], params["side"])
+        frames = _resize(frames, new_h, new_w)
+        frames = frames[:, params["top"]:params["top"] + out, params["left"]:params["left"] + out]
+    else:
+        (top, left), (h, w) = tf.unstack(params["begin"]), tf.unstack(params["extent"])
+        frames = _resize(frames[:, top:top + h, left:left + w], out, out)
+    frames = tf.cond(params["flip"], lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+    if kind == "inception":
+        unit = frames / 255.0 + params["brightness"]
+        unit = tf.image.adjust_saturation(unit, params["saturation"])
+        frames = tf.clip_by_value(unit, 0.0, 1.0) * 255.0
+    return _fixed(frames, size)
+
+
+def slim_eval(frames, kind, size=None):
+    """Slim's evaluation preprocessing ``kind`` on frames (T, H, W, 3) -> float32 (T, size, size, 3).
+
+    ``vgg`` (preprocess_for_eval): the shorter side resized to round(size * 256 / 224) keeping
+    the aspect, then the central size x size crop (offsets ``(resized - size) // 2``).
+    ``inception``: ``tf.image.central_crop`` of fraction 0.875 (the crop starts at
+    ``int((side - side * 0.875) / 2)`` and keeps ``side - 2 * start``), resized to size x size.
+    """
+    check_slim(kind)
+    frames = tf.cast(frames, tf.float32)
+    shape = tf.shape(frames)
+    out = _slim_size(frames, size)
+    if kind == "vgg":
+        new_h, new_w = _shorter_side(shape[1], shape[2], _scaled(out, SLIM_VGG_EVAL_SIDE))
+        frames = _resize(frames, new_h, new_w)
+        top, left = (new_h - out) // 2, (new_w - out) // 2
+        frames = frames[:, top:top + out, left:left + out]
+    else:
+        sides = tf.cast(shape[1:3], tf.float32)
+        start = tf.cast((sides - sides * SLIM_INCEPTION_CENTRAL) / 2, tf.int32)
+        extent = shape[1:3] - 2 * start
+        frames = _resize(frames[:, start[0]:start[0] + extent[0], start[1]:start[1] + extent[1]], out, out)
+    return _fixed(frames, size)
+
+
+def slim_sequence(frames, kind, size=None, *, seed=None, training=False):
+    """Slim's preprocessing ``kind`` on a sequence (T, H, W, 3): one training draw from ``seed``
+    for all frames when ``training``, else the evaluation geometry."""
+    if not training:
+        return slim_eval(frames, kind, size)
+    shape = tf.shape(frames)
+    return slim_apply(frames, kind, slim_draw(kind, seed, shape[1], shape[2], _slim_size(frames, size)), size)

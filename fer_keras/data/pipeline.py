@@ -7,6 +7,9 @@ the real steps. Chunking happens on the encoded JPEG bytes, so padding costs no 
 With ``cache`` the decoded (and resized) real frames of every sequence are kept in memory after
 the first epoch, so later epochs skip reading and JPEG decoding, the bulk of the pipeline's work;
 random augmentation still happens after the cache, per epoch.
+``slim_preprocessing`` (thesis 004) puts TF-Slim's vgg / inception preprocessing geometry in
+place of the plain resize: its random crop, flip (and Inception's colour distortion) when
+training, one draw per sequence, and its central crop otherwise (``PipelineConfig._check_slim``).
 Per-frame targets (valence/arousal, action units) are chunked with the same indices as the
 frames, so every label stays on its frame.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import tensorflow as tf
 
 from fer_keras.data import preprocessing
-from fer_keras.data.augment import Affine, augment_sequence, resolve
+from fer_keras.data.augment import Affine, augment_sequence, check_slim, resolve, slim_sequence
 from fer_keras.data.schema import frame_labels, read_shards, record_fields, shard_paths
 from fer_keras.losses import AU_UNKNOWN
 
@@ -55,6 +58,7 @@ class PipelineConfig:
     shuffle_buffer: int = 512
     augment: Augment = field(default_factory=Augment)
     affine: Affine | None = None      # ImageDataGenerator-style draw per sequence: fields or a preset name
+    slim_preprocessing: str | None = None  # TF-Slim's geometry (thesis 004): "vgg" or "inception" (below)
     cache: bool = False               # keep decoded frames in memory after the first epoch
     truncate: str | None = None       # None: a long video gives several sequences; "end" / "start":
                                       # one sequence per video, losing that end (thesis 002: T = 100)
@@ -84,6 +88,28 @@ class PipelineConfig:
         if isinstance(self.augment, dict):
             self.augment = Augment(**self.augment)
         self.affine = resolve(self.affine)
+        self._check_slim()
+
+    def _check_slim(self):
+        """``slim_preprocessing`` is TF-Slim's ``vgg_preprocessing`` / ``inception_preprocessing``
+        geometry (augment.slim_apply, slim_eval): training draws slim's random crop (VGG: shorter
+        side resized to [256/224, 512/224] x the output side, then a random crop; Inception: a
+        sampled distorted box, resized) and flip (Inception: and its colour distortion), one draw
+        per sequence; evaluation takes slim's central crop. It replaces the plain resize to
+        ``image_size`` (None: the prepared size). Its own crop, flip and colour draws exclude
+        those of ``augment`` and ``affine``, refused together rather than stacked."""
+        check_slim(self.slim_preprocessing)
+        if self.slim_preprocessing is None:
+            return
+        clashes = [name for name, on in (
+            ("augment.crop", self.augment.crop), ("augment.flip", self.augment.flip),
+            ("augment.brightness", self.slim_preprocessing == "inception" and self.augment.brightness),
+            ("augment.contrast", self.slim_preprocessing == "inception" and self.augment.contrast),
+            ("affine", self.affine is not None)) if on]
+        if clashes:
+            raise ValueError(f"slim_preprocessing {self.slim_preprocessing!r} draws its own crop and flip"
+                             f"{' and colour distortion' if self.slim_preprocessing == 'inception' else ''}"
+                             f" when training: unset {', '.join(clashes)} (one or the other)")
 
 
 def _chained(records, seq_len, per_frame=()):
@@ -249,7 +275,8 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
     classes = len(manifest["classes"])
     mode = cfg.normalize or "unit"
     face_size = manifest.get("options", {}).get("face_size")
-    resize = bool(cfg.image_size) and cfg.image_size != face_size
+    slim = cfg.slim_preprocessing  # its crops resize to image_size themselves
+    resize = not slim and bool(cfg.image_size) and cfg.image_size != face_size
     frames_in = "frames" in cfg.inputs or "image" in cfg.inputs
     if frames_in:
         preprocessing.constants(mode, cfg.pixel_stats)  # a statistics mode without them: refused here
@@ -264,7 +291,7 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
                            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
         if resize:
             frames = tf.image.resize(tf.cast(frames, tf.float32), (cfg.image_size, cfg.image_size))
-        elif cfg.image_size:  # resizing to the prepared size is the identity
+        elif cfg.image_size and not slim:  # resizing to the prepared size is the identity
             frames = tf.ensure_shape(frames, [None, cfg.image_size, cfg.image_size, 3])
         return frames
 
@@ -287,6 +314,9 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             frames = item["frames"] if cfg.cache else decode(item)
             aug = cfg.augment
             seed = tf.random.experimental.stateless_fold_in(epoch_seed(cfg, e), position)
+            if slim:  # training: one draw from its own stream; evaluation: slim's central crop
+                frames = slim_sequence(frames, slim, cfg.image_size,
+                                       seed=tf.random.experimental.stateless_fold_in(seed, 2), training=training)
             if training and cfg.affine is not None:  # its own stream, independent of _augment's draws
                 frames = augment_sequence(frames, cfg.affine,
                                           tf.random.experimental.stateless_fold_in(seed, 1))

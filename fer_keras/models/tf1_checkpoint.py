@@ -115,15 +115,18 @@ VGG_16 = [
 """TF-Slim ``vgg_16`` (ImageNet, 1000 classes) onto keras.applications VGG16 names. Slim's
 checkpoint expects RGB minus its channel means (preprocessing ``slim_vgg``), not Keras' BGR."""
 
+_SLIM_SCOPE = r"((?:Conv2d_|Mixed_|Logits/)[^/]+(?:/[^/]+)*"   # slim's layer scopes under InceptionV2/
+
 INCEPTION_V2 = [
-    (r"(.+)/depthwise_kernel", r"InceptionV2/\1/depthwise_weights"),
-    (r"(.+)/pointwise_kernel", r"InceptionV2/\1/pointwise_weights"),
-    (r"(.+)/kernel", r"InceptionV2/\1/weights"),
-    (r"(.+)/bias", r"InceptionV2/\1/biases"),
-    (r"(.+/BatchNorm)/(gamma|beta|moving_mean|moving_variance)", r"InceptionV2/\1/\2"),
+    (_SLIM_SCOPE + r")/depthwise_kernel", r"InceptionV2/\1/depthwise_weights"),
+    (_SLIM_SCOPE + r")/pointwise_kernel", r"InceptionV2/\1/pointwise_weights"),
+    (_SLIM_SCOPE + r")/kernel", r"InceptionV2/\1/weights"),
+    (_SLIM_SCOPE + r")/bias", r"InceptionV2/\1/biases"),
+    (_SLIM_SCOPE + r"/BatchNorm)/(gamma|beta|moving_mean|moving_variance)", r"InceptionV2/\1/\2"),
 ]
 """TF-Slim ``inception_v2`` onto :func:`fer_keras.models.inception.bn_inception`, whose layers are
-slim's scopes below ``InceptionV2/``. Slim's batch norm there has no gamma (``scale=False``); a
+slim's scopes below ``InceptionV2/`` (``Conv2d_*``, ``Mixed_*``, ``Logits/*``: a task head such as
+``au`` is unmapped, not looked for in the checkpoint). Slim's batch norm there has no gamma (``scale=False``); a
 Keras model that has one gets ones (reported as ``gamma_ones``). The checkpoint's
 ``InceptionV2/Logits`` (1001 classes) has no layer in the backbone and shows as unused."""
 
@@ -170,6 +173,10 @@ and a user whose file differs passes their own rules."""
 NAME_MAPS = {"vgg_16": VGG_16, "inception_v2": INCEPTION_V2, "affwild_vggface": AFFWILD_VGGFACE,
              "affwildnet_vggface_gru": AFFWILDNET_VGGFACE_GRU}
 
+# the name map a registry backbone's TF-Slim ImageNet checkpoint needs (thesis 004), used when an
+# experiment's weights_from is a TF1 checkpoint and it names no weights_map
+BACKBONE_MAPS = {"vgg16": "vgg_16", "bn_inception": "inception_v2"}
+
 # Optimizer and bookkeeping state a training run saves beside the weights (TF1 optimizers' slots,
 # Adam's power accumulators, the step counter, slim's moving-average shadows).
 OPTIMIZER_STATE = re.compile(
@@ -192,6 +199,18 @@ def resolve(path) -> str:
             latest = moved
         return latest
     return re.sub(r"\.(?:index|meta|data-\d+-of-\d+)$", "", path)
+
+
+def is_checkpoint(path) -> bool:
+    """Whether ``path`` names a TF1 checkpoint: a prefix with its ``.index`` file (or one of its
+    files), a directory with a ``checkpoint`` file, or an existing ``*.ckpt`` / ``*.ckpt-N`` file
+    (the V1 single-file format of TF-Slim's published ``vgg_16.ckpt``, ``inception_v2.ckpt``)."""
+    path = str(path)
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "checkpoint"))
+    prefix = re.sub(r"\.(?:index|meta|data-\d+-of-\d+)$", "", path)
+    single_file = os.path.isfile(path) and re.search(r"\.ckpt(?:-\d+)?$", path) is not None
+    return os.path.isfile(prefix + ".index") or single_file
 
 
 def read_checkpoint(path):
