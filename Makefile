@@ -37,6 +37,14 @@ synth-%:
 prepare-%:
 	$(BIN)/fer-keras prepare $* $(or $(SRC),$($*_SRC)) $(or $(OUT),$(DATA)/$*_prepared) -j $(JOBS) $(ARGS) $($*_ARGS)
 
+# A dataset distributed as a URL sheet (EmotioNet): make download-NAME SHEET=... [OUT=DIR] [ARGS=...] fetches
+# its images into OUT (default data/NAME_download); rerun to resume, ARGS="--retry-failed timeout,dns" retries
+# those failures. With SHEET unset, the synthetic sheet under data/synthetic_NAME is downloaded from its own
+# local server on 127.0.0.1 (make synth-NAME first).
+SHEET ?=
+download-%:
+	$(if $(SHEET),$(BIN)/fer-keras download $* $(SHEET) $(or $(OUT),$(DATA)/$*_download) $(ARGS),$(BIN)/python -m data_prep.datasets.$*.fetch $(DATA)/synthetic_$* $(or $(OUT),$(DATA)/$*_download) $(ARGS))
+
 # Older names that keep working: BU-4DFE's OPENFACE=DIR (folder of OpenFace CSVs; default beside each
 # video) and FER2013's CSV=fer2013.csv.
 OPENFACE ?=
@@ -75,6 +83,12 @@ bench-prepare-bu4dfe:
 .PHONY: bench-prepare-va
 bench-prepare-va:
 	$(BIN)/python -m data_prep.bench.prepare_va --out $(DATA)/bench_prepare_va $(ARGS)
+
+# The EmotioNet downloader against a one-at-a-time loop on a local server with 100 ms latency (images/s ratio,
+# the most connections the server saw open).
+.PHONY: bench-download
+bench-download:
+	$(BIN)/python -m data_prep.bench.download $(ARGS)
 
 # Shard pipeline vs one JPEG file per frame (sequences/s), and vggface_bgru steps/s with/without XLA.
 bench-pipeline:

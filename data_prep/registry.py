@@ -30,7 +30,7 @@ def _load(names) -> dict[str, Dataset]:
 
 
 # Every dataset, listed explicitly (as the model registry is): a new one is one folder and one name here.
-DATASETS: dict[str, Dataset] = _load(("afew", "bu4dfe", "fer2013", "va"))
+DATASETS: dict[str, Dataset] = _load(("afew", "bu4dfe", "emotionet", "fer2013", "va"))
 
 # What `fer-keras synth` writes: each dataset's synthetic set, and real-world-like clips for the
 # video decoding tests (not a dataset: no layout to prepare).

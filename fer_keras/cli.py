@@ -44,6 +44,17 @@ def _prepare(args) -> int:
     return 0
 
 
+def _download(args) -> int:
+    from data_prep import options
+    from data_prep.download import DownloadOptions, parse_connect_to
+    from data_prep.registry import dataset
+
+    opts = options.from_args(DownloadOptions, args)  # every option is checked before the network is touched
+    connect_to = dict(parse_connect_to(text) for text in args.connect_to or ())
+    summary = dataset(args.dataset).fetch(args.source, args.out, opts, progress=not args.quiet, connect_to=connect_to)
+    return 0 if summary.get("ok", 0) or not summary.get("total", 0) else 1
+
+
 def _folds(args) -> int:
     from fer_keras.data import splits
 
@@ -218,6 +229,20 @@ def _dataset_commands(sub) -> None:
         options.add_arguments(p, entry.options, shared=("seed",))
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=_user_errors(_prepare))
+
+    from data_prep import download  # pure Python: nothing heavy loads to build the parser
+
+    down = sub.add_parser("download", help="fetch a dataset distributed as a URL list (the only network step)")
+    down_sub = down.add_subparsers(dest="dataset", required=True)
+    for name in (name for name, entry in DATASETS.items() if entry.download):
+        d = down_sub.add_parser(name, help=f"download {name}'s images from its URL sheet (resumable)",
+                                description=download.DESCRIPTION)
+        d.add_argument("source", metavar="SHEET", help="the label sheet (.xlsx or .csv)")
+        d.add_argument("out", metavar="OUT", help="download folder (index.jsonl, images/, labels.csv)")
+        options.add_arguments(d, download.DownloadOptions)
+        d.add_argument("--connect-to", action="append", metavar="HOST:PORT:ADDRESS:PORT", help=download.CONNECT_TO)
+        d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        d.set_defaults(func=_user_errors(_download))
 
 
 class _Parser(argparse.ArgumentParser):

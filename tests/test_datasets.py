@@ -14,7 +14,7 @@ from data_prep.registry import DATASETS, SYNTHETIC, dataset
 from fer_keras.classes import CLASS_ORDERS
 from fer_keras.data import integrity, loader, manifest as manifest_file
 from fer_keras.data.pipeline import PipelineConfig
-from fer_keras.data.schema import dataset_from_manifest
+from fer_keras.data.schema import dataset_from_manifest, frame_labels
 
 
 def _records(root, info, split):
@@ -61,11 +61,13 @@ def test_prepared_set_verifies_parses_and_batches(prepared):
         assert set(ids) == listed and len(ids) == sum(v.get("segments", 1) for v in info["videos"].values()
                                                       if v["split"] == split and v["status"] == "ok")
     split = next(name for name, counts in info["splits"].items() if counts["videos"])
+    _, au_dim = frame_labels(info)  # a dataset without categories (EmotioNet) batches its AUs
+    target, width = ("category", len(entry.classes)) if entry.classes else ("au", au_dim) if au_dim else ("va", 2)
     data = argparse.Namespace(format="tfrecord", root=out, folds=None, fold=None, augmentations=(),
-                              pipeline=PipelineConfig(seq_len=4, batch_size=2, shuffle_buffer=8))
-    inputs, targets = next(iter(loader.split(data, split)))
+                              pipeline=PipelineConfig(seq_len=4, batch_size=2, shuffle_buffer=8, targets=(target,)))
+    inputs, targets, *_ = next(iter(loader.split(data, split)))  # per-frame targets come with their weights
     assert inputs["frames"].shape[:2] == (min(2, info["splits"][split]["videos"]), 4)
-    assert targets["category"].shape[-1] == len(entry.classes)
+    assert width and targets[target].shape[-1] == width
 
 
 def test_rerun_skips_everything_and_a_flipped_byte_is_repaired(prepared):
@@ -98,7 +100,7 @@ def test_every_option_is_documented_and_refused_by_name():
             assert declared is not None and declared.help, f"{cls.__name__}.{name} declares no help"
     with pytest.raises(ValueError, match="unknown option 'face_sise'"):
         dataset("afew").make_options({"face_sise": 32})
-    with pytest.raises(ValueError, match="unknown dataset 'nope'; known: afew, bu4dfe, fer2013"):
+    with pytest.raises(ValueError, match="unknown dataset 'nope'; known: afew, bu4dfe, emotionet, fer2013"):
         dataset("nope")
     with pytest.raises(ValueError, match="bu4dfe option face_size must be 16..1024 px, got 8"):
         dataset("bu4dfe").make_options({"face_size": 8})

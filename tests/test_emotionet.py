@@ -141,3 +141,85 @@ def test_options_refused_up_front(tmp_path):
         EmotionetOptions(val_fraction=0.7)
     with pytest.raises(FileNotFoundError, match="labels.csv: no such file; .* is not an EmotioNet download"):
         layout.read_labels(tmp_path)
+
+
+# --- the whole path -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def downloaded(tmp_path_factory):
+    """The small synthetic EmotioNet, downloaded by `fer-keras download` from its local server."""
+    from data_prep.datasets.emotionet.server import LocalServer
+    from data_prep.datasets.emotionet.synthetic import EmotionetSpec, SERVER, write_emotionet
+    from fer_keras.cli import main
+
+    work = tmp_path_factory.mktemp("emotionet")
+    src, out = work / "synthetic", work / "download"
+    truth = write_emotionet(str(src), EmotionetSpec(images=8, va_images=6, min_side=96))
+    routes = json.loads((src / "server" / "routes.json").read_text())
+    with LocalServer(str(src / "server"), routes) as server:
+        address = server.base_url.split("//", 1)[1]
+        hops = [f"{host}:{address if target == SERVER else target}" for host, target in truth["resolve"].items()]
+        argv = ["download", "emotionet", str(src / "emotionet.csv"), str(out), "--timeout", "1", "--deadline", "4",
+                "--retries", "0", "--max-bytes", "4000000", "-q"] + [a for hop in hops for a in ("--connect-to", hop)]
+        assert main(argv) == 0
+        requests = dict(server.requests)
+        assert main(argv) == 0  # a rerun fetches nothing again
+        assert dict(server.requests) == requests
+    return src, out, truth
+
+
+def test_every_url_ends_as_the_synthetic_truth_says(downloaded):
+    from data_prep.download import read_index
+
+    src, out, truth = downloaded
+    index = read_index(out)
+    assert {u["url"]: u["expect"] for u in truth["urls"]} == {
+        url: "ok" if e["status"] == "ok" else e["class"] for url, e in index.items()}
+    images = [p for p in (out / "images").rglob("*") if p.is_file()]
+    assert len(images) == sum(u["expect"] == "ok" for u in truth["urls"])  # no partial file, nothing else
+    assert all(os.path.realpath(p).startswith(os.path.realpath(out) + os.sep) for p in images)
+    report = json.loads((out / "sheet_report.json").read_text())
+    assert [(p["row"], p["problem"].split(",")[0]) for p in report["problems"]] == [
+        (p["row"], p["problem"]) for p in truth["sheet_problems"] if p["problem"] != "duplicate"]
+    assert report["duplicate_urls"] == 1 and report["unquoted_comma_urls"] == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] == len(images) and summary["total"] == len(truth["urls"])
+
+
+@pytest.mark.parametrize("mode", ["60", "11", "masked", "va"])
+def test_prepare_every_mode_and_verify(downloaded, tmp_path, mode):
+    from data_prep.registry import dataset
+    from fer_keras.cli import main
+    from fer_keras.data.schema import dataset_from_manifest
+
+    src, out, truth = downloaded
+    entry = dataset("emotionet")
+    values = dict(image_size=32, train_fraction=0.5, **({"va_csv": str(src / "va.csv")} if mode == "va" else
+                                                         {"labels": mode}))
+    info = entry.prepare(str(out), str(tmp_path / mode), entry.make_options(values), progress=False)
+    ok = {u["url"]: np.array(u["aus"]) for u in truth["urls"] if u["expect"] == "ok"}
+    expected = {"60": len(ok), "masked": len(ok), "11": sum((v[ELEVEN] != 999).all() for v in ok.values()),
+                "va": sum(r["image"] in ok for r in truth["va"])}[mode]
+    assert sum(s["videos"] for s in info["splits"].values()) == expected > 0
+    assert info["selection"]["dropped_999"] == (len(ok) - expected if mode == "11" else 0)
+    assert main(["verify", str(tmp_path / mode), "--records"]) == 0
+    width = {"60": 60, "masked": 60, "11": 11}.get(mode)
+    for record in dataset_from_manifest(info, str(tmp_path / mode), "train"):
+        url = info["videos"][f"train/{record['video_id'].numpy().decode()}"]["source"]
+        if width:
+            labels = record["au"].numpy()[0]
+            assert labels.shape == (width,)
+            want = ok[url] if mode == "masked" else np.where(ok[url] == 999, 0, ok[url])
+            assert np.array_equal(labels, want[ELEVEN] if mode == "11" else want)
+        else:
+            row = next(r for r in truth["va"] if r["image"] == url)
+            np.testing.assert_allclose(record["va"].numpy()[0], [row["valence"] / 10, row["arousal"] / 10])
+
+
+def test_connect_to_is_curls_syntax_and_a_bad_one_is_refused():
+    from data_prep.download import parse_connect_to
+
+    assert parse_connect_to("emotionet.test:80:127.0.0.1:8000") == ("emotionet.test:80", "127.0.0.1:8000")
+    for bad in ("emotionet.test:80", "emotionet.test:http:127.0.0.1:8000", ":80:127.0.0.1:1"):
+        with pytest.raises(ValueError, match="expected HOST:PORT:ADDRESS:PORT"):
+            parse_connect_to(bad)

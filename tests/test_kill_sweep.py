@@ -136,7 +136,7 @@ def compare_prepared(whole, resumed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["afew", "bu4dfe", "fer2013", "va"])
+@pytest.mark.parametrize("name", ["afew", "bu4dfe", "emotionet", "fer2013", "va"])
 def test_prepare_killed_anywhere_resumes_to_the_same_dataset(tmp_path, name):
     """`prepare` of each registered dataset's small synthetic set, killed at 3 drawn moments:
     each resumed preparation holds the same records (parsed) and the same video statuses (va:
