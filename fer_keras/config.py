@@ -348,7 +348,7 @@ class Experiment:
         if self.protocol == "evaluate" and not self.weights_from:
             raise ValueError("protocol evaluate evaluates a trained run: weights_from must name its directory")
         if self.data.pipeline.normalize is None:  # unset: what the weights expect, else [0, 1]
-            self.data.pipeline.normalize = weights_preprocessing(self.model) or "unit"
+            self.data.pipeline.normalize = weights_preprocessing(self.model, self) or "unit"
         for i, item in enumerate(self.init):
             if (not isinstance(item, dict) or set(item) != {"source", "layers"} or not isinstance(item["source"], str)
                     or not isinstance(item["layers"], dict) or not item["layers"]
@@ -376,10 +376,18 @@ class Experiment:
                              "set cached: false to train end to end with them")
 
 
-def weights_preprocessing(model: ModelConfig) -> str | None:
+def weights_preprocessing(model: ModelConfig, exp: Experiment | None = None) -> str | None:
     """The pixel preprocessing the model's pretrained weights were trained on: its backbone's
-    (``fer_keras.data.preprocessing``) when its options load a weights file, else None."""
+    (``fer_keras.data.preprocessing``) when its options load a weights file; that of the TF1
+    checkpoint's name map when ``exp.weights_from`` is one (slim's vgg_16: ``slim_vgg``, not the
+    Keras VGG16's ``caffe``); else None."""
+    from fer_keras.models import tf1_checkpoint
+
     options = entry(model.name).options(**model.options)
+    if exp is not None and exp.weights_from:
+        name = exp.weights_map or tf1_checkpoint.default_map(exp.weights_from, options.get("backbone"))
+        if isinstance(name, str):
+            return tf1_checkpoint.MAP_PREPROCESSING.get(name)
     if not options.get("backbone") or not options.get("weights"):
         return None
     return BACKBONES[options["backbone"]].preprocessing
@@ -388,11 +396,14 @@ def weights_preprocessing(model: ModelConfig) -> str | None:
 def preprocessing_note(exp: Experiment) -> str | None:
     """One line when the experiment feeds its pretrained weights other pixels than theirs (a
     thesis's own choice, such as thesis 000's [-1, 1]); None when they match or none are loaded."""
-    expected, chosen = weights_preprocessing(exp.model), exp.data.pipeline.normalize
+    expected, chosen = weights_preprocessing(exp.model, exp), exp.data.pipeline.normalize
     if expected is None or chosen == expected:
         return None
-    return (f"pixel preprocessing {chosen!r} (data.pipeline.normalize), not {expected!r} that the "
-            f"{entry(exp.model.name).options(**exp.model.options)['backbone']} weights were trained on")
+    if expected != weights_preprocessing(exp.model):  # the TF1 checkpoint's, not the backbone's weights file's
+        source = f"TF1 checkpoint {exp.weights_from} was"
+    else:
+        source = f"{entry(exp.model.name).options(**exp.model.options)['backbone']} weights were"
+    return f"pixel preprocessing {chosen!r} (data.pipeline.normalize), not {expected!r} that the {source} trained on"
 
 
 def _choice(key, value, allowed):

@@ -90,10 +90,9 @@ def initial_weights(exp: cfg.Experiment) -> Path | None:
 
 
 def tf1_weights_map(exp: cfg.Experiment):
-    """``exp.weights_map``; without one, when ``weights_from`` is a TF1 checkpoint
-    (``tf1_checkpoint.is_checkpoint``: TF-Slim's ``vgg_16.ckpt``, a ``model.ckpt-N`` prefix), the
-    name map of the model's backbone (``tf1_checkpoint.BACKBONE_MAPS``: vgg16 -> vgg_16,
-    bn_inception -> inception_v2); a backbone without one is an error asking for ``weights_map``."""
+    """``exp.weights_map``; without one, when ``weights_from`` is a TF1 checkpoint (TF-Slim's
+    ``vgg_16.ckpt``, a ``model.ckpt-N`` prefix), its backbone's map (``tf1_checkpoint.default_map``);
+    a TF1 checkpoint for a backbone without one is an error asking for ``weights_map``."""
     if exp.weights_map is not None or exp.weights_from is None:
         return exp.weights_map
     from fer_keras.models import tf1_checkpoint
@@ -101,12 +100,13 @@ def tf1_weights_map(exp: cfg.Experiment):
     if not tf1_checkpoint.is_checkpoint(exp.weights_from):
         return None
     backbone = entry(exp.model.name).options(**exp.model.options).get("backbone")
-    if backbone not in tf1_checkpoint.BACKBONE_MAPS:
+    found = tf1_checkpoint.default_map(exp.weights_from, backbone)
+    if found is None:
         raise ValueError(f"{exp.name}: weights_from {exp.weights_from} is a TF1 checkpoint; name how its variables "
                          f"map onto model {exp.model.name!r} with weights_map (one of "
                          f"{', '.join(sorted(tf1_checkpoint.NAME_MAPS))}, or a list of rules): its backbone "
                          f"{backbone!r} has no default (only {', '.join(tf1_checkpoint.BACKBONE_MAPS)} do)")
-    return tf1_checkpoint.BACKBONE_MAPS[backbone]
+    return found
 
 
 def _start_weights(model, exp: cfg.Experiment, path: Path, run_root: Path) -> None:

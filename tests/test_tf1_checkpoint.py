@@ -463,3 +463,21 @@ def test_experiment_names_a_slim_checkpoint_without_a_map(tmp_path):
     with pytest.raises(ValueError, match=r"r: weights_from .* is a TF1 checkpoint; .*with weights_map .*backbone "
                                          r"'resnet50' has no default"):
         training.tf1_weights_map(other)
+
+
+def test_a_slim_checkpoint_brings_its_preprocessing(tmp_path):
+    """normalize left unset takes the checkpoint's pixels (slim vgg_16: RGB minus slim's means, not
+    the Keras VGG16's caffe BGR; inception_v2: [-1, 1]); a different choice is kept and noted."""
+    from fer_keras import config
+
+    model = models.build("bn_inception_au", input_size=64)
+    ckpt = save_slim(tmp_path / "inception_v2.ckpt", slim_checkpoint_of(model, "inception_v2")[0], v1_format=True)
+    made = {name: config.from_dict({"name": "x", "weights_from": ckpt, "model": {"name": name}}, "x.yaml")
+            for name in ("vgg16_au", "bn_inception_va")}
+    assert {n: e.data.pipeline.normalize for n, e in made.items()} == {"vgg16_au": "slim_vgg", "bn_inception_va": "tf"}
+    assert config.preprocessing_note(made["vgg16_au"]) is None
+    chosen = config.from_dict({"name": "x", "weights_from": ckpt, "model": {"name": "vgg16_au"},
+                               "data": {"pipeline": {"normalize": "caffe"}}}, "x.yaml")
+    assert config.preprocessing_note(chosen) == (f"pixel preprocessing 'caffe' (data.pipeline.normalize), not "
+                                                 f"'slim_vgg' that the TF1 checkpoint {ckpt} was trained on")
+    assert config.from_dict({"name": "x", "model": {"name": "vgg16_au"}}, "x.yaml").data.pipeline.normalize == "unit"

@@ -176,6 +176,20 @@ NAME_MAPS = {"vgg_16": VGG_16, "inception_v2": INCEPTION_V2, "affwild_vggface": 
 # the name map a registry backbone's TF-Slim ImageNet checkpoint needs (thesis 004), used when an
 # experiment's weights_from is a TF1 checkpoint and it names no weights_map
 BACKBONE_MAPS = {"vgg16": "vgg_16", "bn_inception": "inception_v2"}
+# The pixels each map's checkpoints were trained on (fer_keras.data.preprocessing modes): slim's
+# vgg_preprocessing means, slim's inception [-1, 1], Aff-Wild's (x - 128) / 128. A run that loads
+# one and leaves data.pipeline.normalize unset gets its mode (config.weights_preprocessing).
+MAP_PREPROCESSING = {"vgg_16": "slim_vgg", "inception_v2": "tf", "affwild_vggface": "affwild",
+                     "affwildnet_vggface_gru": "affwild"}
+
+
+def default_map(weights_from, backbone) -> str | None:
+    """The name map a TF1 checkpoint named without one takes: its model's backbone's (vgg16 ->
+    vgg_16, bn_inception -> inception_v2); None when ``weights_from`` is no TF1 checkpoint or the
+    backbone has no default (the caller asks for ``weights_map``)."""
+    if weights_from is None or not is_checkpoint(weights_from):
+        return None
+    return BACKBONE_MAPS.get(backbone)
 
 # Optimizer and bookkeeping state a training run saves beside the weights (TF1 optimizers' slots,
 # Adam's power accumulators, the step counter, slim's moving-average shadows).

@@ -40,7 +40,7 @@ TRUTH_FILE = "synthetic_truth.json"
 SIZES = ((640, 480), (1280, 720), (480, 640), (800, 600), (500, 500), (1024, 768))
 FORMATS = ("jpeg", "jpeg", "png_alpha", "jpeg", "gif", "grey_jpeg")
 AU_P = 0.3  # share of active annotated AUs
-UNKNOWN_P = 0.06  # share of 999 among the 11 annotated AUs (what the 11-AU mode drops)
+UNKNOWN_P = 0.033  # share of 999 per annotated AU: about 69% of images keep all 11, as 14,706 of 21,400 did
 
 
 def draw_aus(head: np.ndarray, aus: dict[int, int]) -> np.ndarray:
