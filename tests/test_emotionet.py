@@ -223,3 +223,22 @@ def test_connect_to_is_curls_syntax_and_a_bad_one_is_refused():
     for bad in ("emotionet.test:80", "emotionet.test:http:127.0.0.1:8000", ":80:127.0.0.1:1"):
         with pytest.raises(ValueError, match="expected HOST:PORT:ADDRESS:PORT"):
             parse_connect_to(bad)
+
+
+@pytest.mark.slow
+def test_prepare_with_faces_crops_mtcnns_face(downloaded, tmp_path):
+    """--faces: MTCNN's most confident face of each image instead of its central square; an image
+    without one is logged in failures.jsonl, never dropped silently."""
+    from data_prep.registry import dataset
+
+    _, out, truth = downloaded
+    entry = dataset("emotionet")
+    info = entry.prepare(str(out), str(tmp_path / "faces"), entry.make_options(
+        dict(image_size=48, labels="masked", faces=True)), progress=False)
+    ok = sum(u["expect"] == "ok" for u in truth["urls"])
+    found = sum(s["videos"] for s in info["splits"].values())
+    failed = [v for v in info["videos"].values() if v["status"] != "ok"]
+    assert found + len(failed) == ok and found >= 0.8 * ok
+    assert all(v["reason"] == "no_face" for v in failed)
+    lines = (tmp_path / "faces" / "failures.jsonl").read_text().splitlines() if failed else []
+    assert len(lines) == len(failed)
