@@ -338,7 +338,7 @@ def test_connection_bound_and_per_host_cap_hold(web, tmp_path):
                                                                               per_host=per_host), progress=False)
             assert summary["ok"] == 40
             assert 2 <= web.max_open <= connections  # sockets: one per worker at most
-            assert 2 <= web.max_active <= min(connections, per_host)  # requests to one host at once
+            assert 2 <= web.max_active <= min(connections, per_host)  # requests one host answers at once
             for _ in range(250):  # no connection left open after the run (an earlier stall may take a while)
                 if web.open_now == 0:
                     break

@@ -201,6 +201,8 @@ def test_prepare_every_mode_and_verify(downloaded, tmp_path, mode):
     expected = {"60": len(ok), "masked": len(ok), "11": sum((v[ELEVEN] != 999).all() for v in ok.values()),
                 "va": sum(r["image"] in ok for r in truth["va"])}[mode]
     assert sum(s["videos"] for s in info["splits"].values()) == expected > 0
+    if mode != "va":  # evaluation names each AU's row of the per-AU metrics by these
+        assert info["labels"]["au_names"][:3] == (["AU1", "AU2", "AU4"] if mode == "11" else ["AU1", "AU2", "AU3"])
     assert info["selection"]["dropped_999"] == (len(ok) - expected if mode == "11" else 0)
     assert main(["verify", str(tmp_path / mode), "--records"]) == 0
     width = {"60": 60, "masked": 60, "11": 11}.get(mode)

@@ -207,7 +207,8 @@ def prepare(src, out, opts: EmotionetOptions | None = None, progress: bool = Tru
     mode = opts.mode
     labels = {"va": True} if mode == "va" else {
         "au_dim": len(EMOTIONET_11_AUS) if mode == "11" else len(EMOTIONET_AUS),
-        "aus": list(EMOTIONET_11_AUS if mode == "11" else EMOTIONET_AUS), "unknown": AU_UNKNOWN if mode == "masked" else None}
+        "au_names": [f"AU{au}" for au in (EMOTIONET_11_AUS if mode == "11" else EMOTIONET_AUS)],
+        "unknown": AU_UNKNOWN if mode == "masked" else None}
     header = {"dataset": "emotionet", "classes": [], "source": folder, "options": opts.content(),
               "audio": {"lld_dim": 0, "functionals_dim": 0}, "labels": labels}
     store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)

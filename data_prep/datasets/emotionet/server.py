@@ -19,8 +19,11 @@ only in the case of its percent-escapes is the same). Behaviours:
 
 It counts, under a lock: ``requests`` and body bytes ``sent`` per target; ``max_open``, the most
 client connections open at once (counted from accept to close, not per request: keep-alive
-connections stay open between requests); ``max_active``, the most requests being answered at once.
-``latency`` seconds are added before each response.
+connections stay open between requests); ``max_active``, the most requests waiting out their
+``latency`` at once. ``latency`` seconds are added before each response. A request counts as active
+only during that wait: its client surely still waits for it then (nothing is written yet), so
+``max_active`` never counts a request whose last byte the client already has, nor a stalled
+response of an earlier run.
 """
 from __future__ import annotations
 
@@ -51,16 +54,17 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         server = self.server
         server.count(server.requests, self.path)
-        server.active(+1)
-        try:
-            if server.latency:
+        if server.latency:
+            server.active(+1)
+            try:
                 time.sleep(server.latency)
+            finally:
+                server.active(-1)
+        try:
             route = server.route(self.path)
             getattr(self, "_" + route["kind"])(route)
         except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (max_bytes, deadline)
             self.close_connection = True
-        finally:
-            server.active(-1)
 
     def log_message(self, format, *args):  # noqa: A002  (quiet: failures here are the point)
         pass
