@@ -49,7 +49,7 @@ class DataConfig:
     root: str = "data/afew_prepared"
     format: str = "tfrecord"
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: str | None = "val"  # null: no validation (thesis 004 chose on training loss; monitor a training metric)
     test_split: str | None = None
     folds: str = "splits.json"
     fold: int | None = None
@@ -256,15 +256,35 @@ class EvaluationConfig:
 
     ``repeat_frames`` predicts a single-frame record (a still image) as thesis 001 §6.7.1 did
     with its CNN-GRU: the image repeated over the whole sequence, every step marked real, and the
-    last step's output taken as the prediction (the first steps lack a hidden state)."""
+    last step's output taken as the prediction (the first steps lack a hidden state).
+
+    ``au_threshold`` makes an AU output's probabilities positive at ``p >= threshold``: a number
+    in (0, 1) (0.5, logit >= 0, the thesis's presumed one) or ``val``: each AU's threshold is
+    the one that maximises its F1 on the validation split (``data.val_split``, else ``val``),
+    and metrics.json's ``au`` keeps the numbers at 0.5 beside ``au.tuned`` (metrics.best_f1_thresholds).
+
+    ``emulate_batches: N`` scores AU and valence/arousal outputs as TF-Slim's
+    ``eval_image_classifier.py`` did thesis 004's: ``ceil(n / N)`` batches of N from a reader
+    that cycles, so the first items of the split count twice (4,424 test images scored as 4,500
+    with N = 100); null (the default) scores one exact pass (metrics.wraparound_indices)."""
     split: str = "val"
     checkpoint: str = "best"
     aggregate: str = "mean"
     repeat_frames: bool = False
+    au_threshold: float | str = 0.5
+    emulate_batches: int | None = None
 
     def __post_init__(self):
         _choice("checkpoint", self.checkpoint, ("best", "last"))
         _choice("aggregate", self.aggregate, ("mean", "vote"))
+        t = self.au_threshold
+        if t != "val" and (not _is_number(t) or not 0 < t < 1):
+            raise ValueError(f"au_threshold must be a number in (0, 1) or 'val' (per-AU thresholds chosen "
+                             f"on the validation split), got {t!r}")
+        n = self.emulate_batches
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"emulate_batches must be a batch size >= 1 (TF-Slim's evaluation used 100) "
+                             f"or null for one exact pass, got {n!r}")
 
 
 PROTOCOLS = ("train", "cv", "cv_folds", "tune", "evaluate")

@@ -636,8 +636,9 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
 
     Stages run on one epoch axis and one optimiser step count: each starts at the epoch and
     step where the previous one ended, early stopped or not, so the schedule never skips.
-    ``validation=False`` trains without a validation split (a final model on all training data,
-    thesis 002 §3.2.4): ``training.monitor`` must then be a training metric. Returns the summary
+    ``validation=False`` (or ``data.val_split: null``) trains without a validation split (a final
+    model on all training data, thesis 002 §3.2.4; thesis 004, which chose on training loss):
+    ``training.monitor`` must then be a training metric. Returns the summary
     written to ``state.json`` (plus ``evaluation``, what ``evaluate`` returned).
     """
     training = exp.training
@@ -647,6 +648,7 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
     if tf1_weights_map(exp) != exp.weights_map:  # a TF1 checkpoint's default map, recorded in config.yaml
         exp = dataclasses.replace(exp, weights_map=tf1_weights_map(exp))
     start_from = initial_weights(exp)
+    validation = validation and (exp.data.val_split is not None or exp.data.fold is not None)
     if not validation and training.monitor.startswith("val_"):
         raise ValueError(f"training.monitor {training.monitor!r} needs a validation split; without one "
                          f"monitor a training metric (e.g. {training.monitor.removeprefix('val_')!r})")

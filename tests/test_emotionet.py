@@ -11,6 +11,7 @@ from data_prep.datasets.emotionet import layout
 from data_prep.datasets.emotionet.options import EmotionetOptions
 from data_prep.datasets.emotionet.sheet import read_sheet
 from fer_keras.classes import EMOTIONET_11_AUS
+from fer_keras.data.schema import dataset_from_manifest
 
 ELEVEN = [au - 1 for au in EMOTIONET_11_AUS]
 
@@ -135,8 +136,10 @@ def test_va_csv_by_url_or_file_name_with_its_scale(tmp_path):
 def test_options_refused_up_front(tmp_path):
     with pytest.raises(ValueError, match="emotionet option labels must be one of 60, 11, masked, got '12'"):
         EmotionetOptions(labels="12")
-    with pytest.raises(ValueError, match="emotionet option va_csv: .*nope.csv: no such file"):
-        EmotionetOptions(va_csv=str(tmp_path / "nope.csv"))
+    with pytest.raises(FileNotFoundError, match=r"emotionet option va_csv: nope.csv: no such file \(nor in "):
+        EmotionetOptions(va_csv="nope.csv").va_path(str(tmp_path))
+    (tmp_path / "va.csv").write_text("image,valence,arousal\n")
+    assert EmotionetOptions(va_csv="va.csv").va_path(str(tmp_path)) == str(tmp_path / "va.csv")
     with pytest.raises(ValueError, match="emotionet option val_fraction must be 0..0.5"):
         EmotionetOptions(val_fraction=0.7)
     with pytest.raises(FileNotFoundError, match="labels.csv: no such file; .* is not an EmotioNet download"):
@@ -244,3 +247,24 @@ def test_prepare_with_faces_crops_mtcnns_face(downloaded, tmp_path):
     assert all(v["reason"] == "no_face" for v in failed)
     lines = (tmp_path / "faces" / "failures.jsonl").read_text().splitlines() if failed else []
     assert len(lines) == len(failed)
+
+
+def test_image_model_batches_one_frames_au_labels(downloaded, tmp_path):
+    """An image model (inputs [image]) predicts (B, A): its targets and weights are its one frame's,
+    (B, A) and (B,), not the (B, 1, A) frame lists a sequence model gets (which a loss would broadcast)."""
+    import argparse
+
+    from data_prep.registry import dataset
+    from fer_keras.data import loader
+    from fer_keras.data.pipeline import PipelineConfig
+
+    _, out, _ = downloaded
+    entry = dataset("emotionet")
+    info = entry.prepare(str(out), str(tmp_path / "p"), entry.make_options(dict(image_size=32)), progress=False)
+    data = argparse.Namespace(format="tfrecord", root=str(tmp_path / "p"), folds=None, fold=None, augmentations=(),
+                              pipeline=PipelineConfig(seq_len=1, inputs=("image",), targets=("au",), batch_size=3,
+                                                      shuffle_buffer=1))
+    x, y, w = next(iter(loader.split(data, "train")))
+    assert x["image"].shape == (3, 32, 32, 3) and y["au"].shape == (3, 11) and w["au"].shape == (3,)
+    first = next(iter(dataset_from_manifest(info, str(tmp_path / "p"), "train")))
+    assert np.array_equal(y["au"][0], first["au"][0])

@@ -348,7 +348,10 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             return x, y, {"video_id": item["video_id"], "label": label, "sequence": item["sequence"],
                           "frame_index": item["frame_index"]}
         if framewise:
-            return x, y, {t: weights.get(t, tf.ones(())) for t in cfg.targets}
+            w = {t: weights.get(t, tf.ones(())) for t in cfg.targets}
+            if "image" in cfg.inputs:  # an image model's (B, A) outputs are its one frame's: that frame's labels
+                y, w = ({t: v[0] if t in framewise else v for t, v in d.items()} for d in (y, w))
+            return x, y, w
         return x, y
 
     def one_epoch(e):

@@ -163,7 +163,7 @@ class ImagePreparer:
         return {**entry, "status": "ok", "frames_kept": 1}, record
 
 
-def _items(folder: str, opts: EmotionetOptions, store: PreparedStore) -> tuple[list, dict]:
+def _items(folder: str, opts: EmotionetOptions, store: PreparedStore, va_csv: str | None) -> tuple[list, dict]:
     """(work items, selection counts): every downloaded image with its targets and split."""
     from data_prep.download import read_index
 
@@ -172,7 +172,7 @@ def _items(folder: str, opts: EmotionetOptions, store: PreparedStore) -> tuple[l
     counts = {"downloaded": len(done), "dropped_999": 0}
     if opts.mode == "va":
         by_file = {os.path.basename(e["file"]): url for url, e in done.items()}
-        va, problems = read_va(opts.va_csv, by_file, opts.va_scale)
+        va, problems = read_va(va_csv, by_file, opts.va_scale)
         counts.update(va_rows=len(va) + len(problems), va_malformed=problems,
                       va_not_downloaded=sorted(set(va) - set(done))[:50])
         candidates = {url: va[url] for url in done if url in va}
@@ -200,6 +200,7 @@ def prepare(src, out, opts: EmotionetOptions | None = None, progress: bool = Tru
     """Prepare the download folder `src` (or a synthetic source, downloaded first) into `out`."""
     opts = opts or EmotionetOptions()
     folder = os.path.abspath(src)
+    va_csv = opts.va_path(folder) if opts.va_csv else None  # refused before anything is written
     if not os.path.exists(os.path.join(folder, INDEX)) and os.path.exists(os.path.join(folder, "server")):
         from data_prep.datasets.emotionet.fetch import download_synthetic
 
@@ -212,7 +213,7 @@ def prepare(src, out, opts: EmotionetOptions | None = None, progress: bool = Tru
     header = {"dataset": "emotionet", "classes": [], "source": folder, "options": opts.content(),
               "audio": {"lld_dim": 0, "functionals_dim": 0}, "labels": labels}
     store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
-    items, counts = _items(folder, opts, store)
+    items, counts = _items(folder, opts, store, va_csv)
     preparer = ImagePreparer(opts, folder)
     bar = tqdm(total=len(items), desc="emotionet", unit="image", disable=not progress)
     jobs = 1 if opts.faces else opts.jobs  # MTCNN is one TensorFlow graph: one thread uses both cores

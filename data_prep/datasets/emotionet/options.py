@@ -29,7 +29,8 @@ class EmotionetOptions:
     val_fraction: float = option(0.0, "share of the training split held out as a val split (the thesis had "
                                       "none: it chose on training loss)", low=0.0, high=0.5)
     va_csv: str | None = option(None, "CSV of (image, valence, arousal) rows, image = URL or downloaded file "
-                                      "name: prepare the valence/arousal subset (§5) instead of the AUs")
+                                      "name: prepare the valence/arousal subset (§5) instead of the AUs (a "
+                                      "relative path not found here is looked for in the source folder)")
     va_scale: float = option(10.0, "bound S of the annotation scale: values in [-S, S] are stored divided by S "
                                    "(the thesis never states its scale; RMSE 3.71 implies a wide one)",
                              low=1e-6, high=1e6)
@@ -42,8 +43,13 @@ class EmotionetOptions:
     def __post_init__(self):
         """Refuse, before anything is read, every value that could not work."""
         check(self, "emotionet option")
-        if self.va_csv is not None and not os.path.isfile(self.va_csv):
-            raise ValueError(f"emotionet option va_csv: {self.va_csv}: no such file")
+
+    def va_path(self, src) -> str:
+        """The valence/arousal CSV: as given, else in the source folder; refused naming both."""
+        for path in (self.va_csv, os.path.join(src, self.va_csv)):
+            if os.path.isfile(path):
+                return os.path.abspath(path)
+        raise FileNotFoundError(f"emotionet option va_csv: {self.va_csv}: no such file (nor in {src})")
 
     @property
     def mode(self) -> str:
@@ -53,7 +59,7 @@ class EmotionetOptions:
         """The options that define the prepared data; the side is `face_size`, as every reader takes it."""
         return {"face_size": self.image_size, "labels": self.mode, "faces": self.faces,
                 "train_fraction": self.train_fraction, "val_fraction": self.val_fraction, "seed": self.seed,
-                "va_csv": os.path.abspath(self.va_csv) if self.va_csv else None,
+                "va_csv": self.va_csv,
                 "va_scale": self.va_scale if self.va_csv else None, "jpeg_quality": self.jpeg_quality}
 
     def training_share(self) -> float:
