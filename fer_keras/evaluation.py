@@ -28,7 +28,13 @@ so that an extra evaluation never overwrites the run's own::
                               model, run_dir, reference (``exp.reproduces`` with ours and the
                               difference; null when the YAML names no thesis row); "va" (metrics.regression
                               per frame or sequence, and per video) and "au"
-                              (metrics.action_units over known frame labels) for those outputs
+                              (metrics.action_units over known frame labels, at
+                              evaluation.au_threshold; with ``val``, at 0.5 plus "tuned": at the
+                              per-AU thresholds that maximise each AU's F1 on the validation
+                              split) for those outputs, with "n_evaluated" (the sequences they
+                              were scored over) and "emulated_batches" (null, or what
+                              evaluation.emulate_batches made of the split: batch_size, batches,
+                              n_items, repeats)
     confusion_counts.png      confusion matrix (rows: true class, columns: predicted), when some
                               video is labelled
     confusion_normalised.png  the same, each row divided by its count
@@ -310,10 +316,19 @@ def write_report(path, exp, metrics):
                       "given the nearest predicted frame's).", ""]
     if metrics.get("au"):
         au = metrics["au"]
+        keys = ("accuracy", "partial_accuracy", "precision", "recall", "f1", "binarised_auc",
+                "exact_match_accuracy", "mean_f1")
+        rows = [["0.5" if au.get("tuned") else str(au.get("threshold", 0.5)), *(_num(au.get(k)) for k in keys)]]
+        if au.get("tuned"):
+            rows.append([f"per AU, on {au['tuned']['split']}", *(_num(au["tuned"].get(k)) for k in keys)])
         parts += ["## Action units", "", _table(
-            ["Accuracy", "Precision", "Recall", "F1", "Binarised AUC", "Exact match"],
-            [[_num(au.get(k)) for k in ("accuracy", "precision", "recall", "f1", "binarised_auc",
-                                        "exact_match_accuracy")]]), ""]
+            ["Threshold", "Accuracy", "Partial accuracy", "Precision", "Recall", "F1 (micro)", "Binarised AUC",
+             "Exact match", "Mean F1 (per AU)"], rows), ""]
+    if metrics.get("emulated_batches"):
+        e = metrics["emulated_batches"]
+        parts += [f"AU and pooled valence/arousal numbers scored as TF-Slim's cycling evaluation: "
+                  f"{e['batches']} batches of {e['batch_size']}, {metrics['n_evaluated']} sequences for the "
+                  f"split's {e['n_items']}.", ""]
     Path(path).write_text("\n".join(parts))
 
 
@@ -484,10 +499,12 @@ def _video_means(seq_ids, values, weights):
     return ids, out / np.bincount(owner, weights=weights, minlength=len(ids))[:, None]
 
 
-def _va(pred, true, mask, seq_ids, out_dir):
+def _va(pred, true, mask, seq_ids, out_dir, indices=None):
     """Valence/arousal metrics per frame (or per sequence), per video and ABAW's P;
     va_predictions.csv, and with labels va_per_video.csv (the module docstring says which is which).
-    A track of several segment records is one video: its sequences share its id."""
+    A track of several segment records is one video: its sequences share its id. ``indices``
+    (metrics.wraparound_indices) scores the pooled frame / sequence level and ABAW's P over those
+    sequences, as TF-Slim's cycling evaluation did; the per-video numbers stay one exact pass."""
     frames = mask.sum(axis=1)
     seq_pred = sequence_scores(pred, mask)
     ids, video_pred = _video_means(seq_ids, seq_pred, frames)
@@ -499,7 +516,8 @@ def _va(pred, true, mask, seq_ids, out_dir):
             level, units = "frame", (true, pred, mask)
         else:
             level, units = "sequence", (seq_true, seq_pred, None)
-        result[level] = _metrics().regression(*units[:2], mask=units[2])
+        scored = units if indices is None else tuple(None if u is None else np.asarray(u)[indices] for u in units)
+        result[level] = _metrics().regression(*scored[:2], mask=scored[2])
         if level == "frame":
             result["abaw"] = {"p": _metrics().abaw_score(result["frame"]), "n": result["frame"]["n"]}
         result["per_video"], rows = _metrics().per_video(*units[:2], seq_ids, mask=units[2])
@@ -584,11 +602,10 @@ def write_affwild2(folder, seq_ids, frame_index, pred, mask, frames_total=None) 
     return summary
 
 
-def _au(probs, true, mask, manifest_labels):
-    """AU metrics over every known (frame, AU) entry; an (N, A) output is compared with each
-    frame's labels of its sequence."""
-    if true is None:
-        return None
+def _au_entries(probs, true, manifest_labels):
+    """``(labels (M, A), probs (M, A), names)``: every (frame, AU) entry of a split; an (N, A)
+    output is compared with each frame's labels of its sequence. ``names``: the manifest's
+    ``au_names`` (None when it has none, or not one per AU)."""
     true = np.asarray(true)
     probs = np.asarray(probs, np.float64)
     if probs.ndim == 2 and true.ndim == 3:
@@ -596,8 +613,57 @@ def _au(probs, true, mask, manifest_labels):
     names = manifest_labels.get("au_names") if isinstance(manifest_labels, dict) else None
     if names is not None and len(names) != true.shape[-1]:
         names = None
-    return _metrics().action_units(true.reshape(-1, true.shape[-1]), probs.reshape(-1, true.shape[-1]),
-                                    au_names=names)
+    return true.reshape(-1, true.shape[-1]), probs.reshape(-1, true.shape[-1]), names
+
+
+def _au(probs, true, mask, manifest_labels, threshold=0.5, indices=None, tuned=None):
+    """AU metrics over every known (frame, AU) entry at ``threshold`` (metrics.action_units).
+
+    ``indices`` (the sequences in the order scored, metrics.wraparound_indices) emulates
+    TF-Slim's cycling evaluation; ``tuned`` (``(thresholds (A,), search, split)`` from
+    :func:`val_thresholds`) adds ``tuned``: the same measures at those per-AU thresholds, with
+    ``thresholds`` per AU, ``search`` (each AU's F1 on ``split``) and ``split``."""
+    if true is None:
+        return None
+    if indices is not None:
+        probs, true = np.asarray(probs)[indices], np.asarray(true)[indices]
+    labels, scores, names = _au_entries(probs, true, manifest_labels)
+    m = _metrics()
+    result = m.action_units(labels, scores, threshold=threshold, au_names=names)
+    if tuned is not None:
+        thresholds, search, split = tuned
+        names = list(result["per_au"])
+        result["tuned"] = {**m.action_units(labels, scores, threshold=thresholds, au_names=names),
+                           "thresholds": dict(zip(names, map(float, thresholds))),
+                           "search": dict(zip(names, search.values())), "split": split}
+    return result
+
+
+def val_thresholds(model, exp, data, manifest_labels, per_frame=False):
+    """``(thresholds (A,), search, split)``: per AU the threshold maximising its F1 on the
+    validation split (``data.val_split``, else ``val``), predicted in one exact pass
+    (metrics.best_f1_thresholds: over the distinct predicted probabilities). A dataset without
+    that split, or without AU labels in it, is a ValueError naming the split and the fix."""
+    from fer_keras.data import loader
+
+    name = exp.data.val_split or "val"
+    fix = ("prepare the dataset with --val-fraction (a share of the training split held out as 'val'), "
+           "or set evaluation.au_threshold to a number")
+    try:
+        videos = loader.selection(data, name) if data.format == "tfrecord" else None
+        ds = loader.split(data, name, training=False, with_meta=True, per_frame_category=per_frame)
+    except (ValueError, FileNotFoundError) as err:
+        raise ValueError(f"evaluation.au_threshold 'val' picks each AU's threshold on the validation split "
+                         f"{name!r}, which {data.root} does not give ({err}); {fix}") from None
+    if videos is not None and not videos:
+        raise ValueError(f"evaluation.au_threshold 'val': split {name!r} of {data.root} holds no usable record; {fix}")
+    outputs, targets, *_ = _predict(model, ds, exp.evaluation.repeat_frames)
+    if "au" not in outputs or targets.get("au") is None:
+        raise ValueError(f"evaluation.au_threshold 'val': split {name!r} of {data.root} gives no AU labels "
+                         f"for the model's au output to be tuned on; {fix}")
+    labels, scores, names = _au_entries(outputs["au"], targets["au"], manifest_labels)
+    thresholds, search = _metrics().best_f1_thresholds(labels, scores, au_names=names)
+    return thresholds, search, name
 
 
 def on_data(exp, on):
@@ -652,6 +718,14 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
     classes = loader.classes(data)
     per_frame = dict(zip(model.output_names, model.outputs)).get("category")
     per_frame = per_frame is not None and len(per_frame.shape) == 3
+    au_labels = ({} if "au" not in model.output_names or exp.data.format != "tfrecord"
+                 else manifest.read(exp.data.root).get("labels", {}))
+    tuned = None
+    if exp.evaluation.au_threshold == "val" and "au" in model.output_names:  # first: a missing split fails fast
+        tuned = val_thresholds(model, exp, data, au_labels, per_frame)
+        if tuned[2] == split:
+            logger.warning("the AU thresholds are tuned on split %s, the split evaluated: au.tuned is optimistic",
+                           split)
     ds = loader.split(data, split, training=False, with_meta=True, per_frame_category=per_frame)
     outputs, targets, mask, seq_ids, seq_labels, frame_index = _predict(model, ds, exp.evaluation.repeat_frames)
     logger.info("evaluated %d sequences of split %s with %s", len(seq_ids), split, path)
@@ -664,8 +738,13 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
         metrics.update(result)
     if "category" in outputs and outputs["category"].ndim == 3 and targets.get("category", np.zeros(0)).ndim == 3:
         metrics["frame"] = _frame_classification(outputs["category"], targets["category"], mask, seq_ids, classes)
+    batch = exp.evaluation.emulate_batches
+    indices = None if batch is None else _metrics().wraparound_indices(len(seq_ids), batch)
+    if indices is not None and "au" not in outputs and "va" not in outputs:
+        logger.warning("evaluation.emulate_batches applies to au and va outputs only; %s has neither",
+                       exp.model.name)
     if "va" in outputs:
-        metrics["va"], paths["va_predictions"] = _va(outputs["va"], targets.get("va"), mask, seq_ids, out)
+        metrics["va"], paths["va_predictions"] = _va(outputs["va"], targets.get("va"), mask, seq_ids, out, indices)
         if metrics["va"].get("per_video"):
             paths["va_per_video"] = out / VA_PER_VIDEO
         if frame_index is not None:
@@ -675,10 +754,13 @@ def evaluate(run_dir, *, split=None, checkpoint=None, aggregate_method=None, out
             metrics["va"]["affwild2"] = write_affwild2(paths["va_frames"], seq_ids, frame_index, outputs["va"],
                                                        mask, frames_total)
     if "au" in outputs:
-        labels = {}
-        if exp.data.format == "tfrecord":
-            labels = manifest.read(exp.data.root).get("labels", {})
-        metrics["au"] = _au(outputs["au"], targets.get("au"), mask, labels)
+        threshold = 0.5 if tuned is not None else exp.evaluation.au_threshold
+        metrics["au"] = _au(outputs["au"], targets.get("au"), mask, au_labels, threshold, indices, tuned)
+    if "au" in outputs or "va" in outputs:
+        metrics["n_evaluated"] = len(seq_ids) if indices is None else len(indices)
+        metrics["emulated_batches"] = None if indices is None else {
+            "batch_size": batch, "batches": len(indices) // batch, "n_items": len(seq_ids),
+            "repeats": len(indices) - len(seq_ids)}
     videos = list(dict.fromkeys(seq_ids))
     metrics.update({
         "n_videos": len(videos),

@@ -204,19 +204,8 @@ def _roc_auc(truth, scores):
     return float(skm.roc_auc_score(truth, scores)) if 0 < truth.sum() < truth.size else None
 
 
-def action_units(y_true, probs, threshold=0.5, au_names=None, ignore=AU_UNKNOWN):
-    """Multi-label AU measures over the entries whose label is not ``ignore`` (999).
-
-    Top level (micro, pooled over all image x AU entries) reproduces thesis 004's Tables 3 and 5:
-    ``accuracy`` is its "Total"/"Partial Accuracy" (element-wise), ``precision``/``recall``/
-    ``f1`` are micro, ``binarised_auc`` is its "AUC", and tp/fp/tn/fn are Tables 4 and 6.
-    Added: ``exact_match_accuracy`` (all known AUs of an image right, which the thesis defines
-    but never reported), ROC AUC from probabilities (micro, macro over AUs with both classes,
-    per AU) and the same counts and rates per AU. A prediction is positive when
-    ``probs >= threshold`` (the thesis does not state its threshold; 0.5 is logit >= 0).
-    ``n_examples`` counts the rows (images or frames) with at least one known AU, so padded
-    frames, which the pipeline labels all ``ignore``, are not examples.
-    """
+def _au_arrays(y_true, probs, au_names, ignore):
+    """``(labels (M, A), probs (M, A), names)`` of AU labels and probabilities of any leading shape."""
     y_true = np.asarray(y_true)
     num_aus = y_true.shape[-1]
     y_true = y_true.reshape(-1, num_aus)
@@ -224,26 +213,120 @@ def action_units(y_true, probs, threshold=0.5, au_names=None, ignore=AU_UNKNOWN)
     names = list(au_names) if au_names is not None else [str(k) for k in range(num_aus)]
     if len(names) != num_aus:
         raise ValueError(f"{len(names)} AU names for {num_aus} AUs")
+    return y_true, probs, names
+
+
+def _thresholds(threshold, num_aus):
+    """(A,) per-AU thresholds from one number or one per AU."""
+    t = np.asarray(threshold, np.float64)
+    if t.ndim == 0:
+        return np.full(num_aus, float(t))
+    if t.shape != (num_aus,):
+        raise ValueError(f"{t.size} thresholds for {num_aus} AUs")
+    return t
+
+
+def action_units(y_true, probs, threshold=0.5, au_names=None, ignore=AU_UNKNOWN):
+    """Multi-label AU measures over the entries whose label is not ``ignore`` (999).
+
+    Top level (micro, pooled over all image x AU entries) reproduces thesis 004's Tables 3 and 5:
+    ``accuracy`` is its "Total Accuracy" (element-wise), ``precision``/``recall``/``f1`` are
+    micro, ``binarised_auc`` is its "AUC", and tp/fp/tn/fn are Tables 4 and 6.
+    ``partial_accuracy`` is its Eq. 18: per example the share of its known AUs predicted right,
+    averaged over the examples with at least one known AU. With every AU known it equals
+    ``accuracy`` (the thesis's two columns agree to float32 noise); with 999 entries an example
+    with few known AUs weighs as much as one with many, so the two differ.
+    Added: ``exact_match_accuracy`` (all known AUs of an image right, which the thesis defines
+    but never reported), ROC AUC from probabilities (micro, macro over AUs with both classes,
+    per AU), ``mean_f1`` (the mean of the per-AU F1 over the AUs with at least one positive
+    label, the BP4D/DISFA convention; ``mean_f1_excluded`` names the AUs left out) and per AU
+    the same counts and rates, ``roc_auc``, ``support`` (its positive labels), ``known`` (its
+    known labels) and ``base_rate`` (support / known; None without a known label).
+    A prediction is positive when ``probs >= threshold`` (the thesis does not state its
+    threshold; 0.5 is logit >= 0); ``threshold`` is one number or one per AU (a list in the
+    result then). ``n_examples`` counts the rows (images or frames) with at least one known AU,
+    so padded frames, which the pipeline labels all ``ignore``, are not examples.
+    """
+    y_true, probs, names = _au_arrays(y_true, probs, au_names, ignore)
+    num_aus = y_true.shape[-1]
+    cut = _thresholds(threshold, num_aus)
     valid = y_true != ignore
-    truth, pred = (y_true == 1) & valid, (probs >= threshold) & valid
+    truth, pred = (y_true == 1) & valid, (probs >= cut) & valid
     counts = {"tp": truth & pred, "fp": ~truth & pred, "tn": ~truth & ~pred & valid,
               "fn": truth & ~pred}
     per_au = {k: v.sum(axis=0) for k, v in counts.items()}
     rows = valid.any(axis=1)
     exact = ((truth == pred) | ~valid).all(axis=1)
+    right = ((truth == pred) & valid).sum(axis=1)
+    partial = right[rows] / valid.sum(axis=1)[rows]
     per_au_auc = [_roc_auc(truth[valid[:, k], k], probs[valid[:, k], k]) for k in range(num_aus)]
     defined = [a for a in per_au_auc if a is not None]
+    support, known = truth.sum(axis=0), valid.sum(axis=0)
+    table = {}
+    for k, name in enumerate(names):
+        table[name] = {**_rates(*(per_au[c][k] for c in ("tp", "fp", "tn", "fn"))),
+                       "roc_auc": per_au_auc[k], "support": int(support[k]), "known": int(known[k]),
+                       "base_rate": float(support[k] / known[k]) if known[k] else None}
+    scored = [name for k, name in enumerate(names) if support[k] > 0]
     return {
         **_rates(*(per_au[k].sum() for k in ("tp", "fp", "tn", "fn"))),
+        "partial_accuracy": float(partial.mean()) if rows.any() else None,
         "exact_match_accuracy": float(exact[rows].mean()) if rows.any() else None,
+        "mean_f1": float(np.mean([table[n]["f1"] for n in scored])) if scored else None,
+        "mean_f1_excluded": [name for name in names if name not in scored],
         "roc_auc_micro": _roc_auc(truth[valid], probs[valid]),
         "roc_auc_macro": float(np.mean(defined)) if defined else None,
-        "threshold": threshold,
+        "threshold": float(cut[0]) if np.ndim(threshold) == 0 else [float(t) for t in cut],
         "n_examples": int(rows.sum()),
-        "per_au": {name: {**_rates(*(per_au[c][k] for c in ("tp", "fp", "tn", "fn"))),
-                          "roc_auc": per_au_auc[k]}
-                   for k, name in enumerate(names)},
+        "per_au": table,
     }
+
+
+def best_f1_thresholds(y_true, probs, au_names=None, ignore=AU_UNKNOWN, default=0.5):
+    """Per AU the threshold that maximises its F1 on these labels (a validation split's).
+
+    The candidates are the distinct predicted probabilities of the AU's known entries (positive
+    when ``probs >= t``), which covers every distinct decision the AU can make, so the search is
+    exact, not a grid. A tie goes to the higher threshold (fewer positives). An AU without a
+    positive known label (its F1 is 0 at every threshold) keeps ``default``. Returns
+    ``(thresholds (A,), per AU {"threshold", "f1", "searched"})``, ``f1`` the F1 reached on
+    these labels and ``searched`` False where ``default`` was kept.
+    """
+    y_true, probs, names = _au_arrays(y_true, probs, au_names, ignore)
+    out, info = np.full(len(names), float(default)), {}
+    for k, name in enumerate(names):
+        known = y_true[:, k] != ignore
+        truth, scores = y_true[known, k] == 1, probs[known, k]
+        positives = int(truth.sum())
+        if not positives:
+            info[name] = {"threshold": float(default), "f1": None, "searched": False}
+            continue
+        order = np.argsort(-scores, kind="stable")
+        scores, truth = scores[order], truth[order]
+        # the last entry of each run of equal scores: predicting down to it is threshold scores[i]
+        last = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True])
+        tp = np.cumsum(truth)[last]
+        f1 = 2 * tp / (last + 1 + positives)
+        best = int(np.argmax(f1))  # the first maximum: the highest threshold
+        out[k] = float(scores[last[best]])
+        info[name] = {"threshold": float(out[k]), "f1": float(f1[best]), "searched": True}
+    return out, info
+
+
+def wraparound_indices(n, batch):
+    """Indices of the items a reader that cycles yields in ``ceil(n / batch)`` batches of
+    ``batch``: ``0 .. n-1``, then from 0 again until the last batch is full.
+
+    TF-Slim's ``eval_image_classifier.py`` evaluated thesis 004 that way (batch 100): its 4,424
+    test images were scored as 4,500, the first 76 twice; 6,400 images as 6,400.
+    """
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a count of items >= 0, got {n!r}")
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch must be a batch size >= 1, got {batch!r}")
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    return np.arange(-(-n // batch) * batch) % n
 
 
 @keras.saving.register_keras_serializable(package="fer_keras")
