@@ -162,7 +162,7 @@ def test_late_fusion_file(path):
             f"{path}: members evaluate different datasets or splits"
 
 
-@pytest.mark.parametrize("folder", [THESIS000, THESIS001, THESIS002], ids=lambda p: p.name)
+@pytest.mark.parametrize("folder", [THESIS000, THESIS001, THESIS002, EXPERIMENTS / "thesis004"], ids=lambda p: p.name)
 def test_thesis_readme_lists_every_file(folder):
     readme = (folder / "README.md").read_text()
     missing = [p.name for p in sorted(folder.glob("*.yaml")) if p.name not in readme]
