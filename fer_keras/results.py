@@ -213,6 +213,8 @@ def _number(value, percent, signed=False) -> str:
     if value is None:
         return ""
     sign = "+" if signed else ""
+    if not percent and float(value).is_integer():  # counts (thesis 004's Tables 4 and 6) in full
+        return f"{int(value):{sign}d}"
     return f"{value:{sign}.2f}" if percent else f"{value:{sign}.4g}"
 
 
@@ -336,6 +338,28 @@ def _wide_table(lines) -> list[str]:
     return _markdown_table(header, rows)
 
 
+# Theses that print a table with a row per measure and a column per model (thesis 004's Tables 3-6:
+# "Total Accuracy", "Recall", ... down, VGG 16 and Inception V2 across): laid out the same way here.
+MEASURES_DOWN = {"004"}
+
+
+def _tall_table(lines) -> list[str]:
+    """measure | <row> (ours / thesis, difference) ...: a table with a row per measure, as the thesis's."""
+    labels = list(dict.fromkeys(c["label"] for line in lines for c in _columns(line)))
+    header = ["measure", *(f"{line['row']} (ours / thesis, difference)" for line in lines)]
+    rows = []
+    for name in labels:
+        cells = [name]
+        for line in lines:
+            c = next((c for c in _columns(line) if c["label"] == name), None)
+            difference = "" if c is None or c["difference"] is None else \
+                f" ({_number(c['difference'], c['percent'], signed=True)})"
+            cells.append("" if c is None else f"{_ours_cell(line, c)} / {_number(c['value'], c['percent'])}{difference}")
+        rows.append(cells)
+    rows.append(["run", *(_run_cell(line) for line in lines)])
+    return _markdown_table(header, rows)
+
+
 def _render(sections, counts) -> str:
     parts = ["# Results beside the theses", "",
              "ours: this toolkit's number in the thesis's unit (n/a: no labelled video); "
@@ -343,7 +367,7 @@ def _render(sections, counts) -> str:
     for (thesis, table_name), lines in sections.items():
         parts += [f"## Thesis {thesis}: {table_name}" if thesis else f"## {table_name}", ""]
         if any(line.get("columns") for line in lines):
-            parts += [*_wide_table(lines), ""]
+            parts += [*(_tall_table if thesis in MEASURES_DOWN else _wide_table)(lines), ""]
         else:
             header = ["row", "metric", "ours", "thesis", "difference", "run"]
             parts += [*_markdown_table(header, [_row_cells(line) for line in lines]), ""]

@@ -222,3 +222,20 @@ def test_a_cross_validations_fold_table_is_a_row_of_its_own(tmp_path):
     _result(tmp_path / "runs" / "lstm", _ref("LSTM folds", 71.84, 70.0, table="Fold table"), name="fold_table.json")
     found = results.collect([tmp_path / "runs"])
     assert [(r["source"], r["reference"]["row"]) for r in found] == [("fold_table.json", "LSTM folds")]
+
+
+def test_thesis004_tables_have_a_row_per_measure_as_the_thesis_prints_them(tmp_path, capsys):
+    """Thesis 004's Tables 3-6 run measures down and networks across; counts are printed in full."""
+    from fer_keras.reference import compare
+
+    for name, row, ours in (("vgg", "VGG 16", {"accuracy": 0.86, "tp": 2300}),
+                            ("inc", "Inception V2", {"accuracy": 0.9, "tp": 2981})):
+        reproduces = {"thesis": "004", "table": "Table 5 (11 AUs)", "row": row, "columns": [
+            {"metric": "au.accuracy", "value": 0.863939, "label": "Total Accuracy"},
+            {"table": "Table 6 (11 AUs)", "metric": "au.tp", "value": 2315, "label": "True Positives"}]}
+        _result(tmp_path / "runs" / name, compare(reproduces, {"au": ours}))
+    results.write([str(tmp_path / "runs")], thesis="004")
+    text = capsys.readouterr().out
+    assert "| measure | VGG 16 (ours / thesis, difference) | Inception V2 (ours / thesis, difference) |" in text
+    assert "| Total Accuracy | 0.86 / 0.8639 (-0.003939) | 0.9 / 0.8639 (+0.03606) |" in text
+    assert "| True Positives | 2300 / 2315 (-15) | 2981 / 2315 (+666) |" in text
