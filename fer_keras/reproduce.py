@@ -260,15 +260,18 @@ class Failures:
             write_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
 
 
-def prepare_smoke(smoke: dict, paths: dict, datasets) -> None:
+def prepare_smoke(smoke: dict, paths: dict, datasets, roots=None) -> None:
     """Write and prepare the synthetic datasets of the smoke section through the dataset registry
     (a synthetic source under each OUT, as ``fer-keras prepare NAME OUT`` writes one), and the
-    k-fold split file of those that record subjects. Preparation always runs: it skips what is
+    k-fold split file of those that record subjects; with ``roots``, only the datasets at those
+    paths (what the steps of ``--only`` read). Preparation always runs: it skips what is
     done, and finishes a dataset that a kill left half prepared (a manifest is no sign of done)."""
     from fer_keras.data import splits
 
     for name, (entry, spec, opts, out) in smoke_options(smoke, datasets).items():
         out = _moved(out, paths)
+        if roots is not None and out not in roots:
+            continue
         source = Path(out) / entry.synthetic_source
         if not source.exists():  # written whole or not at all
             print(entry.synthetic.synth(str(source), spec), flush=True)
@@ -324,6 +327,19 @@ def starting_weights(weights: dict, random_init: bool, steps: dict, plan_path) -
     return {name: {"path": str(Path(path).resolve()), "sha256": sha256(path)} for name, path in weights.items()}
 
 
+def _roots(folder, plan: dict, smoke: dict, paths: dict, only):
+    """The data paths the steps of ``only`` read (their files' data roots and every features step's
+    data), or None without ``only``: the smoke datasets worth preparing."""
+    if not only:
+        return None
+    roots = {_moved(step["features"].get("data"), paths) for step in plan["steps"] if "features" in step}
+    for name in (n for step in plan["steps"] for n in step.get("run", ()) if n in only):
+        data = experiment_raw(folder, name, smoke, paths).get("data")
+        if isinstance(data, dict) and data.get("root"):
+            roots.add(data["root"])
+    return roots
+
+
 def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datasets=None, weights=None,
               random_init=False) -> dict:
     """Run every step of the thesis's plan (``only``: just the experiments so named, and the
@@ -350,7 +366,7 @@ def reproduce(thesis, *, folder=None, runs="runs", smoke=False, only=None, datas
     weights = {name: record["path"] for name, record in used.items()}
     runs.mkdir(parents=True, exist_ok=True)
     if smoke:
-        prepare_smoke(settings, paths, datasets)
+        prepare_smoke(settings, paths, datasets, _roots(folder, plan, settings, paths, only))
     failed, log, failures = [], [], Failures(runs)
     for step in plan["steps"]:
         kind, value = next(iter(step.items()))

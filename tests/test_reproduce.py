@@ -478,3 +478,21 @@ def test_smoke_data_killed_anywhere_is_finished_by_a_rerun(tmp_path):
     assert command(killed).wait() == 0
     assert _smoke_data(killed) == expected
     assert sum(status == "ok" for key, (status, *_) in expected[0].items() if key.startswith("train/")) == 12
+
+
+def test_thesis004_smoke_au_rows(tmp_path, monkeypatch):
+    """The fast part of thesis 004's smoke run: the synthetic EmotioNet served from 127.0.0.1,
+    downloaded and prepared with the 11 AUs only (what the one file reads), VGG 16 trained from
+    random weights and evaluated: Table 5's and Table 6's VGG 16 columns get numbers."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").symlink_to(EXPERIMENTS)
+    result = reproduce.reproduce("004", smoke=True, datasets=DATASETS, random_init=True, only=["vgg16_au_11"])
+    assert not result["failed"], result["failed"]
+    assert sorted(p.name for p in (tmp_path / "data/smoke").iterdir()) == ["emotionet_11"]  # only what it reads
+    with open(result["table"].replace(".md", ".csv"), newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["row"] == "VGG 16" and r["table"].startswith(("Table 5", "Table 6"))]
+    thesis = [r for r in rows if r["thesis_value"]]
+    assert len(thesis) == 10 and all(r["status"] == "ok" and r["ours"] for r in thesis), rows
+    metrics = json.loads((tmp_path / "runs/smoke/vgg16_au_11/metrics.json").read_text())
+    au = metrics["au"]
+    assert au["tp"] + au["fp"] + au["tn"] + au["fn"] == 11 * au["n_examples"]  # one exact pass, 11 AUs each
