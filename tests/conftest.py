@@ -80,6 +80,26 @@ def read_failures(out):
         return [json.loads(line) for line in f]
 
 
+def write_shards(root, manifest: dict, records: dict) -> dict:
+    """A prepared dataset written by hand: each split's serialised records as its one shard
+    (``<split>/<split>-00000.tfrecord``), listed in ``manifest``, which is then saved; empty splits
+    are left out."""
+    import tensorflow as tf
+
+    for split, raws in records.items():
+        if not raws:
+            continue
+        rel = f"{split}/{split}-00000.tfrecord"
+        os.makedirs(os.path.join(root, split), exist_ok=True)
+        with tf.io.TFRecordWriter(os.path.join(root, rel)) as writer:
+            for raw in raws:
+                writer.write(raw)
+        manifest["splits"][split] = {"shards": [rel], "count": len(raws)}
+    with open(os.path.join(root, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return manifest
+
+
 def write_feature_folds(root, videos: int) -> None:
     """fold-1/fold-2-features-6.h5: ``videos`` sequences of 10 steps x 6 features, 3 classes,
     the class added to every feature (learnable in a few epochs), seeded."""

@@ -28,6 +28,8 @@ from fer_keras.data.features import PARTIAL, FeatureWriter, check_folder, featur
 from fer_keras.data.pipeline import PipelineConfig
 from fer_keras.data.schema import VideoRecord, serialize
 
+from conftest import write_shards
+
 SIZE, T = 16, 8            # face crops = the CNN's input (no resize); frames per stored video
 FOLD_OF = {"F011": 0, "F028": 1, "F044": 2, "M012": 3, "M028": 4}   # one subject per thesis fold
 TEST = ("F001", "M001")
@@ -62,18 +64,10 @@ def write_dataset(root, subjects, frames_of, methods=("flip",), size=SIZE):
     manifest = {"schema_version": 2, "dataset": "bu4dfe", "classes": list(BU4DFE),
                 "options": {"face_size": size, "image_format": "png"},
                 "audio": {"lld_dim": 0, "functionals_dim": 0}, "subjects": True, "splits": {}, "videos": {}}
-    for split, raws in records.items():
-        rel = f"{split}/{split}-00000.tfrecord"
-        os.makedirs(os.path.join(root, split), exist_ok=True)
-        with tf.io.TFRecordWriter(os.path.join(root, rel)) as w:
-            for raw in raws:
-                w.write(raw)
-        manifest["splits"][split] = {"shards": [rel], "count": len(raws)}
     for e in entries:
         e["shard"] = f"{e['split']}/{e['split']}-00000.tfrecord"
     manifest["videos"] = {e["key"]: e for e in entries}
-    with open(os.path.join(root, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
+    write_shards(root, manifest, records)
     splits.write(os.path.join(root, splits.SPLITS_FILE), splits.thesis002(subjects))
     return truth
 

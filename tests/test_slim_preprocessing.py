@@ -5,8 +5,6 @@ Evaluation geometry and one training draw are checked against OpenCV / NumPy wri
 draws' ranges against slim's defaults; seeding through the real tf.data pipeline on a small
 hand-written dataset of stills and one short video.
 """
-import json
-import os
 
 import cv2
 import numpy as np
@@ -17,6 +15,8 @@ from fer_keras import config
 from fer_keras.data import augment as A
 from fer_keras.data.pipeline import Augment, PipelineConfig, sequences
 from fer_keras.data.schema import VideoRecord, serialize
+
+from conftest import write_shards
 
 RNG = np.random.default_rng(0)
 S, OUT = 40, 24      # stored face side, model input side
@@ -155,18 +155,7 @@ def write_stills(root, n=4, size=S, video_frames=0):
     manifest = {"schema_version": 2, "dataset": "bu4dfe", "classes": ["a", "b"],
                 "options": {"face_size": size, "image_format": "png"},
                 "audio": {"lld_dim": 0, "functionals_dim": 0}, "splits": {}, "videos": {}}
-    for split, raws in records.items():
-        if not raws:
-            continue
-        rel = f"{split}/{split}-00000.tfrecord"
-        os.makedirs(os.path.join(root, split), exist_ok=True)
-        with tf.io.TFRecordWriter(os.path.join(root, rel)) as w:
-            for raw in raws:
-                w.write(raw)
-        manifest["splits"][split] = {"shards": [rel], "count": len(raws)}
-    with open(os.path.join(root, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
-    return manifest, truth
+    return write_shards(root, manifest, records), truth
 
 
 def _by_video(ds):
