@@ -36,7 +36,6 @@ import os
 import re
 import socket
 import ssl
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -50,13 +49,14 @@ from tqdm import tqdm
 from urllib3.exceptions import HTTPError, LocationParseError, NameResolutionError, NewConnectionError
 
 from data_prep.options import check, option
+from fer_keras.durable import save_atomic, write_atomic
 
 log = logging.getLogger(__name__)
 
 IMAGES = "images"
 INDEX = "index.jsonl"
 SUMMARY = "summary.json"
-PARTIAL = ".partial-"  # prefix of the temporary files a kill may leave; removed by the next run
+PARTIAL = ".partial-"  # fer_keras.durable.save_atomic's temporary prefix: what a kill may leave; the next run removes it
 CHUNK = 64 * 1024
 REDIRECTS = (301, 302, 303, 307, 308)
 HEADERS = {"User-Agent": "fer-keras-download/1 (research image downloader)", "Accept": "image/*"}
@@ -230,20 +230,6 @@ def _entry(url, status, kind=None, message="", data=None, attempts=0, source=Non
             "source": source, "http": http_status}
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    """``data`` under ``path`` whole, or nothing there: written to a temporary name, then renamed."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=PARTIAL, dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 # -- images --------------------------------------------------------------------------------------
 def to_jpeg(body: bytes, quality: int = 95) -> tuple[bytes, str]:
     """(JPEG bytes, source type) of a body: an RGB JPEG as it came, anything else Pillow reads as RGB
@@ -369,7 +355,9 @@ class _Session:
                     continue
                 log.warning("%s: %s: %s", failure.kind, url, failure)
                 return _entry(url, "failed", failure.kind, str(failure), attempts=attempt, http_status=failure.status)
-            _write_atomic(file_path(out, url), data)
+            path = file_path(out, url)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            save_atomic(lambda tmp: tmp.write_bytes(data), path)  # a kill leaves .partial-<name>, removed next run
             return _entry(url, "ok", data=data, attempts=attempt, source=source, http_status=status)
 
     def _attempt(self, url: str) -> tuple[bytes, str, int]:
@@ -546,10 +534,7 @@ def download(urls, out, opts: DownloadOptions | None = None, progress: bool = Tr
             pool.shutdown(cancel_futures=True)
             session.close()
     summary = _summary(urls, index, counts, time.monotonic() - began)
-    tmp = os.path.join(out, PARTIAL + SUMMARY)
-    with open(tmp, "w", encoding="utf-8") as s:
-        json.dump(summary, s, indent=1)
-    os.replace(tmp, os.path.join(out, SUMMARY))
+    write_atomic(os.path.join(out, SUMMARY), json.dumps(summary, indent=1))
     if progress:
         print(summary_table(summary))
     else:

@@ -179,7 +179,7 @@ def _items(folder: str, opts: EmotionetOptions, store: PreparedStore, va_csv: st
     else:
         candidates = {}
         for url in done:
-            target, why = targets(labels[url], opts.mode)
+            target, _ = targets(labels[url], opts.mode)
             if target is None:
                 counts["dropped_999"] += 1
             else:
