@@ -48,6 +48,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 from urllib3.exceptions import HTTPError, LocationParseError, NameResolutionError, NewConnectionError
 
+from data_prep import share
 from data_prep.options import check, option
 from fer_keras.durable import save_atomic, write_atomic
 
@@ -122,10 +123,25 @@ class DownloadOptions:
                                       "(timeout,dns); unset: leave them", metavar="CLASSES")
     jpeg_quality: int = option(95, "JPEG quality of converted images (RGB JPEGs are kept as they came)",
                                low=1, high=100)
+    shard: str | None = option(None, "I/N: only this worker's share of the URLs (a stable hash of each URL, "
+                                     "0 <= I < N); N workers may share OUT: each keeps index-I-of-N.jsonl "
+                                     "and summary-I-of-N.json, and every reader sees them all", metavar="I/N")
 
     def __post_init__(self):
         check(self, "download option")
         self.retry_classes  # noqa: B018  refuses unknown class names up front
+        if self.shard is not None:
+            try:
+                share.parse(self.shard)
+            except ValueError as err:
+                raise ValueError(f"download option {err}") from None
+
+    def files(self) -> tuple[str, str]:
+        """(index, summary) file names of this run: its share's own, so workers never write one file."""
+        if self.shard is None:
+            return INDEX, SUMMARY
+        i, n = share.parse(self.shard)
+        return f"index-{i}-of-{n}.jsonl", f"summary-{i}-of-{n}.json"
 
     @property
     def retry_classes(self) -> frozenset:
@@ -193,27 +209,31 @@ def url_problem(url: str) -> str | None:
 
 # -- the index -----------------------------------------------------------------------------------
 def read_index(out) -> dict:
-    """{url: its latest entry} of OUT/index.jsonl (later lines win). A line counts once its newline is
-    written: a torn last line (a kill mid-write) is ignored; any other bad line is refused."""
-    path = os.path.join(out, INDEX)
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")[:-1]  # the text after the last newline is torn or empty
+    """{url: its latest entry} of OUT/index.jsonl and the shards' index-I-of-N.jsonl (later lines
+    win; across files an ok entry wins). A line counts once its newline is written: a torn last
+    line (a kill mid-write) is ignored; any other bad line is refused."""
     entries = {}
-    for number, line in enumerate(lines, 1):
-        try:
-            entry = json.loads(line)
-            entries[entry["url"]] = entry
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"{path} line {number}: not an index entry ({line[:80]!r}); "
-                             "move the file away to download everything again") from None
+    for path in sorted(glob.glob(os.path.join(out, "index-*-of-*.jsonl"))) + [os.path.join(out, INDEX)]:
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")[:-1]  # the text after the last newline is torn or empty
+        found = {}
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+                found[entry["url"]] = entry
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path} line {number}: not an index entry ({line[:80]!r}); "
+                                 "move the file away to download everything again") from None
+        for url, entry in found.items():
+            if entry["status"] == "ok" or entries.get(url, {}).get("status") != "ok":
+                entries[url] = entry
     return entries
 
 
-def _cut_torn_line(out) -> None:
+def _cut_torn_line(path) -> None:
     """Drop the torn last line a kill left, so the next line appended starts on a line of its own."""
-    path = os.path.join(out, INDEX)
     if not os.path.exists(path):
         return
     with open(path, "rb+") as f:
@@ -461,10 +481,14 @@ def _unique(urls) -> list[str]:
     return urls
 
 
-def _remove_partials(out) -> None:
+def _remove_partials(out, urls=None) -> None:
+    """Delete the temporary files a killed run left: all of them, or with ``urls`` (a share's) only
+    theirs, since the other workers sharing OUT may be writing theirs now."""
+    names = None if urls is None else {PARTIAL + file_name(u) for u in urls}
     for path in glob.glob(os.path.join(out, IMAGES, "*", PARTIAL + "*")):
-        log.warning("removing %s left by an interrupted run", path)
-        os.remove(path)
+        if names is None or os.path.basename(path) in names:
+            log.warning("removing %s left by an interrupted run", path)
+            os.remove(path)
 
 
 def _done(url: str, entry: dict | None, out, retry: frozenset) -> bool:
@@ -499,17 +523,18 @@ def download(urls, out, opts: DownloadOptions | None = None, progress: bool = Tr
     to another address, the URL's host kept in the Host header and for TLS: how the synthetic set
     reaches its .test hosts on the local server."""
     opts = opts or DownloadOptions()
-    urls = _unique(urls)
+    urls = share.mine(_unique(urls), share.parse(opts.shard) if opts.shard else None)
+    index_name, summary_name = opts.files()
     session = _Session(opts, connect_to)
     os.makedirs(os.path.join(out, IMAGES), exist_ok=True)
-    _remove_partials(out)
-    _cut_torn_line(out)
+    _remove_partials(out, urls if opts.shard else None)
+    _cut_torn_line(os.path.join(out, index_name))
     index = read_index(out)
     began = time.monotonic()
     retry = opts.retry_classes
     todo = [u for u in urls if not _done(u, index.get(u), out, retry)]
     counts = Counter(skipped=len(urls) - len(todo))
-    with open(os.path.join(out, INDEX), "a", encoding="utf-8") as f, \
+    with open(os.path.join(out, index_name), "a", encoding="utf-8") as f, \
             tqdm(total=len(todo), disable=not progress, unit="url", desc="download") as bar:
         def record(entry: dict) -> None:
             f.write(json.dumps(entry) + "\n")
@@ -534,7 +559,7 @@ def download(urls, out, opts: DownloadOptions | None = None, progress: bool = Tr
             pool.shutdown(cancel_futures=True)
             session.close()
     summary = _summary(urls, index, counts, time.monotonic() - began)
-    write_atomic(os.path.join(out, SUMMARY), json.dumps(summary, indent=1))
+    write_atomic(os.path.join(out, summary_name), json.dumps(summary, indent=1))
     if progress:
         print(summary_table(summary))
     else:

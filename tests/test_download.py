@@ -463,3 +463,39 @@ def test_sigkill_at_random_moments_then_resume(web, tmp_path):
     ok = {u for u, e in index.items() if e["status"] == "ok"}
     assert ok == {u for u, e in read_index(str(tmp_path / "whole")).items() if e["status"] == "ok"}
     assert sorted(_files(out)) == sorted(file_path(out, u) for u in ok)
+
+
+# -- shares of one download (--shard I/N) ----------------------------------------------------------
+def test_shares_partition_any_order_and_bad_ones_are_refused():
+    from data_prep import share
+
+    urls = [f"http://h.example/{i}.jpg" for i in range(3000)]
+    parts = [share.mine(urls, (i, 3)) for i in range(3)]
+    assert sorted(u for p in parts for u in p) == sorted(urls) and all(800 < len(p) < 1200 for p in parts)
+    assert share.mine(list(reversed(urls)), (1, 3)) == list(reversed(parts[1]))  # the order does not matter
+    for bad in ("3/3", "a/b", "0/0", "-1/2", "1"):
+        with pytest.raises(ValueError, match="download option shard must be I/N with 0 <= I < N"):
+            DownloadOptions(shard=bad)
+
+
+def test_workers_sharing_out_download_each_url_once(web, tmp_path):
+    """3 workers (--shard 0/3 .. 2/3) into one OUT, one after another as slow machines would: each
+    keeps its own index and summary, the union is an unsharded run's, and an unsharded rerun (or a
+    reader such as prepare) sees every file and fetches nothing."""
+    web.routes.update({f"/share/{i}.jpg": {"kind": "file", "path": "rgb.jpg"} for i in range(12)})
+    web.routes["/share/gone.jpg"] = {"kind": "status", "code": 404}
+    urls = [web.url(f"/share/{i}.jpg") for i in range(12)] + [web.url("/share/gone.jpg")]
+    web.reset_counts()
+    out = str(tmp_path / "shared")
+    summaries = [download(urls, out, DownloadOptions(**FAST, shard=f"{i}/3"), progress=False) for i in range(3)]
+    assert sum(s["total"] for s in summaries) == 13 and sum(s["ok"] for s in summaries) == 12
+    assert sorted(os.listdir(out)) == ["images", *(f"index-{i}-of-3.jsonl" for i in range(3)),
+                                       *(f"summary-{i}-of-3.json" for i in range(3))]
+    assert all(n == 1 for n in web.requests.values()) and sum(web.requests.values()) == 13
+    index = dl.read_index(out)
+    whole = download(urls, str(tmp_path / "whole"), DownloadOptions(**FAST), progress=False)
+    assert {u for u, e in index.items() if e["status"] == "ok"} == \
+        {u for u, e in dl.read_index(str(tmp_path / "whole")).items() if e["status"] == "ok"} and whole["ok"] == 12
+    web.reset_counts()
+    again = download(urls, out, DownloadOptions(**FAST), progress=False)
+    assert again["skipped"] == 13 and again["ok"] == 12 and sum(web.requests.values()) == 0

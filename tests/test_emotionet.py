@@ -168,6 +168,9 @@ def downloaded(tmp_path_factory):
         requests = dict(server.requests)
         assert main(argv) == 0  # a rerun fetches nothing again
         assert dict(server.requests) == requests
+        for i in range(2):  # and two workers sharing another OUT (--shard I/2) download it all between them
+            argv[3] = str(work / "shared")
+            assert main(argv + ["--shard", f"{i}/2"]) == 0
     return src, out, truth
 
 
@@ -187,6 +190,10 @@ def test_every_url_ends_as_the_synthetic_truth_says(downloaded):
     assert report["duplicate_urls"] == 1 and report["unquoted_comma_urls"] == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] == len(images) and summary["total"] == len(truth["urls"])
+    shared = read_index(out.parent / "shared")  # the two workers' indexes, read as one
+    assert {u: e["status"] for u, e in shared.items()} == {u: e["status"] for u, e in index.items()}
+    parts = [json.loads((out.parent / "shared" / f"summary-{i}-of-2.json").read_text()) for i in range(2)]
+    assert sum(p["total"] for p in parts) == len(truth["urls"]) and all(p["total"] for p in parts)
 
 
 @pytest.mark.parametrize("mode", ["60", "11", "masked", "va"])

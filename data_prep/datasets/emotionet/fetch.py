@@ -18,6 +18,7 @@ import json
 import os
 import sys
 
+from data_prep import share
 from data_prep.datasets.emotionet.sheet import read_sheet
 from fer_keras.classes import EMOTIONET_AUS
 from fer_keras.durable import write_atomic
@@ -34,6 +35,18 @@ def _labels_text(sheet) -> str:
     return buf.getvalue()
 
 
+def _publish(path, text: str, shard: str | None) -> None:
+    """``path`` holds ``text`` whole. Workers of one download (--shard) all write the same text: each
+    through a temporary file of its own, so none renames another's half-written one."""
+    if shard is None:
+        write_atomic(path, text)
+        return
+    tmp = "{}.{}-of-{}.tmp".format(path, *share.parse(shard))
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def fetch(sheet_path, out, opts, progress: bool = True, connect_to=None) -> dict:
     """Read the sheet into OUT's labels.csv and download its URLs; returns the download's summary."""
     from data_prep.download import download
@@ -47,8 +60,8 @@ def fetch(sheet_path, out, opts, progress: bool = True, connect_to=None) -> dict
                 raise ValueError(f"{out} holds the download of another sheet (its {LABELS} differs from "
                                  f"{sheet_path}'s rows); use a new folder")
     else:
-        write_atomic(labels_path, text)
-    write_atomic(os.path.join(out, REPORT), json.dumps(sheet.report(), indent=1))
+        _publish(labels_path, text, opts.shard)
+    _publish(os.path.join(out, REPORT), json.dumps(sheet.report(), indent=1), opts.shard)
     print(f"{sheet_path}: {len(sheet.rows)} images, {len(sheet.problems)} rows skipped, "
           f"{len(sheet.duplicates)} duplicate URLs kept once ({os.path.join(out, REPORT)})")
     for problem in sheet.problems[:10]:
