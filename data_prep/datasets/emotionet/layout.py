@@ -27,17 +27,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from data_prep.datasets.emotionet.fetch import LABELS
 from data_prep.datasets.emotionet.options import EmotionetOptions
 from data_prep.datasets.emotionet.sheet import VALUES
+from data_prep.download import INDEX, read_index
 from data_prep.errors import BadInput
 from data_prep.store import PreparedStore, encode_image, safe_join
 from fer_keras.classes import EMOTIONET_11_AUS, EMOTIONET_AUS
 from fer_keras.data.schema import UNLABELLED, VideoRecord, serialize
 from fer_keras.durable import write_atomic
 from fer_keras.losses import AU_UNKNOWN
-
-LABELS = "labels.csv"  # written by the download: URL, AU1 .. AU60 as the sheet gave them
-INDEX = "index.jsonl"
 
 
 def read_labels(folder) -> dict[str, np.ndarray]:
@@ -165,8 +164,6 @@ class ImagePreparer:
 
 def _items(folder: str, opts: EmotionetOptions, store: PreparedStore, va_csv: str | None) -> tuple[list, dict]:
     """(work items, selection counts): every downloaded image with its targets and split."""
-    from data_prep.download import read_index
-
     labels = read_labels(folder)
     done = {url: e for url, e in read_index(folder).items() if e.get("status") == "ok" and url in labels}
     counts = {"downloaded": len(done), "dropped_999": 0}
