@@ -104,6 +104,12 @@ bench-cascade:
 bench-va:
 	$(BIN)/python -m fer_keras.bench.va --out $(DATA)/bench_va $(ARGS)
 
+# Per-item cost of each stage on this machine, its growth with input size, and projected wall time for AFEW,
+# BU-4DFE, Aff-Wild and EmotioNet at 1, 8 and 64 workers (the README's scaling guide; ARGS="--quick" for a smoke run).
+.PHONY: scaling-report
+scaling-report:
+	$(BIN)/python -m data_prep.bench.scaling --out $(DATA)/scaling $(ARGS)
+
 clean:
 	rm -rf $(DATA) runs .pytest_cache build *.egg-info
 

@@ -404,14 +404,14 @@ def project(measured: dict, datasets=DATASETS, workers=WORKERS, bandwidth_gbit=B
             _outside(feat, px))
         tr, seq_len = st["train_step"], int(d.seq_len.value)
         step_s, sequences, epochs = predict(tr, seq_len), math.ceil(frames / seq_len), d.epochs.value
-        build_s = start + tr["load_s"]
-        row(d, f"training, {epochs:g} epoch{'s' * (epochs != 1)} (T={seq_len})", f"{math.ceil(sequences / tr['batch']):,} steps/epoch",
+        build_s, n_epochs = start + tr["load_s"], f"{epochs:g} epoch{'s' * (epochs != 1)}"
+        row(d, f"training, {n_epochs} (T={seq_len})", f"{math.ceil(sequences / tr['batch']):,} steps/epoch",
             step_s, "step", {w: training_wall(sequences, tr["batch"], step_s, epochs, w, tr["params"],
                                               bandwidth_gbit, build_s) for w in workers},
             _outside(tr, seq_len))
         trial_s = training_wall(sequences, tr["batch"], step_s, epochs, 1, tr["params"], bandwidth_gbit, tr["load_s"])
         trials = int(d.trials.value)
-        row(d, f"tuning, {trials} trials", f"{trials} x {epochs:g} epoch{'s' * (epochs != 1)}", trial_s, "trial",
+        row(d, f"tuning, {trials} trials", f"{trials} x {n_epochs}", trial_s, "trial",
             {w: tuning_wall(trial_s, trials, w, start) for w in workers}, _outside(tr, seq_len))
     return rows
 
