@@ -328,8 +328,8 @@ def measure(work, *, quick=False, repeats=3, model="alexnet_gru_va", batch=4, pr
     os.makedirs(work, exist_ok=True)
     total = sum(len(sizes[k]) for k in ("resolutions", "durations", "input_sizes", "seq_lens")) + 1
     with tqdm(total=total, desc="scaling", unit="size", disable=not progress) as bar:
-        stages = {"audio": measure_audio(work, sizes["durations"], repeats, bar),
-                  "detect": measure_detection(work, sizes["resolutions"], sizes["frames"], repeats, bar),
+        stages = {"detect": measure_detection(work, sizes["resolutions"], sizes["frames"], repeats, bar),
+                  "audio": measure_audio(work, sizes["durations"], repeats, bar),
                   "features": measure_features(sizes["input_sizes"], repeats, bar),
                   "train_step": measure_training(model, sizes["seq_lens"], batch, repeats, bar, options)}
         start_s = import_seconds()
@@ -450,6 +450,27 @@ def measured_table(measured: dict) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(notes)
 
 
+def _cell(figure: Figure, text: str) -> str:
+    """A size with a word on where it comes from when that is not a thesis."""
+    source = figure.source.upper()
+    note = (" (upper bound)" if "UPPER BOUND" in source else
+            " (assumed)" if "ASSUMED" in source else " (published, not in the theses)" if "NOT IN THE THESES" in source
+            else "")
+    return text + note
+
+
+def sizes_table(datasets=DATASETS) -> str:
+    lines = ["| dataset | videos / images | frames | resolution | audio | model input | T | epochs | trials |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for d in datasets:
+        audio = _cell(d.audio_seconds, f"{d.audio_seconds.value / 3600:,.1f} h") if d.audio_seconds.value else "none"
+        lines.append(f"| {d.name} | {d.items.value:,.0f} {d.unit}s | {_cell(d.frames, f'{d.frames.value:,.0f}')} | "
+                     f"{_cell(d.width, f'{d.width.value:g}x{d.height.value:g}')} | {audio} | "
+                     f"{d.input_size.value:g} px | {d.seq_len.value:g} | {_cell(d.epochs, f'{d.epochs.value:g}')} | "
+                     f"{d.trials.value:g} |")
+    return "\n".join(lines)
+
+
 def projection_table(rows: list[dict], workers=WORKERS) -> str:
     lines = ["| dataset | stage | work | cost per unit | " + " | ".join(f"{w} worker{'s' * (w > 1)}" for w in workers)
              + " |", "|---|---|---|---|" + "---|" * len(workers)]
@@ -457,7 +478,7 @@ def projection_table(rows: list[dict], workers=WORKERS) -> str:
         mark = " *" if r["extrapolated"] else ""
         lines.append(f"| {r['dataset']} | {r['stage']} | {r['work']} | {duration(r['per_unit_s'])} per "
                      f"{r['unit']}{mark} | " + " | ".join(duration(r["wall_s"][w]) for w in workers) + " |")
-    return "\n".join(lines) + "\n\n* extrapolated: the dataset's size lies outside the measured sizes."
+    return "\n".join(lines) + "\n\nCosts marked * are extrapolated: the dataset's size lies outside the measured sizes."
 
 
 def write_report(measured: dict, rows: list[dict], out: str, workers=WORKERS, bandwidth_gbit=BANDWIDTH_GBIT) -> str:
@@ -477,9 +498,12 @@ def write_report(measured: dict, rows: list[dict], out: str, workers=WORKERS, ba
         for r in rows:
             writer.writerow([r["dataset"], r["stage"], r["work"], r["unit"], f"{r['per_unit_s']:.6g}",
                              *(f"{r['wall_s'][w]:.6g}" for w in workers), r["extrapolated"]])
-    text = (measured_table(measured) + "\n\n" + projection_table(rows, workers)
-            + f"\n\nTraining across workers adds an ASSUMED ring all-reduce over {bandwidth_gbit:g} Gbit/s per step; "
-              "dataset sizes and their sources are in `DATASETS` (data_prep/bench/scaling.py) and scaling.json.\n")
+    params = measured["stages"]["train_step"]["params"]
+    per_step = ", ".join(f"{duration(allreduce_s(params, w, bandwidth_gbit))} at {w}" for w in workers if w > 1)
+    text = (measured_table(measured) + "\n\n" + sizes_table() + "\n\n" + projection_table(rows, workers)
+            + f"\n\nTraining across workers adds an ASSUMED ring all-reduce of the gradients over {bandwidth_gbit:g} "
+              f"Gbit/s to every step ({per_step} workers), not a measurement. Dataset sizes and their sources: "
+              "`DATASETS` in data_prep/bench/scaling.py, also in scaling.json.\n")
     with open(os.path.join(out, "scaling.md"), "w") as f:
         f.write(text)
     return text
