@@ -85,10 +85,12 @@ def test_growth_fit_refuses_what_cannot_be_fitted(sizes, seconds):
         scaling.fit_growth(sizes, seconds)
 
 
-def test_command_line_refuses_bad_workers_before_measuring(capsys):
+@pytest.mark.parametrize("args, message", [(["--workers", "1,0"], "workers must be"),
+                                           (["--model", "no_such_model"], "unknown model 'no_such_model'")])
+def test_command_line_refuses_bad_input_before_measuring(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        scaling.main(["--workers", "1,0"])
-    assert exit_.value.code == 2 and "workers must be" in capsys.readouterr().err
+        scaling.main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_every_dataset_size_names_its_source():

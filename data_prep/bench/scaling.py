@@ -527,6 +527,12 @@ def main(argv=None) -> int:
         p.error(f"--workers {args.workers!r}: {e}")
     if args.repeats < 1 or args.batch < 1:
         p.error("--repeats and --batch must be >= 1")
+    from fer_keras import models
+
+    try:
+        models.entry(args.model)  # before minutes of measuring, not after
+    except ValueError as e:
+        p.error(f"--model: {e}")
     start = time.perf_counter()
     measured = measure(os.path.join(args.out, "work"), quick=args.quick, repeats=1 if args.quick else args.repeats,
                        model=args.model, batch=args.batch, progress=not args.quiet)
