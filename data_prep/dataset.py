@@ -71,9 +71,29 @@ class Dataset:
         return "CSV" if self.source == "file" else "SRC"
 
     def prepare(self, src, out, opts=None, progress: bool = True) -> dict:
-        """Prepare ``src`` into ``out`` (resumable); returns the manifest."""
-        layout = importlib.import_module(f"{self.package}.layout")
-        return layout.prepare(src, out, opts if opts is not None else self.options(), progress=progress)
+        """Prepare ``src`` into ``out`` (resumable); returns the manifest (a share's, with ``opts.shard``,
+        marked complete once its run went through all its items)."""
+        opts = opts if opts is not None else self.options()
+        manifest = self._layout().prepare(src, out, opts, progress=progress)
+        if opts.shard:
+            from data_prep.store import complete_share
+
+            manifest = complete_share(out, opts.shard)
+        return manifest
+
+    def merge(self, parts, out) -> dict:
+        """Join the shares in the ``parts`` folders into ``out`` (data_prep/merge.py) and write what a
+        whole preparation of this dataset writes beside its manifest; returns the merged manifest."""
+        from data_prep.merge import merge
+
+        manifest = merge(parts, out)
+        finish = getattr(self._layout(), "finish", None)
+        if finish is not None:
+            finish(out, manifest)
+        return manifest
+
+    def _layout(self):
+        return importlib.import_module(f"{self.package}.layout")
 
     def fetch(self, source, out, opts=None, progress: bool = True, connect_to=None) -> dict:
         """Download what ``source`` lists into ``out`` (resumable); returns the run's summary."""

@@ -125,16 +125,12 @@ class DownloadOptions:
                                low=1, high=100)
     shard: str | None = option(None, "I/N: only this worker's share of the URLs (a stable hash of each URL, "
                                      "0 <= I < N); N workers may share OUT: each keeps index-I-of-N.jsonl "
-                                     "and summary-I-of-N.json, and every reader sees them all", metavar="I/N")
+                                     "and summary-I-of-N.json, and every reader sees them all", metavar="I/N",
+                              validate=share.parse)
 
     def __post_init__(self):
         check(self, "download option")
         self.retry_classes  # noqa: B018  refuses unknown class names up front
-        if self.shard is not None:
-            try:
-                share.parse(self.shard)
-            except ValueError as err:
-                raise ValueError(f"download option {err}") from None
 
     def files(self) -> tuple[str, str]:
         """(index, summary) file names of this run: its share's own, so workers never write one file."""

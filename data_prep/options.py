@@ -5,7 +5,7 @@ checks (``check``), the ``fer-keras prepare NAME`` / ``synth NAME`` flags and th
 thesis plan's option names (``field_names``).
 
 The run settings that every preparation shares (``-j``, ``--shard-size``, ``--verify``,
-``--seed``) are declared once here, in ``SHARED``; an Options class has them as plain fields
+``--shard``, ``--seed``) are declared once here, in ``SHARED``; an Options class has them as plain fields
 with its own default. Nested option groups (BU-4DFE's tracking and trimming) are dataclass
 fields whose own fields become flags of the same command.
 
@@ -19,6 +19,8 @@ import numbers
 import types
 import typing
 from dataclasses import dataclass, field
+
+from data_prep import share
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Option:
     metavar: str | None = None
     nargs: int | None = None
     cli: bool = True  # False: an option of the Python API only (e.g. a mapping)
+    validate: typing.Callable | None = None  # raises ValueError for a value of the right type that cannot work
 
 
 def option(default=dataclasses.MISSING, help: str = "", *, factory=dataclasses.MISSING, **declared):
@@ -51,10 +54,14 @@ SHARED = {
     "shard_size": Option("records per TFRecord shard", low=1),
     "verify": Option("on a rerun, check the kept shards' checksums and records too (sizes are always "
                      "checked); the videos of a missing or damaged shard are prepared again"),
+    "shard": Option("I/N: prepare only this worker's share of the items (a stable hash of each item's key, "
+                    "0 <= I < N), as manifest-I-of-N.json, failures-I-of-N.jsonl and shards named I-of-N, in OUT "
+                    "shared by every worker or in one OUT each; `fer-keras merge` (or a final run without "
+                    "--shard into the shared OUT) joins them", metavar="I/N", validate=share.parse),
     "seed": Option("seed of the dataset's random choices (BU-4DFE's augmentations) and of the synthetic set "
                    "written when the source is omitted"),
 }
-RUN_SETTINGS = ("jobs", "shard_size", "verify")  # never part of what a preparation writes
+RUN_SETTINGS = ("jobs", "shard_size", "verify", "shard")  # never part of what a preparation writes
 
 
 def declared(cls) -> list[tuple[str, dataclasses.Field, Option | None]]:
@@ -104,6 +111,11 @@ def check(obj, prefix: str) -> None:
             refuse(f"one of {', '.join(map(str, opt.choices))}")
         if (opt.low is not None and value < opt.low) or (opt.high is not None and value > opt.high):
             refuse(_bounds(opt).strip())
+        if opt.validate is not None:
+            try:
+                opt.validate(value)
+            except ValueError as err:
+                raise ValueError(f"{prefix} {name} {err}") from None
 
 
 def _bounds(opt: Option) -> str:

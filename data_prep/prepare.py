@@ -199,7 +199,7 @@ def prepare_videos(items: list[SourceVideo], out, dataset: str, classes, opts: P
                                                    "lld_mode": opts.lld_mode}}
     if frame_labels:
         header["labels"] = dict(frame_labels)
-    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
+    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify, shard=opts.shard)
     return run_preparation(items, store, factory, opts.jobs, skipped, progress, preparer)
 
 
@@ -212,10 +212,12 @@ def run_preparation(items, store: PreparedStore, factory, jobs: int = 1, skipped
     (default: its `key`) is in the manifest, so a run killed between a video and its copies
     redoes the video, and the store ignores entries it already has. Ctrl-C or a crash still
     writes every finished video as complete shards. Items are prepared in a seeded random order
-    (``_write_order``), not the class order of the layout.
+    (``_write_order``), not the class order of the layout; a store of one share (``--shard``) takes
+    the items it owns.
     """
+    items = [it for it in items if store.owns(it.key)]
     for entry in skipped or []:
-        if not store.is_done(entry["key"]):
+        if store.owns(entry["key"]) and not store.is_done(entry["key"]):
             store.fail(entry)
     todo = sorted((it for it in items if not _done(store, it)), key=_write_order)
     if len(todo) < len(items):
@@ -248,8 +250,8 @@ def _write_order(item) -> bytes:
 
 def _done(store: PreparedStore, item) -> bool:
     keys = getattr(item, "keys", (item.key,))
-    if not store.is_done(keys[0]):
-        return False
+    if keys[0] not in store.manifest["videos"]:
+        return store.is_done(keys[0])  # in the merged manifest of a shared OUT, or not yet prepared
     return store.manifest["videos"][keys[0]].get("status") != "ok" or all(store.is_done(k) for k in keys[1:])
 
 

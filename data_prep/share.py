@@ -15,7 +15,7 @@ def parse(text: str) -> tuple[int, int]:
     """``(I, N)`` of ``"I/N"`` with 0 <= I < N; a clear error otherwise."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
     if not match or int(match[2]) < 1 or int(match[1]) >= int(match[2]):
-        raise ValueError(f"shard must be I/N with 0 <= I < N (e.g. 0/4 ... 3/4), got {text!r}")
+        raise ValueError(f"must be I/N with 0 <= I < N (e.g. 0/4 ... 3/4), got {text!r}")
     return int(match[1]), int(match[2])
 
 

@@ -6,6 +6,12 @@ rewritten atomically after every shard and every failure. A rerun therefore skip
 videos, deletes leftovers of a killed run, never sees half a shard, and first checks the shards
 it keeps (sizes; checksums and records with ``verify``): the videos of a missing or damaged shard
 are forgotten, so they are prepared again, and the repair is logged in failures.jsonl.
+
+A store made with ``shard="I/N"`` holds one worker's share (data_prep/share.py): it keeps
+``manifest-I-of-N.json`` and ``failures-I-of-N.jsonl`` and names its shards ``<split>-I-of-N-<k>``,
+so N workers may write one OUT at once, each resuming and cleaning up only its own files. A store
+without a share adopts the partial manifests it finds in its OUT (``_adopt_parts``): the final run
+of a shared OUT, and ``fer-keras merge`` of separate ones, join the shares into one dataset.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from data_prep import share
 from fer_keras.data import integrity
 from fer_keras.data.manifest import FAILURES, MANIFEST
 from fer_keras.durable import killpoint, write_atomic
@@ -39,6 +46,56 @@ def encode_image(image: np.ndarray, image_format: str, jpeg_quality: int = 95) -
     return buf.tobytes()
 
 
+def part_files(shard: str | None) -> tuple[str, str]:
+    """(manifest, failures) file names of a share, or of a whole preparation without one."""
+    if shard is None:
+        return MANIFEST, FAILURES
+    i, n = share.parse(shard)
+    return f"manifest-{i}-of-{n}.json", f"failures-{i}-of-{n}.jsonl"
+
+
+def part_manifests(out) -> list[str]:
+    """The partial manifests (of ``--shard`` runs) in ``out``, by share."""
+    found = glob.glob(os.path.join(glob.escape(str(out)), "manifest-*-of-*.json"))
+    return sorted(found, key=lambda p: share.parse(_part_name(p).replace("-of-", "/"))[::-1])
+
+
+def _part_name(path) -> str:
+    return os.path.basename(path)[len("manifest-"):-len(".json")]
+
+
+def complete_share(out, shard: str) -> dict:
+    """Mark a share's partial manifest complete (its run went through every item it owns): a merge
+    takes complete shares only, so a killed worker is never mistaken for a finished one."""
+    path = os.path.join(out, part_files(shard)[0])
+    manifest = {**read_json(path), "complete": True}
+    write_atomic(path, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def differences(header: dict, other: dict) -> list[str]:
+    """What makes two preparations incompatible: another dataset, or options that differ (named)."""
+    if header.get("dataset") != other.get("dataset"):
+        return ["dataset"]
+    mine, theirs = header.get("options", {}), other.get("options", {})
+    return sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+
+
+def read_json(path) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); move it away to start over") from None
+
+
+def _key_of(line: str):
+    try:
+        return json.loads(line).get("key")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 def safe_join(root, *parts) -> str:
     """Join parts under root and refuse any result outside it (parts come from source file names)."""
     root = os.path.realpath(root)
@@ -51,34 +108,115 @@ def safe_join(root, *parts) -> str:
 class PreparedStore:
     """Accumulates finished videos per split into shards of about `shard_size` records."""
 
-    def __init__(self, out, header: dict, shard_size: int = 32, verify: bool = False):
+    def __init__(self, out, header: dict, shard_size: int = 32, verify: bool = False, shard: str | None = None):
         self.out = os.path.abspath(out)
         self.shard_size = shard_size
+        self.share = share.parse(shard) if shard else None
+        self.shard = shard
+        self.manifest_file, self.failures_file = part_files(shard)
         os.makedirs(self.out, exist_ok=True)
         self.manifest = self._load_or_start(header)
+        self._merged = self._merged_keys(header) if shard else set()
         self._buffers: dict[str, list[tuple[dict, list[bytes]]]] = {}
+        if not shard:
+            self._adopt_parts()
         self._repair(verify)
         self._remove_leftovers()
         self._reconcile_failures()
 
     # -- state ---------------------------------------------------------------------------------
     def _load_or_start(self, header: dict) -> dict:
+        path = os.path.join(self.out, self.manifest_file)
+        share_of = {"share": list(self.share), "complete": False} if self.share else {}
+        if not os.path.exists(path):
+            return {"schema_version": SCHEMA_VERSION, **header, **share_of, "splits": {}, "videos": {}}
+        manifest = read_json(path)
+        self._refuse_other(manifest, path, header)
+        return {**manifest, **share_of}  # a resumed share is complete again only when its run ends
+
+    def _refuse_other(self, manifest: dict, path, header: dict) -> None:
+        changed = differences(header, manifest)
+        if changed:
+            raise ValueError(
+                f"{path}: a {manifest.get('dataset')} preparation made with other options "
+                f"({', '.join(changed)}); use a new output directory"
+            )
+
+    def _merged_keys(self, header: dict) -> set:
+        """The items a merged manifest.json in the shared OUT already holds: a share rerun after
+        the merge (a requeued array task) finds its items done. The other shares there must have
+        been made with the same options (refused now, not at the merge)."""
+        for path in part_manifests(self.out):
+            self._refuse_other(read_json(path), path, header)
         path = os.path.join(self.out, MANIFEST)
         if not os.path.exists(path):
-            return {"schema_version": SCHEMA_VERSION, **header, "splits": {}, "videos": {}}
-        try:
-            with open(path) as f:
-                manifest = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err}); move it away to start over") from None
-        changed = {k for k in set(header["options"]) | set(manifest.get("options", {}))
-                   if header["options"].get(k) != manifest.get("options", {}).get(k)}
-        if manifest.get("dataset") != header["dataset"] or changed:
-            raise ValueError(
-                f"{self.out} holds a {manifest.get('dataset')} preparation made with other options "
-                f"({', '.join(sorted(changed)) or 'dataset'}); use a new output directory"
-            )
-        return manifest
+            return set()
+        merged = read_json(path)
+        self._refuse_other(merged, path, header)
+        return set(merged["videos"])
+
+    def owns(self, key: str) -> bool:
+        """Whether the item ``key`` is this store's to prepare (every item without a share)."""
+        return self.share is None or share.owner(key, self.share[1]) == self.share[0]
+
+    def _adopt_parts(self) -> None:
+        """Join the shares' partial manifests in OUT into this one: every share's finished videos
+        with their shards and failure lines, then the partial files are removed. The manifest
+        is saved before any partial file goes, and a share's video already here is left, so a
+        kill at any point is redone by the rerun; a share whose shard is missing or damaged
+        leaves those videos to be prepared again."""
+        parts = part_manifests(self.out)
+        counts = {}
+        for path in parts:
+            part = read_json(path)
+            self._refuse_other(part, path, self.manifest)
+            counts.setdefault(part["share"][1], []).append(os.path.basename(path))
+            if len(counts) > 1:
+                raise ValueError(f"{self.out}: partial manifests of different share counts "
+                                 f"({'; '.join(', '.join(v) for v in counts.values())}); merge one count at a time")
+            adopted = self._adopt(part)
+            self.manifest["merged_shares"] = sorted({*self.manifest.get("merged_shares", []), part["share"][0]})
+            failures = os.path.join(self.out, part_files(_part_name(path).replace("-of-", "/"))[1])
+            if os.path.exists(failures):
+                with open(failures, encoding="utf-8") as f:
+                    lines = [line for line in f.read().splitlines() if _key_of(line) in adopted]
+                with open(os.path.join(self.out, FAILURES), "a", encoding="utf-8") as f:
+                    f.writelines(f"{line}\n" for line in lines)
+            self._save()
+            killpoint("part_adopted")
+            for done in (path, failures):
+                if os.path.exists(done):
+                    os.remove(done)
+            log.info("adopted %s: %d videos", os.path.basename(path), len(adopted))
+
+    def _adopt(self, part: dict) -> set:
+        """Take the videos of ``part`` this manifest lacks (an intact shard's as a whole); their keys."""
+        videos, files = self.manifest["videos"], self.manifest.setdefault("files", {})
+        adopted = set()
+        by_shard = {}
+        for key, entry in part["videos"].items():
+            if key in videos:
+                continue
+            if entry.get("status") == "ok":
+                by_shard.setdefault(entry.get("shard"), []).append(key)
+            else:
+                videos[key] = entry
+                adopted.add(key)
+        for split, info in part["splits"].items():
+            for rel in info["shards"]:
+                keys = by_shard.get(rel)
+                if not keys or rel in files:
+                    continue
+                problem = integrity.check_shard(self.out, rel, part, quick=True)
+                if problem is not None:
+                    log.warning("%s; its %d videos are prepared again", problem.line().split(";")[0], len(keys))
+                    continue
+                self.manifest["splits"].setdefault(split, {"shards": []})["shards"].append(rel)
+                files[rel] = part["files"][rel]
+                for key in keys:
+                    videos[key] = part["videos"][key]
+                adopted.update(keys)
+        return adopted
 
     def _repair(self, verify: bool) -> None:
         """Forget the shards that are missing or damaged, and their videos, so they are redone."""
@@ -95,7 +233,7 @@ class PreparedStore:
                     continue
                 keys = by_shard.get(rel, [])
                 log.warning("%s; preparing its %d videos again", problem.line().split(";")[0], len(keys))
-                with open(os.path.join(self.out, FAILURES), "a") as f:
+                with open(os.path.join(self.out, self.failures_file), "a") as f:
                     f.write(json.dumps({"key": rel, "split": split, "path": problem.path, "reason": "damaged_shard",
                                         "message": f"{problem.what}; its {len(keys)} videos are prepared again",
                                         "action": "repaired"}) + "\n")
@@ -112,7 +250,8 @@ class PreparedStore:
     def _remove_leftovers(self) -> None:
         """Delete temporary files and shards that the manifest does not know (a killed run's)."""
         known = {s for split in self.manifest["splits"].values() for s in split["shards"]}
-        for path in glob.glob(os.path.join(self.out, "*", "*.tfrecord*")):
+        pattern = f"*-{self.share[0]}-of-{self.share[1]}-*.tfrecord*" if self.share else "*.tfrecord*"
+        for path in glob.glob(os.path.join(glob.escape(self.out), "*", pattern)):
             rel = os.path.relpath(path, self.out)
             if rel not in known:
                 log.warning("removing %s left by an interrupted run", path)
@@ -123,7 +262,7 @@ class PreparedStore:
         manifest that records its video, so a kill between the two leaves one the rerun writes
         again (a skipped or kept line of a video the manifest lacks is dropped, a line logged
         twice, such as a repair redone, is kept once, and a torn last line is dropped)."""
-        path = os.path.join(self.out, FAILURES)
+        path = os.path.join(self.out, self.failures_file)
         if not os.path.exists(path):
             return
         with open(path, encoding="utf-8") as f:
@@ -145,7 +284,7 @@ class PreparedStore:
             write_atomic(path, "".join(f"{line}\n" for line in kept))
 
     def is_done(self, key: str) -> bool:
-        return key in self.manifest["videos"]
+        return key in self.manifest["videos"] or key in self._merged
 
     # -- writing -------------------------------------------------------------------------------
     def add(self, entry: dict, record: bytes | list[bytes]) -> None:
@@ -196,7 +335,8 @@ class PreparedStore:
         tail = self._short_tail(split)
         before = [raw.numpy() for raw in tf.data.TFRecordDataset(safe_join(self.out, tail[0]))] if tail else []
         taken = [int(s.rsplit("-", 1)[1].split(".")[0]) for s in info["shards"]]
-        rel = f"{split}/{split}-{max(taken, default=-1) + 1:05d}.tfrecord"  # after a repair: never a kept name
+        part = f"-{self.share[0]}-of-{self.share[1]}" if self.share else ""
+        rel = f"{split}/{split}{part}-{max(taken, default=-1) + 1:05d}.tfrecord"  # after a repair: never a kept name
         path = safe_join(self.out, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         queued = [record for _, records in buf for record in records]
@@ -232,7 +372,7 @@ class PreparedStore:
 
     def _log_failure(self, entry: dict, action: str) -> None:
         line = {k: entry.get(k) for k in ("key", "id", "split", "source", "path", "reason", "message")}
-        with open(os.path.join(self.out, FAILURES), "a") as f:
+        with open(os.path.join(self.out, self.failures_file), "a") as f:
             f.write(json.dumps({**line, "action": action}) + "\n")
 
     def _save(self) -> None:
@@ -245,4 +385,4 @@ class PreparedStore:
             ok = [v for v in entries if v["status"] == "ok"]
             info.update(videos=len(ok), failed=len(entries) - len(ok),
                         frames=sum(v["frames_kept"] for v in ok))
-        write_atomic(os.path.join(self.out, MANIFEST), json.dumps(self.manifest, indent=1))
+        write_atomic(os.path.join(self.out, self.manifest_file), json.dumps(self.manifest, indent=1))

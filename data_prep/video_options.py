@@ -45,6 +45,7 @@ class PrepareOptions:
     detect_batch: int = option(32, "frames per MTCNN call", low=1)
     shard_size: int = 32
     verify: bool = False
+    shard: str | None = None
 
     def __post_init__(self):
         """Refuse, before any video is touched, every value that could not work."""

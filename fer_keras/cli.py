@@ -12,49 +12,6 @@ import sys
 import traceback
 
 
-def _synth(args) -> int:
-    from data_prep import options
-    from data_prep.registry import SYNTHETIC
-
-    generator = SYNTHETIC[args.dataset]
-    print(generator.synth(args.out, options.from_args(generator.spec, args)))
-    return 0
-
-
-def _prepare(args) -> int:
-    from data_prep import options
-    from data_prep.registry import dataset
-    from fer_keras.data.manifest import FAILURES, MANIFEST
-
-    entry = dataset(args.dataset)
-    if len(args.paths) > 2:
-        raise ValueError(f"usage: fer-keras prepare {entry.name} [{entry.source_metavar}] OUT")
-    src, out = (None, args.paths[0]) if len(args.paths) == 1 else args.paths
-    opts = options.from_args(entry.options, args)  # every option is checked before anything is read or written
-    if src is None:
-        src = os.path.join(out, entry.synthetic_source)
-        if not os.path.exists(src):
-            print(f"no {entry.source_metavar} given: writing a synthetic {entry.name} set to {src}")
-            entry.synthetic.synth(src, options.from_args(entry.synthetic.spec, args, only=("seed", "layout")))
-    manifest = entry.prepare(src, out, opts, progress=not args.quiet)
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "shards"} for k, v in manifest["splits"].items()}))
-    print(f"manifest: {os.path.join(out, MANIFEST)}; failures: {os.path.join(out, FAILURES)}")
-    if entry.subjects:
-        print(f"split file: {os.path.join(out, 'splits.json')}")
-    return 0
-
-
-def _download(args) -> int:
-    from data_prep import options
-    from data_prep.download import DownloadOptions, parse_connect_to
-    from data_prep.registry import dataset
-
-    opts = options.from_args(DownloadOptions, args)  # every option is checked before the network is touched
-    connect_to = dict(parse_connect_to(text) for text in args.connect_to or ())
-    summary = dataset(args.dataset).fetch(args.source, args.out, opts, progress=not args.quiet, connect_to=connect_to)
-    return 0 if summary.get("ok", 0) or not summary.get("total", 0) else 1
-
-
 def _folds(args) -> int:
     from fer_keras.data import splits
 
@@ -203,48 +160,6 @@ def _tune(args) -> int:
     return tuning.run(args)
 
 
-def _dataset_commands(sub) -> None:
-    """`fer-keras synth NAME` and `prepare NAME`, one per registered dataset (and generator), their
-    flags generated from the options each declares (data_prep/options.py)."""
-    from data_prep import options
-    from data_prep.registry import DATASETS, SYNTHETIC
-
-    synth = sub.add_parser("synth", help="write a synthetic dataset in a real dataset layout")
-    synth_sub = synth.add_subparsers(dest="dataset", required=True)
-    for name, generator in SYNTHETIC.items():
-        s = synth_sub.add_parser(name, help=generator.summary, description=generator.description or None)
-        s.add_argument("out", metavar="OUT" + (".csv" if generator.target == "file" else ""),
-                       help="CSV file to write" if generator.target == "file" else "directory to write")
-        options.add_arguments(s, generator.spec)
-        s.set_defaults(func=_user_errors(_synth))
-
-    prep = sub.add_parser("prepare", help="detect, align and shard a dataset")
-    prep_sub = prep.add_subparsers(dest="dataset", required=True)
-    for name, entry in DATASETS.items():
-        src = entry.source_metavar
-        p = prep_sub.add_parser(name, help=entry.summary, description=entry.description,
-                                usage=f"fer-keras prepare {name} [options] [{src}] OUT")
-        p.add_argument("paths", nargs="+", metavar=f"[{src}] OUT",
-                       help=f"the dataset's {'file' if entry.source == 'file' else 'root folder'} and the output dir")
-        options.add_arguments(p, entry.options, shared=("seed",))
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-        p.set_defaults(func=_user_errors(_prepare))
-
-    from data_prep import download  # pure Python: nothing heavy loads to build the parser
-
-    down = sub.add_parser("download", help="fetch a dataset distributed as a URL list (the only network step)")
-    down_sub = down.add_subparsers(dest="dataset", required=True)
-    for name in (name for name, entry in DATASETS.items() if entry.download):
-        d = down_sub.add_parser(name, help=f"download {name}'s images from its URL sheet (resumable)",
-                                description=download.DESCRIPTION)
-        d.add_argument("source", metavar="SHEET", help="the label sheet (.xlsx or .csv)")
-        d.add_argument("out", metavar="OUT", help="download folder (index.jsonl, images/, labels.csv)")
-        options.add_arguments(d, download.DownloadOptions)
-        d.add_argument("--connect-to", action="append", metavar="HOST:PORT:ADDRESS:PORT", help=download.CONNECT_TO)
-        d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-        d.set_defaults(func=_user_errors(_download))
-
-
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose epilog may be a callable, called only when help is shown, so that
     listing what a heavy module offers does not slow down every start."""
@@ -260,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _dataset_commands(sub)
+    from data_prep.commands import add_parsers  # synth, prepare, merge, download: from the dataset registry
+
+    add_parsers(sub, _user_errors)
 
     k = sub.add_parser(
         "folds", help="write a subject-independent k-fold split file for a prepared dataset",

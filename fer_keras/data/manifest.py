@@ -23,6 +23,10 @@ def read(root) -> dict:
     try:
         return json.loads(file.read_text())
     except (FileNotFoundError, NotADirectoryError):
+        shares = sorted(p.name for p in Path(root).glob("manifest-*-of-*.json"))
+        if shares:
+            raise FileNotFoundError(f"{file}: no {MANIFEST}, only the shares {', '.join(shares)} of a `--shard` "
+                                    f"preparation; join them first: fer-keras merge {root} {root}") from None
         raise FileNotFoundError(f"{file}: no {MANIFEST}; is {root} a prepared dataset (fer-keras prepare ...)?") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{file}: not valid JSON ({err}); prepare the dataset again into a new OUT") from None

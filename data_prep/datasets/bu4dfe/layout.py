@@ -340,7 +340,8 @@ class Bu4dfePreparer:
 
 
 def prepare(src, out, opts: Bu4dfeOptions | None = None, progress: bool = True) -> dict:
-    """Prepare a BU-4DFE layout at `src` into shards under `out` (+ splits.json); returns the manifest."""
+    """Prepare a BU-4DFE layout at `src` into shards under `out` (+ splits.json unless it is one
+    share); returns the manifest."""
     opts = opts or Bu4dfeOptions()
     if opts.openface is not None and not os.path.isdir(opts.openface):
         raise FileNotFoundError(f"{opts.openface}: no such OpenFace output directory")
@@ -348,8 +349,15 @@ def prepare(src, out, opts: Bu4dfeOptions | None = None, progress: bool = True) 
     header = {"dataset": "bu4dfe", "classes": list(BU4DFE), "source": os.path.abspath(src),
               "openface": os.path.abspath(opts.openface) if opts.openface else "beside each video",
               "options": opts.content(), "audio": {"lld_dim": 0, "functionals_dim": 0}, "subjects": True}
-    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
+    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify, shard=opts.shard)
     manifest = run_preparation(videos, store, (Bu4dfePreparer, (opts,)), opts.jobs, skipped, progress)
+    if not opts.shard:
+        finish(out, manifest)
+    return manifest
+
+
+def finish(out, manifest: dict) -> None:
+    """What a whole preparation (or a merge of its shares) writes beside the manifest: splits.json,
+    thesis 002's test subjects and folds over every subject prepared (a share sees only some)."""
     subjects = sorted({v["subject"] for v in manifest["videos"].values() if v.get("subject") and v["status"] == "ok"})
     fold_files.write(os.path.join(out, fold_files.SPLITS_FILE), fold_files.thesis002(subjects))
-    return manifest

@@ -49,6 +49,7 @@ class Bu4dfeOptions:
     jobs: int = 1
     shard_size: int = 32
     verify: bool = False
+    shard: str | None = None
 
     def __post_init__(self):
         if isinstance(self.track, dict):

@@ -188,7 +188,7 @@ def _items(folder: str, opts: EmotionetOptions, store: PreparedStore, va_csv: st
         name = os.path.splitext(os.path.basename(done[url]["file"]))[0]
         entry = {"key": f"{split}/{name}", "id": name, "split": split, "source": url, "label": UNLABELLED,
                  "label_name": None, "frames_total": 1}
-        if not store.is_done(entry["key"]):
+        if store.owns(entry["key"]) and not store.is_done(entry["key"]):
             items.append((entry, done[url]["file"], target))
     return sorted(items, key=lambda it: it[0]["key"]), counts
 
@@ -209,7 +209,7 @@ def prepare(src, out, opts: EmotionetOptions | None = None, progress: bool = Tru
         "unknown": AU_UNKNOWN if mode == "masked" else None}
     header = {"dataset": "emotionet", "classes": [], "source": folder, "options": opts.content(),
               "audio": {"lld_dim": 0, "functionals_dim": 0}, "labels": labels}
-    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
+    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify, shard=opts.shard)
     items, counts = _items(folder, opts, store, va_csv)
     preparer = ImagePreparer(opts, folder)
     bar = tqdm(total=len(items), desc="emotionet", unit="image", disable=not progress)
@@ -227,5 +227,12 @@ def prepare(src, out, opts: EmotionetOptions | None = None, progress: bool = Tru
         bar.close()
         store.manifest["selection"] = counts
         manifest = store.close()
-    write_atomic(os.path.join(out, "selection.json"), json.dumps(counts, indent=1))
+    if not opts.shard:
+        finish(out, manifest)
     return manifest
+
+
+def finish(out, manifest: dict) -> None:
+    """What a whole preparation (or a merge of its shares) writes beside the manifest: selection.json,
+    how many downloaded images each rule kept or dropped."""
+    write_atomic(os.path.join(out, "selection.json"), json.dumps(manifest["selection"], indent=1))

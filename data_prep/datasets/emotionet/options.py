@@ -39,6 +39,7 @@ class EmotionetOptions:
     jobs: int = 1
     shard_size: int = 1024
     verify: bool = False
+    shard: str | None = None
 
     def __post_init__(self):
         """Refuse, before anything is read, every value that could not work."""

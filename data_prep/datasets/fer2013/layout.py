@@ -120,7 +120,7 @@ def _todo(rows, store: PreparedStore, opts: Fer2013Options, path: str, bar):
         video_id = f"fer2013-{line}"
         entry = {"key": f"{split}/{video_id}", "id": video_id, "split": split, "source": f"{name}:{line}",
                  "frames_total": 1}
-        if store.is_done(entry["key"]):
+        if not store.owns(entry["key"]) or store.is_done(entry["key"]):
             continue
         try:
             label, image = _parse_row(fields, line, path, opts.splits)
@@ -156,7 +156,7 @@ def prepare(csv_path, out, opts: Fer2013Options | None = None, progress: bool = 
     with _open(path) as f:
         header = {"dataset": "fer2013", "classes": list(FER2013), "source": path, "options": opts.content(),
                   "audio": {"lld_dim": 0, "functionals_dim": 0}}
-        store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
+        store = PreparedStore(out, header, opts.shard_size, verify=opts.verify, shard=opts.shard)
         bar = tqdm(total=_count_rows(path), desc="fer2013", unit="row", disable=not progress)
         try:
             for entry, record in _records(_todo(_rows(f), store, opts, path, bar), opts):

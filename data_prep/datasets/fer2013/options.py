@@ -35,6 +35,7 @@ class Fer2013Options:
     jobs: int = 1
     shard_size: int = 1024
     verify: bool = False
+    shard: str | None = None
     splits: dict = option(help="Usage -> split name", factory=lambda: dict(DEFAULT_SPLITS), cli=False)
 
     def __post_init__(self):

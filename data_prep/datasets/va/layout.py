@@ -298,7 +298,7 @@ def prepare(src, out, opts: VaOptions | None = None, progress: bool = True) -> d
     header = {"dataset": "va", "classes": list(AFFWILD_CATEGORIES), "source": os.path.abspath(src),
               "layout": opts.layout, "options": opts.content(), "audio": {"lld_dim": 0, "functionals_dim": 0},
               "labels": labels}
-    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify)
+    store = PreparedStore(out, header, opts.shard_size, verify=opts.verify, shard=opts.shard)
     factory = (TrackPreparer, (opts, read_labels, categories))
     return run_preparation(items, store, factory, opts.jobs, skipped, progress)
 

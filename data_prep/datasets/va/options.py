@@ -76,6 +76,7 @@ class VaOptions:
     jobs: int = 1
     shard_size: int = 32
     verify: bool = False
+    shard: str | None = None
 
     def __post_init__(self):
         check(self, "va option")
