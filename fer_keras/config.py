@@ -23,7 +23,7 @@ from fer_keras.models.backbones import BACKBONES
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
               "sgd": keras.optimizers.SGD}
 SCHEDULES = ("constant", "exponential", "inverse_time")
-STRATEGIES = ("default", "mirrored", "one_device")
+STRATEGIES = ("default", "mirrored", "one_device", "multi_worker")  # multi_worker: fer_keras.distributed
 
 
 class ConfigError(ValueError):
@@ -176,6 +176,8 @@ class TrainingConfig:
     def __post_init__(self):
         _positive("epochs", self.epochs)
         _choice("strategy", self.strategy.split(":")[0], STRATEGIES)
+        if self.strategy.startswith("multi_worker:"):
+            raise ValueError("strategy multi_worker takes its workers from TF_CONFIG, not from a ':' suffix")
         _choice("monitor_mode", self.monitor_mode, ("auto", "min", "max"))
         if self.reduce_lr_on_plateau.enabled and self.schedule.name != "constant":
             raise ValueError("reduce_lr_on_plateau needs schedule 'constant' (both would set the LR)")

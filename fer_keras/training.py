@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from fer_keras import config as cfg
+from fer_keras import distributed
 from fer_keras import losses as fer_losses
 from fer_keras.data import loader, pixel_stats
 from fer_keras.data.pipeline import Augment
@@ -274,9 +275,12 @@ def loss_weights(training: cfg.TrainingConfig, outputs):
     return None
 
 
-def strategy_from(name):
-    """``default``, ``mirrored`` (all local GPUs) or ``one_device[:/gpu:0]``."""
-    kind, _, device = name.partition(":")
+def strategy_from(exp: cfg.Experiment):
+    """``default``, ``mirrored`` (all local GPUs), ``one_device[:/gpu:0]``, or ``multi_worker``
+    (``fer_keras.distributed``: from TF_CONFIG, the first TensorFlow work of its process)."""
+    kind, _, device = exp.training.strategy.partition(":")
+    if kind == distributed.MULTI_WORKER:
+        return distributed.strategy(exp.training, exp.data.pipeline.batch_size)
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
     if kind == "one_device":
@@ -640,8 +644,12 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
     model on all training data, thesis 002 §3.2.4; thesis 004, which chose on training loss):
     ``training.monitor`` must then be a training metric. Returns the summary
     written to ``state.json`` (plus ``evaluation``, what ``evaluate`` returned).
+
+    With ``strategy: multi_worker`` every worker of TF_CONFIG calls this with the same
+    arguments; only the chief writes ``run_dir`` and evaluates (``fer_keras.distributed``).
     """
     training = exp.training
+    strategy = strategy_from(exp)  # first: multi_worker must come before any other TensorFlow work
     problem = cfg.search_problem(exp)
     if problem:
         raise FileNotFoundError(f"{exp.name}: {problem}")
@@ -652,20 +660,43 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
     if not validation and training.monitor.startswith("val_"):
         raise ValueError(f"training.monitor {training.monitor!r} needs a validation split; without one "
                          f"monitor a training metric (e.g. {training.monitor.removeprefix('val_')!r})")
-    plan = training.plan()
     exp = dataclasses.replace(exp, data=pixel_stats.attach(exp.data))  # recorded in config.yaml
-    run = prepare_run_dir(exp, run_dir)
+    with distributed.workspace(strategy, run_dir) as (root, private):
+        state = _train(exp, strategy, run_dir, root, private, validation, start_from)
+    if evaluate and not private:
+        state["evaluation"] = evaluate(run_dir)
+    return state
+
+
+def _resume(exp: cfg.Experiment, root) -> tuple[RunDir, dict, int, int]:
+    """``(run, state, epoch the stage in progress continues at, best_since)`` of the run directory
+    at ``root``, prepared and checked (``_resume_checks``)."""
+    run = prepare_run_dir(exp, root)
+    state = read_state(run)
+    return (run, state, *_resume_checks(run, exp.training, state))
+
+
+def _train(exp: cfg.Experiment, strategy, run_dir, root: Path, private: bool, validation: bool,
+           start_from: Path | None) -> dict:
+    """``train`` in ``root``: the run directory, or a worker's private copy of the chief's (taken
+    once the chief has prepared it)."""
+    training, plan = exp.training, exp.training.plan()
+    if not private:
+        run, state, start, best_since = _resume(exp, root)
+    distributed.barrier(strategy)
+    if private:
+        run, state, start, best_since = _resume(exp, distributed.snapshot(run_dir, root))
+    distributed.agree(strategy, (state["stages_done"], state.get("epochs_done", 0), start),
+                      "where the run continues (stages done, epochs done, epoch)")
     note = cfg.preprocessing_note(exp)
-    if note:
+    if note and not private:
         logger.warning("%s: %s", exp.name, note)
     keras.utils.set_random_seed(training.seed)
     steps_per_epoch = loader.steps(exp.data, exp.data.train_split)
+    shard = distributed.shard_by_data if distributed.is_multi_worker(strategy) else (lambda ds: ds)
     val_ds = validation_data(exp) if validation else None
-    state = read_state(run)
-    start, best_since = _resume_checks(run, training, state)
     epoch = int(state.get("epochs_done", 0))
     step = int(state.get("steps_done", epoch * steps_per_epoch))
-    strategy = strategy_from(training.strategy)
     model = None
     with precision(training.mixed_precision), strategy.scope():
         for i, stage in enumerate(plan):
@@ -695,9 +726,9 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
             logger.info("stage %d/%d: epochs %d-%d, trainable=%s%s", i + 1, len(plan), epoch + 1, end,
                         stage.trainable, f" (continuing at epoch {start + 1})" if start > epoch else "")
             result = model.fit(
-                _inputs_only(training_data(exp, start, end - start, steps_per_epoch), names),
+                shard(_inputs_only(training_data(exp, start, end - start, steps_per_epoch), names)),
                 steps_per_epoch=steps_per_epoch,
-                validation_data=None if val_ds is None else _inputs_only(val_ds, names),
+                validation_data=None if val_ds is None else shard(_inputs_only(val_ds, names)),
                 initial_epoch=epoch, epochs=end, verbose=verbosity(training), shuffle=False,
                 callbacks=_callbacks(run, training, i, best_since,
                                      _monitored(run.history, training.monitor, epoch, start)))
@@ -748,6 +779,4 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
         if not run.best.is_file():  # the monitor never improved on a resumed threshold
             model = final_model()
             save_atomic(model.save, run.best)
-    if evaluate:
-        state["evaluation"] = evaluate(run.root)
     return state

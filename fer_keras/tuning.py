@@ -33,7 +33,7 @@ import keras_tuner as kt
 import yaml
 
 from fer_keras import config as cfg
-from fer_keras import training
+from fer_keras import distributed, training
 from fer_keras.data.pipeline import INPUTS
 from fer_keras.durable import write_atomic, write_result
 from fer_keras.models import entry
@@ -259,6 +259,10 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     ``max_trials`` and ``objective`` override the ``tuning`` section. Returns the paths of the
     result files, the best trial and its score (a distributed worker returns its role only).
     """
+    if exp.training.strategy == distributed.MULTI_WORKER:
+        raise ValueError("tuning with training.strategy multi_worker: KerasTuner's tuner processes are not one "
+                         "MultiWorkerMirroredStrategy cluster; spread the trials over hosts with KerasTuner's "
+                         "chief and workers instead, each worker with strategy mirrored (its own GPUs)")
     tuning = dataclasses.replace(exp.tuning, **{k: v for k, v in (("max_trials", max_trials),
                                                                   ("objective", objective)) if v is not None})
     exp = dataclasses.replace(exp, tuning=tuning)
@@ -279,7 +283,7 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     if es.enabled:
         callbacks.append(keras.callbacks.EarlyStopping(tuning.objective, min_delta=es.min_delta,
                                                        patience=es.patience, mode=goal.direction))
-    strategy = None if train_cfg.strategy == "default" else training.strategy_from(train_cfg.strategy)
+    strategy = None if train_cfg.strategy == "default" else training.strategy_from(exp)
 
     with training.precision(train_cfg.mixed_precision):
         hypermodel = _HyperModel(exp.model.name, experiment=exp, epochs=tuning.epochs,

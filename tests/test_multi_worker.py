@@ -1,0 +1,219 @@
+"""Training across workers (training.strategy: multi_worker): TF_CONFIG, what is refused up front,
+two CPU workers on 127.0.0.1 against one, only the chief writing the run directory, and a restart
+resumed from BackupAndRestore."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fer_keras import config as cfg
+from fer_keras import distributed, training, tuning
+from fer_keras.classes import AFEW
+
+CLI = "import data_prep, sys; from fer_keras.cli import main; sys.exit(main(sys.argv[1:]))"
+LLD = 4
+
+
+def lld_dataset(root, videos=16, shards=1, seed=0):
+    """A prepared dataset of LLD-only videos (8 frames: one sequence of 8 each; the class shifts
+    every feature), ``videos`` in train over ``shards`` shard files and 4 in val."""
+    import tensorflow as tf
+
+    from fer_keras.data.schema import VideoRecord, serialize
+
+    rng = np.random.default_rng(seed)
+    splits, entries = {}, {}
+    for split, count, files in (("train", videos, shards), ("val", 4, 1)):
+        os.makedirs(os.path.join(root, split), exist_ok=True)
+        rels = [f"{split}/{split}-{k:05d}.tfrecord" for k in range(files)]
+        writers = [tf.io.TFRecordWriter(os.path.join(root, rel)) for rel in rels]
+        for i in range(count):
+            label, vid = i % 2, f"{split}{i:03d}"
+            lld = (rng.normal(size=(8, LLD)) + label).astype(np.float32)
+            writers[i % files].write(serialize(VideoRecord(
+                video_id=vid, label=label, fps=25.0, face_size=8, frames=[b"x"] * 8, frame_index=np.arange(8),
+                audio_lld=lld)))
+            entries[f"{split}/{vid}"] = {"id": vid, "split": split, "label": label, "status": "ok",
+                                         "frames_kept": 8, "shard": rels[i % files]}
+        for writer in writers:
+            writer.close()
+        splits[split] = {"shards": rels, "videos": count}
+    manifest = {"schema_version": 2, "dataset": "afew", "classes": list(AFEW), "options": {"face_size": 8},
+                "audio": {"lld_dim": LLD, "functionals_dim": 0}, "splits": splits, "videos": entries}
+    with open(os.path.join(root, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return root
+
+
+def experiment(root, strategy="default", batch_size=4, **training_opts):
+    """A seconds-per-epoch GRU on the LLDs, without dropout (its draws differ per replica)."""
+    return cfg.from_dict({
+        "name": "lld_gru",
+        "data": {"root": str(root), "pipeline": {"inputs": ["lld"], "seq_len": 8, "batch_size": batch_size}},
+        "model": {"name": "audio_gru", "options": {"seq_len": 8, "input_dim": LLD, "units": 8, "rnn_layers": 1}},
+        "training": {"epochs": 2, "optimizer": {"learning_rate": 1e-2}, "verbose": 0, "strategy": strategy,
+                     "monitor": "val_loss", **training_opts},
+    })
+
+
+def tf_config(ports, index, kind="worker"):
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": kind, "index": index}})
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_workers(tmp_path, config, run_dir, n=2, env=None, timeout=240):
+    """``fer-keras train`` as ``n`` workers of one TF_CONFIG cluster on 127.0.0.1, each in its own
+    process group (a killpoint kills only it) with its own TMPDIR. Returns the return codes and
+    logs; on the time limit every worker is killed and the test fails."""
+    ports = free_ports(n)
+    workers = []
+    for i in range(n):
+        tmp = tmp_path / f"tmp-{i}"
+        tmp.mkdir(exist_ok=True)
+        workers.append(subprocess.Popen(
+            [sys.executable, "-c", CLI, "train", str(config), "--run-dir", str(run_dir), "--no-evaluate"],
+            env={**os.environ, "TF_CONFIG": tf_config(ports, i), "TMPDIR": str(tmp), "TF_CPP_MIN_LOG_LEVEL": "2",
+                 **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True))
+    logs = []
+    try:
+        for w in workers:
+            logs.append(w.communicate(timeout=timeout)[0])
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                os.killpg(w.pid, signal.SIGKILL)
+                w.wait()
+    return [w.returncode for w in workers], logs
+
+
+def weights(run_dir):
+    import keras
+
+    return keras.saving.load_model(run_dir / "checkpoints" / "last.keras", compile=False).get_weights()
+
+
+# --- TF_CONFIG and refusals (fast) --------------------------------------------------------------
+
+def test_tf_config_names_the_chief():
+    both = {"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"]}}
+    chief = distributed.cluster({"TF_CONFIG": json.dumps({**both, "task": {"type": "chief", "index": 0}})})
+    worker0 = distributed.cluster({"TF_CONFIG": json.dumps({**both, "task": {"type": "worker", "index": 0}})})
+    assert (chief.workers, chief.is_chief, worker0.is_chief) == (3, True, False)
+    alone = distributed.cluster({"TF_CONFIG": tf_config([5], 0)})
+    assert (alone.workers, alone.is_chief) == (1, True)
+    assert not distributed.cluster({"TF_CONFIG": tf_config([5, 6], 1)}).is_chief
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "TF_CONFIG environment variable, which is not set.*strategy: mirrored.*parallel trials"),
+    ("{cluster", "not JSON"),
+    ('{"cluster": {"worker": ["a:1"]}}', "needs a 'cluster' and a 'task'"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}', "ps tasks"),
+    ('{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": 0}}', "'host:port'"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "not in the cluster"),
+])
+def test_a_missing_or_malformed_tf_config_is_a_clear_error(value, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.cluster({} if value is None else {"TF_CONFIG": value})
+
+
+def test_what_cannot_work_is_refused_with_the_alternative(tmp_path, monkeypatch):
+    t = experiment(tmp_path, "multi_worker").training
+    with pytest.raises(ValueError, match="multiple of 3"):
+        distributed.check(t, 4, 3, gpus=False)
+    distributed.check(t, 6, 3, gpus=False)
+    xla = experiment(tmp_path, "multi_worker", xla=True).training
+    with pytest.raises(ValueError, match="Collectives are not yet implemented for CPU"):
+        distributed.check(xla, 4, 2, gpus=False)
+    distributed.check(xla, 4, 2, gpus=True)
+    with pytest.raises(ValueError, match="TF_CONFIG, not from a ':' suffix"):
+        experiment(tmp_path, "multi_worker:2")
+    # refused before the strategy (whose constructor waits for the other workers) and before any file
+    monkeypatch.setenv("TF_CONFIG", tf_config([1, 2, 3], 0))
+    with pytest.raises(ValueError, match="batch_size 4 .* 3 workers"):
+        training.train(experiment(tmp_path / "data", "multi_worker"), tmp_path / "run")
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(ValueError, match="TF_CONFIG environment variable"):
+        training.train(experiment(tmp_path / "data", "multi_worker"), tmp_path / "run")
+    with pytest.raises(ValueError, match="KerasTuner's chief and workers instead.*mirrored"):
+        tuning.tune(experiment(tmp_path / "data", "multi_worker"), tmp_path / "search")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "search").exists()
+
+
+def test_the_strategy_after_other_tensorflow_work_is_a_clear_error(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1  # this process has run TensorFlow already
+    monkeypatch.setenv("TF_CONFIG", tf_config(free_ports(1), 0))
+    with pytest.raises(RuntimeError, match="before any other TensorFlow work.*fresh process"):
+        distributed.strategy(experiment(tmp_path, "multi_worker").training, 4)
+
+
+# --- two workers on 127.0.0.1 (slow) ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lld_data(tmp_path_factory):
+    return lld_dataset(str(tmp_path_factory.mktemp("lld")))
+
+
+@pytest.fixture(scope="module")
+def one_worker(lld_data, tmp_path_factory):
+    """The run of one process (default strategy) the two-worker runs must equal."""
+    run = tmp_path_factory.mktemp("one") / "run"
+    training.train(experiment(lld_data), run)
+    return run
+
+
+def _two_worker_config(tmp_path, lld_data):
+    path = tmp_path / "exp.yaml"
+    cfg.save(experiment(lld_data, "multi_worker"), path)
+    return path
+
+
+def _assert_like_one_worker(run, one_worker):
+    for a, b in zip(weights(run), weights(one_worker), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    with open(run / "history.csv") as f:
+        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1"]  # one writer
+
+
+@pytest.mark.slow
+def test_two_workers_train_as_one_and_only_the_chief_writes(lld_data, one_worker, tmp_path):
+    run = tmp_path / "run"
+    codes, logs = run_workers(tmp_path, _two_worker_config(tmp_path, lld_data), run)
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+    _assert_like_one_worker(run, one_worker)
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in one_worker.iterdir())
+    assert json.loads((run / "state.json").read_text())["epochs_done"] == 2
+    assert not any((tmp_path / "tmp-1").iterdir()), "the other worker left its private copy"
+
+
+@pytest.mark.slow
+def test_a_killed_cluster_resumes_from_the_chiefs_backup(lld_data, one_worker, tmp_path):
+    """Both workers killed after epoch 1's backup (a preempted job), then restarted: they continue
+    at epoch 2 from the chief's BackupAndRestore state and end where one worker ends."""
+    run, config = tmp_path / "run", _two_worker_config(tmp_path, lld_data)
+    codes, _ = run_workers(tmp_path, config, run, env={"FER_KERAS_KILLPOINT": "epoch_checkpointed@2"})
+    assert codes == [-signal.SIGKILL] * 2
+    assert (run / "backup" / "stage-0" / "training_metadata.json").is_file()
+    codes, logs = run_workers(tmp_path, config, run)
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert "continuing at epoch 2" in logs[0]
+    _assert_like_one_worker(run, one_worker)
