@@ -26,8 +26,11 @@ import json
 import logging
 import os
 import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import keras
 import keras_tuner as kt
 import yaml
@@ -110,6 +113,35 @@ class _Recorder:
             self.names.append(name)
             return method(name, *args, **kwargs)
         return declare
+
+
+CHIEF_WAIT = "FER_KERAS_CHIEF_WAIT"  # seconds a worker's call to the chief's oracle may wait
+DEFAULT_CHIEF_WAIT = 600
+
+
+class ChiefGone(ConnectionError):
+    """A search worker whose chief's oracle did not answer in time."""
+
+
+@contextmanager
+def chief_deadline():
+    """A worker's calls to the chief's oracle end after ``FER_KERAS_CHIEF_WAIT`` seconds (600 unless
+    set) instead of KerasTuner's hour each (its client waits for a server that may never come back),
+    and a call that ends so raises :class:`ChiefGone` naming the address."""
+    from keras_tuner.src.distribute import oracle_client
+
+    wait = float(os.environ.get(CHIEF_WAIT, DEFAULT_CHIEF_WAIT))
+    previous, oracle_client.TIMEOUT = oracle_client.TIMEOUT, wait
+    try:
+        yield
+    except grpc.RpcError as err:
+        address = f"{os.environ.get('KERASTUNER_ORACLE_IP')}:{os.environ.get('KERASTUNER_ORACLE_PORT')}"
+        raise ChiefGone(f"worker {os.environ.get('KERASTUNER_TUNER_ID')}: the chief's oracle at {address} did not "
+                        f"answer ({err.code().name}, waited up to {wait:g} s, {CHIEF_WAIT}); it is gone or was "
+                        "never started: start the chief (a restarted chief resumes the search and hands the "
+                        "trials left running out again), then this worker with the same KERASTUNER_TUNER_ID") from None
+    finally:
+        oracle_client.TIMEOUT = previous
 
 
 def is_worker() -> bool:
@@ -285,7 +317,7 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
                                                        patience=es.patience, mode=goal.direction))
     strategy = None if train_cfg.strategy == "default" else training.strategy_from(exp)
 
-    with training.precision(train_cfg.mixed_precision):
+    with training.precision(train_cfg.mixed_precision), chief_deadline():
         hypermodel = _HyperModel(exp.model.name, experiment=exp, epochs=tuning.epochs,
                                  data=(train_ds, val_ds, steps_per_epoch), **fixed_options)
         tuner = _tuner(tuning, hypermodel, hp, weights_seed=train_cfg.seed, objective=goal,
@@ -399,8 +431,12 @@ def run(args) -> int:
     from fer_keras.data.integrity import named_data_errors
 
     out = args.out or os.path.join("runs", "tune", exp.name)
-    with named_data_errors(exp.data.root):
-        result = tune(exp, out, max_trials=args.trials, objective=args.objective, overwrite=args.overwrite)
+    try:
+        with named_data_errors(exp.data.root):
+            result = tune(exp, out, max_trials=args.trials, objective=args.objective, overwrite=args.overwrite)
+    except ChiefGone as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     if result.get("role") == "worker":
         print(f"worker {result['tuner_id']}: no trials left; the chief writes the results to {result['out_dir']}")
     return 0

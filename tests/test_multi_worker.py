@@ -215,5 +215,50 @@ def test_a_killed_cluster_resumes_from_the_chiefs_backup(lld_data, one_worker, t
     assert (run / "backup" / "stage-0" / "training_metadata.json").is_file()
     codes, logs = run_workers(tmp_path, config, run)
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
-    assert "continuing at epoch 2" in logs[0]
+    redone = "1 epoch(s) from epoch 1 on have no resume state; they are redone"  # its row, before its backup
+    assert redone in logs[0] and redone not in logs[1]  # the chief drops it; the other worker copies the result
     _assert_like_one_worker(run, one_worker)
+
+
+# --- KerasTuner's chief and workers ---------------------------------------------------------------
+
+def test_a_search_worker_whose_chief_is_gone_ends_with_a_message(tmp_path):
+    """KerasTuner's client waits an hour per call for a chief that is not there; a worker here
+    stops after FER_KERAS_CHIEF_WAIT seconds with a message naming the address and what to do."""
+    exp = cfg.merge(cfg.to_dict(experiment(lld_dataset(str(tmp_path / "data")), "mirrored")),
+                    {"tuning": {"max_trials": 1, "epochs": 1, "fixed": {"units": 8, "rnn_layers": 1}}})
+    path = tmp_path / "exp.yaml"
+    cfg.save(cfg.from_dict(exp), path)
+    port = free_ports(1)[0]  # nothing listens there
+    worker = subprocess.run(
+        [sys.executable, "-c", CLI, "tune", str(path), "--out", str(tmp_path / "search")],
+        env={**os.environ, "KERASTUNER_TUNER_ID": "tuner0", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+             "KERASTUNER_ORACLE_PORT": str(port), "FER_KERAS_CHIEF_WAIT": "2"},
+        capture_output=True, text=True, timeout=180)
+    assert worker.returncode == 3, worker.stderr[-3000:]
+    assert (f"error: worker tuner0: the chief's oracle at 127.0.0.1:{port} did not answer (DEADLINE_EXCEEDED, "
+            "waited up to 2 s, FER_KERAS_CHIEF_WAIT)") in worker.stderr
+
+
+def test_keras_tuner_hands_a_lost_trial_back_to_its_tuner_id_or_to_anyone_after_a_chief_restart(tmp_path):
+    """What the README's recovery steps rest on (KerasTuner 1.4.8): a trial whose worker died stays
+    RUNNING, held for that KERASTUNER_TUNER_ID (no other worker gets it, and the chief waits for it);
+    the same id asking again gets it back; a chief reloaded from its directory queues it for anyone."""
+    import keras_tuner as kt
+
+    def oracle():
+        hp = kt.HyperParameters()
+        hp.Float("x", 0, 1)
+        made = kt.oracles.RandomSearchOracle(objective="loss", max_trials=5, hyperparameters=hp, seed=1)
+        made._set_project_dir(str(tmp_path), "search")
+        return made
+
+    chief = oracle()
+    lost = chief.create_trial("tuner0")  # tuner0 is then killed mid-trial
+    other = chief.create_trial("tuner1")
+    assert other.trial_id != lost.trial_id and chief.trials[lost.trial_id].status == "RUNNING"
+    assert chief.create_trial("tuner0").trial_id == lost.trial_id  # tuner0 restarted under its id
+    restarted = oracle()
+    restarted.reload()
+    requeued = {restarted.create_trial(tuner).trial_id for tuner in ("tuner7", "tuner8")}
+    assert requeued == {lost.trial_id, other.trial_id}
