@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--xla", action="store_true", help="compile train steps with XLA (jit_compile)")
     tr.add_argument("--mixed-precision", action="store_true",
                     help="mixed float16 on GPU (bfloat16 on CPU)")
-    tr.add_argument("--strategy", help="tf.distribute strategy: default, mirrored, one_device[:DEVICE]")
+    tr.add_argument("--strategy", help="tf.distribute strategy: default, mirrored, one_device[:DEVICE], "
+                    "multi_worker (from TF_CONFIG; README: training across workers)")
     tr.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after training")
     tr.set_defaults(func=_user_errors(_train))
 
