@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep import options as declared_options
+from fer_keras import storage
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Dataset:
         """Prepare ``src`` into ``out`` (resumable); returns the manifest (a share's, with ``opts.shard``,
         marked complete once its run went through all its items)."""
         opts = opts if opts is not None else self.options()
+        storage.local_only(src, f"reading {self.name}'s source (decoders, face detection and openSMILE open "
+                                "files themselves; OUT may be remote)")
         manifest = self._layout().prepare(src, out, opts, progress=progress)
         if opts.shard:
             from data_prep.store import complete_share
@@ -100,6 +103,8 @@ class Dataset:
         if self.download is None:
             raise ValueError(f"dataset {self.name!r} has nothing to download (it is distributed as files)")
         from data_prep.download import DownloadOptions
+
+        storage.local_only(out, "a download folder (images written through the OS, then prepared from it)")
 
         module = importlib.import_module(self.download)
         return module.fetch(source, out, opts or DownloadOptions(), progress=progress, connect_to=connect_to)

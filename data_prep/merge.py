@@ -13,7 +13,8 @@ import logging
 import os
 import shutil
 
-from data_prep.store import PreparedStore, part_files, part_manifests, read_json, differences
+from data_prep.store import PreparedStore, differences, part_files, part_manifests, read_json, safe_join
+from fer_keras import storage
 from fer_keras.data.manifest import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def merge(parts, out) -> dict:
     _check(found, merged)
     first = found[min(found)]
     for folder, path, manifest in found.values():
-        if os.path.realpath(folder) != os.path.realpath(out):
+        if not _same(folder, out):
             _bring(folder, path, manifest, out)
     header = {k: v for k, v in first[2].items() if k not in _STATE}
     return PreparedStore(out, header).close()
@@ -47,7 +48,7 @@ def _shares(parts) -> dict:
     for folder in parts:
         paths = part_manifests(folder)
         if not paths:
-            whole = os.path.exists(os.path.join(folder, MANIFEST))
+            whole = storage.exists(storage.join(folder, MANIFEST))
             raise FileNotFoundError(
                 f"{folder}: no partial manifest (manifest-I-of-N.json)" + (
                     f"; it holds a whole preparation ({MANIFEST}), not a share" if whole else
@@ -55,15 +56,15 @@ def _shares(parts) -> dict:
         for path in paths:
             manifest = read_json(path)
             index = manifest["share"][0]
-            if index in found and os.path.realpath(found[index][1]) != os.path.realpath(path):
+            if index in found and not _same(found[index][1], path):
                 raise ValueError(f"share {index} twice: {found[index][1]} and {path}; give each share once")
             found[index] = (folder, path, manifest)
     return found
 
 
 def _already_merged(out) -> dict | None:
-    path = os.path.join(out, MANIFEST)
-    return read_json(path) if os.path.exists(path) else None
+    path = storage.join(out, MANIFEST)
+    return read_json(path) if storage.exists(path) else None
 
 
 def _check(found: dict, merged: dict | None) -> None:
@@ -71,7 +72,7 @@ def _check(found: dict, merged: dict | None) -> None:
     counts = {manifest["share"][1] for _, _, manifest in found.values()}
     if len(counts) > 1:
         raise ValueError("the parts were prepared with different share counts (" + ", ".join(
-            f"{os.path.basename(p)}" for _, p, _ in found.values()) + "); give the shares of one --shard I/N run")
+            storage.split(p)[1] for _, p, _ in found.values()) + "); give the shares of one --shard I/N run")
     count = counts.pop()
     first_path, first = found[min(found)][1:]
     for _, path, manifest in found.values():
@@ -102,29 +103,43 @@ def _bring(folder, path, manifest: dict, out) -> None:
     shard = "{}/{}".format(*manifest["share"])
     names = [rel for info in manifest["splits"].values() for rel in info["shards"]]
     failures = part_files(shard)[1]
-    if os.path.exists(os.path.join(folder, failures)):
+    if storage.exists(storage.join(folder, failures)):
         names.append(failures)
     for rel in names:
-        _place(os.path.join(folder, rel), os.path.join(out, rel), keep_same_size=rel != failures)
-    _place(path, os.path.join(out, os.path.basename(path)), keep_same_size=False)
+        _place(storage.join(folder, rel), safe_join(out, rel), keep_same_size=rel != failures)
+    _place(path, storage.join(out, storage.split(path)[1]), keep_same_size=False)
     log.info("brought share %s from %s", shard, folder)
 
 
 def _place(source: str, target: str, keep_same_size: bool) -> None:
     """``source`` at ``target``, whole or not at all: a hard link where the file system allows, else
-    a copy, made under a temporary name and renamed. A shard already there at its size is kept (a
-    rerun of a killed merge; its store checks every adopted shard's size against the manifest)."""
-    if not os.path.exists(source):
+    a copy (``tf.io.gfile`` between remote file systems), made under a temporary name and renamed.
+    A shard already there at its size is kept (a rerun of a killed merge; its store checks every
+    adopted shard's size against the manifest)."""
+    if not storage.exists(source):
         raise FileNotFoundError(f"{source}: listed by its share's manifest but missing")
-    if keep_same_size and os.path.exists(target) and os.path.getsize(target) == os.path.getsize(source):
+    if keep_same_size and storage.exists(target) and storage.size(target) == storage.size(source):
         return
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    storage.makedirs(storage.split(target)[0])
     tmp = target + ".merge-tmp"
-    if os.path.exists(tmp):
-        os.remove(tmp)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    if storage.exists(tmp):
+        storage.remove(tmp)
+    if storage.is_remote(source) or storage.is_remote(target):
+        import tensorflow as tf
+
+        tf.io.gfile.copy(source, tmp, overwrite=True)
+    else:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    storage.replace(tmp, target)
+
+
+def _same(a, b) -> bool:
+    """Whether two paths name one file or folder (remote ones by their text)."""
+    if storage.is_remote(a) or storage.is_remote(b):
+        return str(a).rstrip("/") == str(b).rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
+
 

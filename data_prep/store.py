@@ -15,16 +15,17 @@ of a shared OUT, and ``fer-keras merge`` of separate ones, join the shares into 
 """
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
+import posixpath
 
 import cv2
 import numpy as np
 import tensorflow as tf
 
 from data_prep import share
+from fer_keras import storage
 from fer_keras.data import integrity
 from fer_keras.data.manifest import FAILURES, MANIFEST
 from fer_keras.durable import killpoint, write_atomic
@@ -56,18 +57,18 @@ def part_files(shard: str | None) -> tuple[str, str]:
 
 def part_manifests(out) -> list[str]:
     """The partial manifests (of ``--shard`` runs) in ``out``, by share."""
-    found = glob.glob(os.path.join(glob.escape(str(out)), "manifest-*-of-*.json"))
+    found = storage.glob(storage.join(storage.escape(out), "manifest-*-of-*.json"))
     return sorted(found, key=lambda p: share.parse(_part_name(p).replace("-of-", "/"))[::-1])
 
 
 def _part_name(path) -> str:
-    return os.path.basename(path)[len("manifest-"):-len(".json")]
+    return storage.split(path)[1][len("manifest-"):-len(".json")]
 
 
 def complete_share(out, shard: str) -> dict:
     """Mark a share's partial manifest complete (its run went through every item it owns): a merge
     takes complete shares only, so a killed worker is never mistaken for a finished one."""
-    path = os.path.join(out, part_files(shard)[0])
+    path = storage.join(out, part_files(shard)[0])
     manifest = {**read_json(path), "complete": True}
     write_atomic(path, json.dumps(manifest, indent=1))
     return manifest
@@ -83,8 +84,7 @@ def differences(header: dict, other: dict) -> list[str]:
 
 def read_json(path) -> dict:
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(storage.read_text(path))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); move it away to start over") from None
 
@@ -98,6 +98,11 @@ def _key_of(line: str):
 
 def safe_join(root, *parts) -> str:
     """Join parts under root and refuse any result outside it (parts come from source file names)."""
+    if storage.is_remote(root):  # no links on an object store: the joined names alone decide
+        rel = posixpath.normpath("/".join(map(str, parts)))
+        if rel.startswith(("..", "/")):
+            raise ValueError(f"refusing path outside the output directory: {rel!r}")
+        return storage.join(root, rel)
     root = os.path.realpath(root)
     path = os.path.realpath(os.path.join(root, *parts))
     if os.path.commonpath([root, path]) != root:
@@ -109,12 +114,12 @@ class PreparedStore:
     """Accumulates finished videos per split into shards of about `shard_size` records."""
 
     def __init__(self, out, header: dict, shard_size: int = 32, verify: bool = False, shard: str | None = None):
-        self.out = os.path.abspath(out)
+        self.out = str(out) if storage.is_remote(out) else os.path.abspath(out)
         self.shard_size = shard_size
         self.share = share.parse(shard) if shard else None
         self.shard = shard
         self.manifest_file, self.failures_file = part_files(shard)
-        os.makedirs(self.out, exist_ok=True)
+        storage.makedirs(self.out)
         self.manifest = self._load_or_start(header)
         self._merged = self._merged_keys(header) if shard else set()
         self._buffers: dict[str, list[tuple[dict, list[bytes]]]] = {}
@@ -126,9 +131,9 @@ class PreparedStore:
 
     # -- state ---------------------------------------------------------------------------------
     def _load_or_start(self, header: dict) -> dict:
-        path = os.path.join(self.out, self.manifest_file)
+        path = storage.join(self.out, self.manifest_file)
         share_of = {"share": list(self.share), "complete": False} if self.share else {}
-        if not os.path.exists(path):
+        if not storage.exists(path):
             return {"schema_version": SCHEMA_VERSION, **header, **share_of, "splits": {}, "videos": {}}
         manifest = read_json(path)
         self._refuse_other(manifest, path, header)
@@ -148,8 +153,8 @@ class PreparedStore:
         been made with the same options (refused now, not at the merge)."""
         for path in part_manifests(self.out):
             self._refuse_other(read_json(path), path, header)
-        path = os.path.join(self.out, MANIFEST)
-        if not os.path.exists(path):
+        path = storage.join(self.out, MANIFEST)
+        if not storage.exists(path):
             return set()
         merged = read_json(path)
         self._refuse_other(merged, path, header)
@@ -170,24 +175,22 @@ class PreparedStore:
         for path in parts:
             part = read_json(path)
             self._refuse_other(part, path, self.manifest)
-            counts.setdefault(part["share"][1], []).append(os.path.basename(path))
+            counts.setdefault(part["share"][1], []).append(storage.split(path)[1])
             if len(counts) > 1:
                 raise ValueError(f"{self.out}: partial manifests of different share counts "
                                  f"({'; '.join(', '.join(v) for v in counts.values())}); merge one count at a time")
             adopted = self._adopt(part)
             self.manifest["merged_shares"] = sorted({*self.manifest.get("merged_shares", []), part["share"][0]})
-            failures = os.path.join(self.out, part_files(_part_name(path).replace("-of-", "/"))[1])
-            if os.path.exists(failures):
-                with open(failures, encoding="utf-8") as f:
-                    lines = [line for line in f.read().splitlines() if _key_of(line) in adopted]
-                with open(os.path.join(self.out, FAILURES), "a", encoding="utf-8") as f:
-                    f.writelines(f"{line}\n" for line in lines)
+            failures = storage.join(self.out, part_files(_part_name(path).replace("-of-", "/"))[1])
+            if storage.exists(failures):
+                lines = [line for line in storage.read_text(failures).splitlines() if _key_of(line) in adopted]
+                storage.append_text(storage.join(self.out, FAILURES), "".join(f"{line}\n" for line in lines))
             self._save()
             killpoint("part_adopted")
             for done in (path, failures):
-                if os.path.exists(done):
-                    os.remove(done)
-            log.info("adopted %s: %d videos", os.path.basename(path), len(adopted))
+                if storage.exists(done):
+                    storage.remove(done)
+            log.info("adopted %s: %d videos", storage.split(path)[1], len(adopted))
 
     def _adopt(self, part: dict) -> set:
         """Take the videos of ``part`` this manifest lacks (an intact shard's as a whole); their keys."""
@@ -233,16 +236,16 @@ class PreparedStore:
                     continue
                 keys = by_shard.get(rel, [])
                 log.warning("%s; preparing its %d videos again", problem.line().split(";")[0], len(keys))
-                with open(os.path.join(self.out, self.failures_file), "a") as f:
-                    f.write(json.dumps({"key": rel, "split": split, "path": problem.path, "reason": "damaged_shard",
-                                        "message": f"{problem.what}; its {len(keys)} videos are prepared again",
-                                        "action": "repaired"}) + "\n")
+                storage.append_text(storage.join(self.out, self.failures_file), json.dumps(
+                    {"key": rel, "split": split, "path": problem.path, "reason": "damaged_shard",
+                     "message": f"{problem.what}; its {len(keys)} videos are prepared again",
+                     "action": "repaired"}) + "\n")
                 info["shards"].remove(rel)
                 files.pop(rel, None)
                 for key in keys:
                     del self.manifest["videos"][key]
-                if os.path.exists(problem.path):
-                    os.remove(problem.path)
+                if storage.exists(problem.path):
+                    storage.remove(problem.path)
                 repaired = True
         if repaired:
             self._save()
@@ -251,22 +254,21 @@ class PreparedStore:
         """Delete temporary files and shards that the manifest does not know (a killed run's)."""
         known = {s for split in self.manifest["splits"].values() for s in split["shards"]}
         pattern = f"*-{self.share[0]}-of-{self.share[1]}-*.tfrecord*" if self.share else "*.tfrecord*"
-        for path in glob.glob(os.path.join(glob.escape(self.out), "*", pattern)):
-            rel = os.path.relpath(path, self.out)
+        for path in storage.glob(storage.join(storage.escape(self.out), "*", pattern)):
+            rel = "/".join(str(path).replace(os.sep, "/").rsplit("/", 2)[-2:])
             if rel not in known:
                 log.warning("removing %s left by an interrupted run", path)
-                os.remove(path)
+                storage.remove(path)
 
     def _reconcile_failures(self) -> None:
         """Keep the failures.jsonl lines the manifest covers: a line is written before the
         manifest that records its video, so a kill between the two leaves one the rerun writes
         again (a skipped or kept line of a video the manifest lacks is dropped, a line logged
         twice, such as a repair redone, is kept once, and a torn last line is dropped)."""
-        path = os.path.join(self.out, self.failures_file)
-        if not os.path.exists(path):
+        path = storage.join(self.out, self.failures_file)
+        if not storage.exists(path):
             return
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        lines = storage.read_text(path).splitlines()
         videos, kept, seen = self.manifest["videos"], [], set()
         for line in lines:
             try:
@@ -338,12 +340,12 @@ class PreparedStore:
         part = f"-{self.share[0]}-of-{self.share[1]}" if self.share else ""
         rel = f"{split}/{split}{part}-{max(taken, default=-1) + 1:05d}.tfrecord"  # after a repair: never a kept name
         path = safe_join(self.out, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        storage.makedirs(storage.split(path)[0])
         queued = [record for _, records in buf for record in records]
         with tf.io.TFRecordWriter(path + ".tmp") as writer:
             for record in before + queued:
                 writer.write(record)
-        os.replace(path + ".tmp", path)
+        storage.replace(path + ".tmp", path)
         killpoint("shard_renamed")
         files = self.manifest.setdefault("files", {})
         files[rel] = integrity.describe(path, len(before) + len(queued))
@@ -361,7 +363,7 @@ class PreparedStore:
                 self._log_failure({**entry, "reason": flag["reason"], "message": flag["message"]}, "kept")
         self._save()
         if tail:
-            os.remove(safe_join(self.out, tail[0]))
+            storage.remove(safe_join(self.out, tail[0]))
 
     def close(self) -> dict:
         """Write every queued video and the final manifest; return the manifest."""
@@ -372,8 +374,7 @@ class PreparedStore:
 
     def _log_failure(self, entry: dict, action: str) -> None:
         line = {k: entry.get(k) for k in ("key", "id", "split", "source", "path", "reason", "message")}
-        with open(os.path.join(self.out, self.failures_file), "a") as f:
-            f.write(json.dumps({**line, "action": action}) + "\n")
+        storage.append_text(storage.join(self.out, self.failures_file), json.dumps({**line, "action": action}) + "\n")
 
     def _save(self) -> None:
         """Refresh the per-split counts and write the manifest atomically."""
@@ -385,4 +386,4 @@ class PreparedStore:
             ok = [v for v in entries if v["status"] == "ok"]
             info.update(videos=len(ok), failed=len(entries) - len(ok),
                         frames=sum(v["frames_kept"] for v in ok))
-        write_atomic(os.path.join(self.out, self.manifest_file), json.dumps(self.manifest, indent=1))
+        write_atomic(storage.join(self.out, self.manifest_file), json.dumps(self.manifest, indent=1))

@@ -28,7 +28,7 @@ def _verify(args) -> int:
     from fer_keras.data import integrity, manifest
 
     start = time.perf_counter()
-    if manifest.path(args.root).is_file() or not glob.glob(os.path.join(args.root, "*.h5*")):
+    if os.path.isfile(manifest.path(args.root)) or not glob.glob(os.path.join(args.root, "*.h5*")):
         problems, read = integrity.check(args.root, quick=args.quick, jobs=args.jobs, records=args.records)
     else:  # a folder of cached feature files
         from fer_keras.data.features import check_folder

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_keras import storage
 from fer_keras.durable import killpoint, write_atomic, write_result
 
 logger = logging.getLogger(__name__)
@@ -239,11 +240,11 @@ def check_training_subjects(data):
                                  f"{data.root}; write the features again from a split file whose folds "
                                  "leave out the test subjects")
         return
-    test = set(splits.read(Path(data.root) / data.folds).get("test", []))
+    test = set(splits.read(storage.join(data.root, data.folds)).get("test", []))
     whole = dataclasses.replace(data, fold=None)
     seen = sorted({v.get("subject") for v in loader.selection(whole, whole.train_split)} & test)
     if seen:
-        raise ValueError(f"{Path(data.root) / data.folds}: test subject(s) {', '.join(seen)} have videos in the "
+        raise ValueError(f"{storage.join(data.root, data.folds)}: test subject(s) {', '.join(seen)} have videos in the "
                          f"training split {data.train_split!r} of {data.root}; the test subjects need a split "
                          "of their own")
 
@@ -387,7 +388,8 @@ def cross_validate(config, out, phase="all") -> dict:
         from fer_keras.data import loader
         n_folds, where = len(loader.feature_folds(data)), f"{data.root} (fold-<k>-features-{data.features}.h5)"
     else:
-        n_folds, where = len(splits.read(Path(data.root) / data.folds)["folds"]), str(Path(data.root) / data.folds)
+        where = storage.join(data.root, data.folds)
+        n_folds = len(splits.read(where)["folds"])
     if n_folds < 2:
         raise ValueError(f"{where}: cross-validation needs at least 2 folds, it has {n_folds}")
     check_training_subjects(data)

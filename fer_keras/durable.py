@@ -16,22 +16,29 @@ import os
 import signal
 from pathlib import Path
 
+from fer_keras import storage
+
 KILLPOINT = "FER_KERAS_KILLPOINT"
 _reached: dict[str, int] = {}
 
 
 def save_atomic(save, path) -> None:
     """``save(tmp)`` then rename onto ``path``: a kill leaves the old file or the new, never half
-    of one (the temporary name keeps the suffix Keras requires)."""
-    path = Path(path)
-    tmp = path.with_name(f".partial-{path.name}")
+    of one (the temporary name keeps the suffix Keras requires). On a remote file system
+    (fer_keras.storage) ``tmp`` is a string and the rename is the file system's."""
+    if storage.is_remote(path):
+        head, name = storage.split(path)
+        tmp = storage.join(head, f".partial-{name}")
+    else:
+        path = Path(path)
+        tmp = path.with_name(f".partial-{path.name}")
     save(tmp)
-    os.replace(tmp, path)
+    storage.replace(tmp, path)
 
 
 def write_atomic(path, text: str) -> None:
     """``path`` holds ``text`` whole, or what it held before (see ``save_atomic``)."""
-    save_atomic(lambda tmp: tmp.write_text(text, encoding="utf-8"), path)
+    save_atomic(lambda tmp: storage.write_text(tmp, text), path)
 
 
 def write_result(path, text: str) -> None:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_keras import storage
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TAP = "features"
@@ -200,10 +202,11 @@ def extract(extractor: Extractor, data, out, *, dtype="float32", augmentations=(
     pass over its shards; returns per file its path, videos and whether this call wrote it."""
     from fer_keras.data import manifest as manifest_file, splits as split_files
 
+    storage.local_only(out, "a feature folder (HDF5 files written through h5py)")
     manifest = manifest_file.read(data)
     check_augmentations(manifest, augmentations, data)
-    if (Path(data) / folds).is_file():
-        plan = file_plan(manifest, split_files.read(Path(data) / folds), augmentations)
+    if storage.isfile(storage.join(data, folds)):
+        plan = file_plan(manifest, split_files.read(storage.join(data, folds)), augmentations)
     elif windowed(manifest):
         plan = split_plan(manifest)
     else:  # whole videos (thesis 002) are written per fold of their split file

@@ -30,6 +30,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from fer_keras import storage
 from fer_keras.data.integrity import sha256
 from fer_keras.durable import save_atomic
 
@@ -38,6 +39,7 @@ class RunDir:
     """Paths of a run directory."""
 
     def __init__(self, root):
+        storage.local_only(root, "a run directory (Keras checkpoints, CSV and TensorBoard logs, state.json)")
         self.root = Path(root)
         self.config = self.root / "config.yaml"
         self.checkpoints = self.root / "checkpoints"

@@ -5,6 +5,7 @@ byte is repaired. A new dataset passes this with one folder, one registry line a
 import argparse
 import json
 import os
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
@@ -112,8 +113,8 @@ def test_every_option_is_documented_and_refused_by_name():
 def test_manifest_contract_is_read_in_one_place(tmp_path):
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         manifest_file.read(tmp_path)
-    manifest_file.path(tmp_path).write_text("{")
+    Path(manifest_file.path(tmp_path)).write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         loader.classes(argparse.Namespace(format="tfrecord", root=str(tmp_path)))
-    manifest_file.path(tmp_path).write_text(json.dumps({"classes": ["a"]}))
+    Path(manifest_file.path(tmp_path)).write_text(json.dumps({"classes": ["a"]}))
     assert manifest_file.read(tmp_path) == {"classes": ["a"]}

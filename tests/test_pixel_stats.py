@@ -99,7 +99,7 @@ def test_statistics_are_numpys_over_the_training_frames_only(va_data):
     assert (stats["frames"], stats["records"], stats["pixels"]) == (20, 3, 20 * FACE * FACE)
     everything = expected([f for split in truth.values() for f, _, _ in split.values()])[0]
     assert abs(everything - mean) > 10  # the other splits' frames would have moved it
-    assert path.parent == Path(root) / "pixel_stats" and json.loads(path.read_text()) == stats
+    assert Path(path).parent == Path(root) / "pixel_stats" and json.loads(Path(path).read_text()) == stats
 
 
 def test_a_folds_training_part_has_its_own_file(va_data):
@@ -140,6 +140,7 @@ def test_a_killed_write_leaves_no_file_and_a_rerun_writes_it(tmp_path, monkeypat
     # a SIGKILL leaves its temporary file behind: never read; a damaged file is computed again
     (folder / ".partial-leftover.json.x").write_text('{"mean": 1')
     stats, path = pixel_stats.ensure(data)
+    path = Path(path)
     path.write_text('{"mean": 3.0, "st')
     assert pixel_stats.ensure(data)[0] == stats
     assert "unreadable" in caplog.text and json.loads(path.read_text()) == stats
@@ -185,7 +186,7 @@ def test_training_records_the_statistics_in_its_config(va_data, monkeypatch, tmp
     stats, path = pixel_stats.ensure(exp.data)
     assert seen[0].data.pipeline.pixel_stats == {**{k: stats[k] for k in ("mean", "std", "channel_mean",
                                                                           "channel_std")},
-                                                 "file": str(path.relative_to(root))}
+                                                 "file": str(Path(path).relative_to(root))}
     again = cfg.from_dict(cfg.to_dict(seen[0]))  # config.yaml's round trip keeps the numbers
     assert again.data.pipeline.pixel_stats == seen[0].data.pipeline.pixel_stats
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fer_keras import storage
 from fer_keras.data.manifest import read as _manifest
 FEATURE_INDEX = "features.json"
 CHUNK = 1 << 20
@@ -42,7 +43,7 @@ class Problem:
 
 def sha256(path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_file(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -50,7 +51,7 @@ def sha256(path) -> str:
 
 def describe(path, records: int) -> dict:
     """What the manifest records of a finished file."""
-    return {"size": os.path.getsize(path), "records": records, "sha256": sha256(path)}
+    return {"size": storage.size(path), "records": records, "sha256": sha256(path)}
 
 
 def shards(manifest: dict, splits=None) -> list[str]:
@@ -61,11 +62,11 @@ def shards(manifest: dict, splits=None) -> list[str]:
 
 def quick_problem(root, rel: str, recorded: dict | None, fix: str = REPREPARE) -> Problem | None:
     """A listed file that is gone or whose size is not the recorded one."""
-    path = os.path.join(root, rel)
-    if not os.path.isfile(path):
+    path = storage.join(root, rel)
+    if not storage.isfile(path):
         return Problem(path, "missing (listed in the manifest)", fix)
-    if recorded and os.path.getsize(path) != recorded["size"]:
-        return Problem(path, f"{os.path.getsize(path)} bytes, the manifest recorded {recorded['size']} "
+    if recorded and storage.size(path) != recorded["size"]:
+        return Problem(path, f"{storage.size(path)} bytes, the manifest recorded {recorded['size']} "
                              "(truncated or replaced)", fix)
     return None
 
@@ -127,7 +128,7 @@ def check_shard(root, rel: str, manifest: dict, quick: bool = False, expected: d
     problem = quick_problem(root, rel, recorded)
     if problem or quick:
         return problem
-    path = os.path.join(root, rel)
+    path = storage.join(root, rel)
     expected = expected if expected is not None else records_by_shard(manifest).get(rel, {})
     if recorded:
         if sha256(path) != recorded["sha256"]:
@@ -169,12 +170,12 @@ def check(root, quick: bool = False, jobs: int = 4, records: bool = False) -> tu
     problems = []
     for rel in sorted(by_shard):
         if rel not in listed:
-            problems.append(Problem(os.path.join(root, rel), "holds videos of the manifest but is not listed "
+            problems.append(Problem(storage.join(root, rel), "holds videos of the manifest but is not listed "
                                     "in any split", REPREPARE))
     with ThreadPoolExecutor(max(1, jobs)) as pool:  # hashing and TF reading release the GIL
         found = pool.map(lambda rel: check_shard(root, rel, manifest, quick, by_shard.get(rel, {}), records), listed)
         problems += [p for p in found if p is not None]
-    sizes = [os.path.getsize(os.path.join(root, r)) for r in listed if os.path.isfile(os.path.join(root, r))]
+    sizes = [storage.size(storage.join(root, r)) for r in listed if storage.isfile(storage.join(root, r))]
     return problems, {"files": len(listed), "bytes": sum(sizes)}
 
 

@@ -7,6 +7,7 @@ same ``(inputs, targets[, meta])`` structure, so training and evaluation never b
 import math
 from pathlib import Path
 
+from fer_keras import storage
 from fer_keras.data.manifest import MANIFEST, read as manifest
 
 
@@ -63,6 +64,7 @@ def feature_sources(data, name) -> list:
         return [_hdf5_path(data, name)]
     import h5py
 
+    storage.local_only(data.root, "reading cached CNN features (HDF5 through h5py)")
     if _per_split(data):
         path = Path(data.root) / f"{name}-features-{data.features}.h5"
         if not path.is_file():
@@ -130,14 +132,14 @@ def selection(data, name, info=None) -> list[dict]:
         if name == data.val_split and name != data.train_split and data.fold is None:
             raise ValueError(f"{data.root}: augmentations without a fold leave no validation part; "
                              f"val_split {name!r} is not the training split")
-        folds = splits.read(Path(data.root) / data.folds) if data.fold is not None else {"folds": [[]]}
+        folds = splits.read(storage.join(data.root, data.folds)) if data.fold is not None else {"folds": [[]]}
         part = "train" if name == data.train_split else "val"
         keys = splits.fold_keys(info, folds, data.fold or 0, part, data.train_split, data.augmentations)
         if not keys:
             raise ValueError(f"{data.root}: fold {data.fold} leaves no {part} videos in split {data.train_split!r}")
         return [info["videos"][k] for k in keys]
     if name not in info["splits"]:
-        raise ValueError(f"{Path(data.root) / MANIFEST}: no split {name!r}; "
+        raise ValueError(f"{storage.join(data.root, MANIFEST)}: no split {name!r}; "
                          f"it has {', '.join(info['splits'])}")
     return [v for v in info["videos"].values()
             if v["split"] == name and v.get("status") == "ok" and v.get("frames_kept", 0) > 0]

@@ -22,8 +22,9 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
-from pathlib import Path
+import uuid
+
+from fer_keras import storage
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def training_records(data) -> tuple[list[str], list[str]]:
     return sorted({v["split"] for v in videos}), sorted({v["id"] for v in videos})
 
 
-def stats_path(data, manifest: dict, splits, ids) -> Path:
+def stats_path(data, manifest: dict, splits, ids) -> str:
     """The file of these training records' statistics: ``<root>/pixel_stats/<key>.json``."""
     from fer_keras.data.integrity import shards
 
@@ -50,7 +51,7 @@ def stats_path(data, manifest: dict, splits, ids) -> Path:
     recorded = {rel: (files.get(rel) or {}).get("sha256") or (files.get(rel) or {}).get("size")
                 for rel in shards(manifest, splits)}
     text = json.dumps({"splits": list(splits), "ids": list(ids), "shards": recorded}, sort_keys=True)
-    return Path(data.root) / STATS_DIR / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    return storage.join(data.root, STATS_DIR, f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json")
 
 
 def compute(manifest: dict, root, splits, ids) -> dict:
@@ -88,24 +89,25 @@ def compute(manifest: dict, root, splits, ids) -> dict:
             "splits": list(splits), "face_size": manifest.get("options", {}).get("face_size")}
 
 
-def _write_whole(path: Path, text: str) -> None:
+def _write_whole(path: str, text: str) -> None:
     """``path`` holds ``text`` whole or does not exist: a temporary file of this process, renamed
     (several workers of a search may compute the same file at once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".partial-{path.name}.", dir=path.parent)
+    folder, name = storage.split(path)
+    storage.makedirs(folder)
+    tmp = storage.join(folder, f".partial-{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        storage.write_text(tmp, text)
+        storage.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if storage.exists(tmp):
+            storage.remove(tmp)
         raise
 
 
-def _read(path: Path) -> dict | None:
+def _read(path: str) -> dict | None:
     """A statistics file's content, or None (with a warning) when it cannot be used."""
     try:
-        stats = json.loads(path.read_text(encoding="utf-8"))
+        stats = json.loads(storage.read_text(path))
         if all(isinstance(stats.get(k), (int, float)) for k in ("mean", "std")):
             return stats
         logger.warning("%s: no numeric mean and std; computing them again", path)
@@ -114,7 +116,7 @@ def _read(path: Path) -> dict | None:
     return None
 
 
-def ensure(data) -> tuple[dict, Path]:
+def ensure(data) -> tuple[dict, str]:
     """``(statistics, file)`` of ``data``'s training split: read from its file, else computed and
     written there first."""
     from fer_keras.data import manifest as manifest_file
@@ -122,7 +124,7 @@ def ensure(data) -> tuple[dict, Path]:
     info = manifest_file.read(data.root)
     splits, ids = training_records(data)
     path = stats_path(data, info, splits, ids)
-    stats = _read(path) if path.is_file() else None
+    stats = _read(path) if storage.isfile(path) else None
     if stats is None:
         logger.info("pixel statistics of %d training videos of %s (once, into %s)", len(ids), data.root, path)
         stats = compute(info, data.root, splits, ids)
@@ -144,5 +146,5 @@ def attach(data):
                          f"of a prepared dataset; {data.root} holds {data.format} features")
     stats, path = ensure(data)
     kept = {k: stats[k] for k in ("mean", "std", "channel_mean", "channel_std")}
-    kept["file"] = str(path.relative_to(data.root))
+    kept["file"] = os.path.join(STATS_DIR, storage.split(path)[1])
     return dataclasses.replace(data, pipeline=dataclasses.replace(pipeline, pixel_stats=kept))

@@ -5,11 +5,12 @@ parsing is a TF function so every tf.data pipeline uses the same parser.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
+
+from fer_keras import storage
 
 # 2: per-frame presentation time (`frame_time`, s) and `audio_mask`; version 1 records still parse.
 # 3: a track's `segment` number (context) and per-frame face `box` and `category` (valence/arousal
@@ -203,7 +204,7 @@ INTERLEAVE = 64  # shards read at once, one record from each in turn (round robi
 def shard_paths(manifest: dict, root, split) -> list[str]:
     """The shard files of one split (or a list of splits), in manifest order."""
     names = [split] if isinstance(split, str) else list(split)
-    return [os.path.join(root, s) for name in names for s in manifest["splits"].get(name, {}).get("shards", [])]
+    return [storage.join(root, s) for name in names for s in manifest["splits"].get(name, {}).get("shards", [])]
 
 
 def read_shards(files, manifest: dict, decode: bool = True, ids=None, interleave: bool = False) -> tf.data.Dataset:

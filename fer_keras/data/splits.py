@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 
+from fer_keras import storage
+
 SPLITS_FILE = "splits.json"
 AUGMENTED_SPLIT = "train_aug"
 
@@ -107,12 +109,11 @@ def write(path, splits: dict) -> None:
 
 
 def read(path) -> dict:
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FileNotFoundError(f"{path}: no split file (fer-keras prepare bu4dfe writes one; "
                                 "fer-keras folds makes a k-fold one)")
     try:
-        with open(path) as f:
-            splits = json.load(f)
+        splits = json.loads(storage.read_text(path))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
     def subjects(value):
