@@ -181,7 +181,7 @@ def one_worker(lld_data, tmp_path_factory):
     return run
 
 
-def _two_worker_config(tmp_path, lld_data):
+def _multi_worker_config(tmp_path, lld_data):
     path = tmp_path / "exp.yaml"
     cfg.save(experiment(lld_data, "multi_worker"), path)
     return path
@@ -197,7 +197,7 @@ def _assert_like_one_worker(run, one_worker):
 @pytest.mark.slow
 def test_two_workers_train_as_one_and_only_the_chief_writes(lld_data, one_worker, tmp_path):
     run = tmp_path / "run"
-    codes, logs = run_workers(tmp_path, _two_worker_config(tmp_path, lld_data), run)
+    codes, logs = run_workers(tmp_path, _multi_worker_config(tmp_path, lld_data), run)
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
     _assert_like_one_worker(run, one_worker)
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in one_worker.iterdir())
@@ -209,7 +209,7 @@ def test_two_workers_train_as_one_and_only_the_chief_writes(lld_data, one_worker
 def test_a_killed_cluster_resumes_from_the_chiefs_backup(lld_data, one_worker, tmp_path):
     """Both workers killed after epoch 1's backup (a preempted job), then restarted: they continue
     at epoch 2 from the chief's BackupAndRestore state and end where one worker ends."""
-    run, config = tmp_path / "run", _two_worker_config(tmp_path, lld_data)
+    run, config = tmp_path / "run", _multi_worker_config(tmp_path, lld_data)
     codes, _ = run_workers(tmp_path, config, run, env={"FER_KERAS_KILLPOINT": "epoch_checkpointed@2"})
     assert codes == [-signal.SIGKILL] * 2
     assert (run / "backup" / "stage-0" / "training_metadata.json").is_file()
@@ -262,3 +262,11 @@ def test_keras_tuner_hands_a_lost_trial_back_to_its_tuner_id_or_to_anyone_after_
     restarted.reload()
     requeued = {restarted.create_trial(tuner).trial_id for tuner in ("tuner7", "tuner8")}
     assert requeued == {lost.trial_id, other.trial_id}
+
+
+@pytest.mark.slow
+def test_a_one_worker_tf_config_trains_as_one_process(lld_data, one_worker, tmp_path):
+    run = tmp_path / "run"
+    codes, logs = run_workers(tmp_path, _multi_worker_config(tmp_path, lld_data), run, n=1)
+    assert codes == [0], logs[0][-3000:]
+    _assert_like_one_worker(run, one_worker)
