@@ -270,3 +270,18 @@ def test_a_one_worker_tf_config_trains_as_one_process(lld_data, one_worker, tmp_
     codes, logs = run_workers(tmp_path, _multi_worker_config(tmp_path, lld_data), run, n=1)
     assert codes == [0], logs[0][-3000:]
     _assert_like_one_worker(run, one_worker)
+
+
+def test_a_search_trains_its_trials_under_mirrored(tmp_path, monkeypatch):
+    """What a search worker with several GPUs runs (one CPU replica here): KerasTuner builds and
+    fits each trial's model under the MirroredStrategy the experiment names."""
+    import tensorflow as tf
+
+    made = []
+    real = training.strategy_from
+    monkeypatch.setattr(training, "strategy_from", lambda exp: made.append(real(exp)) or made[-1])
+    exp = cfg.merge(cfg.to_dict(experiment(lld_dataset(str(tmp_path / "data")), "mirrored")),
+                    {"tuning": {"max_trials": 1, "epochs": 1, "fixed": {"units": 8, "rnn_layers": 1}}})
+    result = tuning.tune(cfg.from_dict(exp), tmp_path / "search")
+    assert result["completed"] == 1
+    assert [type(s) for s in made] == [tf.distribute.MirroredStrategy]
