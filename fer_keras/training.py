@@ -664,7 +664,7 @@ def train(exp: cfg.Experiment, run_dir, *, evaluate=None, validation=True):
     with distributed.workspace(strategy, run_dir) as (root, private):
         state = _train(exp, strategy, run_dir, root, private, validation, start_from)
     if evaluate and not private:
-        state["evaluation"] = evaluate(run_dir)
+        state["evaluation"] = evaluate(Path(run_dir))
     return state
 
 
