@@ -11,6 +11,7 @@ so a restarted cluster resumes every worker from the chief's BackupAndRestore st
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -134,12 +135,35 @@ def is_chief(strategy) -> bool:
                    has_chief="chief" in resolver.cluster_spec().as_dict()).is_chief
 
 
+def training_input(strategy, exp, build, files: int):
+    """The training input ``build(exp)`` gives, or, across the workers of a multi-worker run, each
+    worker's: by file when every worker gets at least one of the split's ``files``: worker i of n
+    reads every n-th file of each epoch's order (fer_keras.data.pipeline.record_stream) in
+    per-replica batches, the same number of steps on every worker, so a worker decodes 1/n of the
+    data; by data otherwise (``shard_by_data``). tf.data's own FILE policy cannot do it: the
+    pipeline draws each epoch's file order inside a ``flat_map``, where the policy does not reach
+    the reader and leaves every worker reading every file. ``build(exp, share, replicas)`` makes
+    one worker's stream: ``replicas`` per-replica batches a step."""
+    if not is_multi_worker(strategy):
+        return build(exp)
+    if files < cluster().workers:
+        return shard_by_data(build(exp))
+    pipeline = exp.data.pipeline
+
+    def per_worker(context):
+        batch = context.get_per_replica_batch_size(pipeline.batch_size)
+        data = dataclasses.replace(exp.data, pipeline=dataclasses.replace(pipeline, batch_size=batch))
+        share = (context.input_pipeline_id, context.num_input_pipelines)
+        return build(dataclasses.replace(exp, data=data), share,
+                     strategy.num_replicas_in_sync // context.num_input_pipelines)
+
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
 def shard_by_data(ds):
     """``ds`` with each global batch split over the workers (batch / workers each): every worker
-    reads the whole stream, so the global batches are those of one worker, in the same order.
-    Sharding by file is not possible here: the pipeline draws each epoch's shard order inside a
-    ``flat_map``, where tf.data's FILE (and AUTO) policy cannot reach the reader and leaves every
-    worker reading every file."""
+    reads the whole stream, so the global batches are those of one worker, in the same order (a
+    split of fewer files than workers, and the validation split)."""
     import tensorflow as tf
 
     options = tf.data.Options()

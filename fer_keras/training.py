@@ -167,12 +167,13 @@ def framewise_category(exp: cfg.Experiment) -> bool:
     return shape is not None and len(shape) == 3
 
 
-def training_data(exp: cfg.Experiment, epoch, epochs, steps):
+def training_data(exp: cfg.Experiment, epoch, epochs, steps, share=None):
     """``epochs`` training epochs from ``epoch`` on, ``steps`` batches each: the known length gives
-    the progress bars a total (a wrong count fails loudly)."""
+    the progress bars a total (a wrong count fails loudly). ``share`` ``(i, n)``: worker i's files
+    (fer_keras.distributed.training_input), ``steps`` batches an epoch on every worker."""
     data = exp.data
     ds = loader.split(data, data.train_split, training=True, epoch=epoch, epochs=epochs,
-                      per_frame_category=framewise_category(exp))
+                      per_frame_category=framewise_category(exp), share=share, steps=steps if share else None)
     return ds.apply(tf.data.experimental.assert_cardinality(steps * epochs))
 
 
@@ -693,7 +694,9 @@ def _train(exp: cfg.Experiment, strategy, run_dir, root: Path, private: bool, va
         logger.warning("%s: %s", exp.name, note)
     keras.utils.set_random_seed(training.seed)
     steps_per_epoch = loader.steps(exp.data, exp.data.train_split)
-    shard = distributed.shard_by_data if distributed.is_multi_worker(strategy) else (lambda ds: ds)
+    multi = distributed.is_multi_worker(strategy)
+    shard = distributed.shard_by_data if multi else (lambda ds: ds)
+    files = loader.shard_files(exp.data, exp.data.train_split) if multi else 0
     val_ds = validation_data(exp) if validation else None
     epoch = int(state.get("epochs_done", 0))
     step = int(state.get("steps_done", epoch * steps_per_epoch))
@@ -725,8 +728,11 @@ def _train(exp: cfg.Experiment, strategy, run_dir, root: Path, private: bool, va
             start = max(start, epoch)
             logger.info("stage %d/%d: epochs %d-%d, trainable=%s%s", i + 1, len(plan), epoch + 1, end,
                         stage.trainable, f" (continuing at epoch {start + 1})" if start > epoch else "")
+            def build(e, share=None, replicas=1):  # noqa: B023  (used at once, in this stage)
+                return _inputs_only(training_data(e, start, end - start, steps_per_epoch * replicas, share), names)
+
             result = model.fit(
-                shard(_inputs_only(training_data(exp, start, end - start, steps_per_epoch), names)),
+                distributed.training_input(strategy, exp, build, files),
                 steps_per_epoch=steps_per_epoch,
                 validation_data=None if val_ds is None else shard(_inputs_only(val_ds, names)),
                 initial_epoch=epoch, epochs=end, verbose=verbosity(training), shuffle=False,

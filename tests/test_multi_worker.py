@@ -220,6 +220,53 @@ def test_a_killed_cluster_resumes_from_the_chiefs_backup(lld_data, one_worker, t
     _assert_like_one_worker(run, one_worker)
 
 
+def _both_shares(original):
+    """``training.training_data`` of one process whose every batch is worker 0's half then worker
+    1's half of what a two-worker run reads by file (the reference for sharding by file)."""
+    import tensorflow as tf
+    from keras import tree
+
+    def training_data(exp, epoch, epochs, steps, share=None):
+        half = cfg.merge(cfg.to_dict(exp), {"data": {"pipeline": {"batch_size": exp.data.pipeline.batch_size // 2}}})
+        parts = [original(cfg.from_dict(half), epoch, epochs, steps, share=(i, 2)) for i in range(2)]
+        return tf.data.Dataset.zip(tuple(parts)).map(
+            lambda a, b: tree.map_structure(lambda x, y: tf.concat([x, y], 0), a, b))
+    return training_data
+
+
+def test_each_worker_reads_its_own_files_in_full_batches_and_as_many_steps(tmp_path):
+    """A share's stream (pipeline.record_stream): the two workers' videos of an epoch are disjoint,
+    together every video, each from its own files; each gives exactly ``steps`` full batches."""
+    from fer_keras.data import loader
+
+    data = experiment(lld_dataset(str(tmp_path / "data"), videos=20, shards=4), batch_size=2).data
+    assert loader.shard_files(data, "train") == 4
+    seen = []
+    for i in range(2):
+        ds = loader.split(data, "train", training=True, with_meta=True, epoch=3, epochs=1, share=(i, 2), steps=7)
+        batches = [meta["video_id"].numpy() for _, _, meta in ds]
+        assert len(batches) == 7 and all(len(b) == 2 for b in batches)
+        seen.append({v.decode() for b in batches for v in b})
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == {f"train{i:03d}" for i in range(20)}
+    shard_of = {i: i % 4 for i in range(20)}  # lld_dataset writes video i to shard i mod 4
+    assert len({shard_of[int(v[5:])] for v in seen[0]}) == 2 == len({shard_of[int(v[5:])] for v in seen[1]})
+
+
+@pytest.mark.slow
+def test_two_workers_reading_their_own_files_train_as_one_process_on_both_shares(tmp_path, monkeypatch):
+    """Four shard files for two workers: each worker reads two (by file, not every worker all of
+    them); the run ends with the weights of one process whose every global batch is the two
+    workers' halves together."""
+    data = lld_dataset(str(tmp_path / "data"), videos=16, shards=4)
+    run, config = tmp_path / "run", tmp_path / "exp.yaml"
+    cfg.save(experiment(data, "multi_worker"), config)
+    codes, logs = run_workers(tmp_path, config, run)
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+    monkeypatch.setattr(training, "training_data", _both_shares(training.training_data))
+    training.train(experiment(data), tmp_path / "one")
+    _assert_like_one_worker(run, tmp_path / "one")
+
+
 # --- KerasTuner's chief and workers ---------------------------------------------------------------
 
 def test_a_search_worker_whose_chief_is_gone_ends_with_a_message(tmp_path):

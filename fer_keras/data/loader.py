@@ -145,12 +145,16 @@ def selection(data, name, info=None) -> list[dict]:
             if v["split"] == name and v.get("status") == "ok" and v.get("frames_kept", 0) > 0]
 
 
-def split(data, name, *, training=False, with_meta=False, epoch=0, epochs=1, per_frame_category=False):
+def split(data, name, *, training=False, with_meta=False, epoch=0, epochs=1, per_frame_category=False,
+          share=None, steps=None):
     """The batched dataset of split ``name`` (a split of the manifest, a fold part, or an HDF5 file).
 
     ``training`` gives ``epochs`` shuffled epochs from ``epoch`` on (pipeline.sequences);
-    ``per_frame_category`` repeats the category target on every frame, for per-frame heads."""
+    ``per_frame_category`` repeats the category target on every frame, for per-frame heads;
+    ``share`` and ``steps``: one worker's files of a multi-worker run (prepared shards only)."""
     if data.format == "hdf5":
+        if share is not None:
+            raise ValueError(f"{data.root}: cached feature files are shared across workers by data, not by file")
         from fer_keras.data.features import feature_sequences
         if data.pipeline.chain:
             raise ValueError(f"{data.root}: pipeline.chain cuts prepared shards' frames; cached feature "
@@ -166,7 +170,18 @@ def split(data, name, *, training=False, with_meta=False, epoch=0, epochs=1, per
     require(data.root, info, shard_splits)  # a missing or truncated shard: one line, before any work
     ids = [v["id"] for v in videos] if _by_fold(data, name) else None
     return sequences(info, data.root, shard_splits, data.pipeline, training=training, with_meta=with_meta,
-                     ids=ids, epoch=epoch, epochs=epochs, per_frame_category=per_frame_category)
+                     ids=ids, epoch=epoch, epochs=epochs, per_frame_category=per_frame_category, share=share,
+                     steps=steps)
+
+
+def shard_files(data, name) -> int:
+    """How many files split ``name`` reads: prepared shards (0 for cached feature files, which
+    are not shared by file)."""
+    if data.format == "hdf5":
+        return 0
+    from fer_keras.data.integrity import shards
+    info = manifest(data.root)
+    return len(shards(info, sorted({v["split"] for v in selection(data, name, info)}) or [name]))
 
 
 def steps(data, name):

@@ -222,18 +222,21 @@ def epoch_shuffle(ds, cfg: PipelineConfig, epoch):
     return ds.shuffle(cfg.shuffle_buffer, seed=seed)
 
 
-def record_stream(manifest, root, split, cfg: PipelineConfig, *, training=False, epoch=None, ids=None):
+def record_stream(manifest, root, split, cfg: PipelineConfig, *, training=False, epoch=None, ids=None, share=None):
     """The records with kept frames that one epoch reads: in shard order, or when ``training``
-    one from each shard in turn, the shards in a new order per ``epoch`` (None: manifest order)."""
+    one from each shard in turn, the shards in a new order per ``epoch`` (None: manifest order).
+    ``share`` ``(i, n)``: worker i of n reads every n-th file of that order (training across workers)."""
     files = shard_paths(manifest, root, split)
     if training and epoch is not None:
         files = tf.random.experimental.stateless_shuffle(tf.constant(files, tf.string), epoch_seed(cfg, epoch))
+    if share is not None:
+        files = files[share[0]::share[1]]
     ds = read_shards(files, manifest, decode=False, ids=ids, interleave=training)
     return ds.filter(lambda r: r["num_frames"] > 0)
 
 
 def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, with_meta=False, ids=None,
-              epoch=0, epochs=1, per_frame_category=False):
+              epoch=0, epochs=1, per_frame_category=False, share=None, steps=None):
     """Batched ``(inputs, targets)`` (or ``(inputs, targets, meta)``) for one split.
 
     ``split`` is a manifest split or a list of them; ``ids`` keeps only those videos (a fold).
@@ -252,6 +255,9 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
     in a ``shuffle_buffer``, so shards written in class order still give well-mixed batches, and
     a run resumed at epoch k sees what the uninterrupted run saw. With ``cache`` the decoded
     stream is kept in the fixed interleaved order and each epoch shuffles it in the buffer.
+    ``share`` ``(i, n)`` (training only) reads worker i's files of each epoch (``record_stream``)
+    as exactly ``steps`` full batches, its sequences repeated as needed: every worker of a
+    multi-worker run takes the same number of steps, whatever its files hold.
 
     With a per-frame target, elements are ``(inputs, targets, sample_weight)`` so that
     ``model.fit`` hands the frame mask to the losses: Keras 3 picks the dict entry of each output
@@ -297,10 +303,13 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
 
     def chunked(e=None):
         if cfg.chain and training:  # the list in its file order; the windows are shuffled after
-            return _chained(record_stream(manifest, root, split, cfg, ids=ids), cfg.seq_len, chunked_labels)
-        ds = record_stream(manifest, root, split, cfg, training=training, epoch=e, ids=ids)
+            return _chained(record_stream(manifest, root, split, cfg, ids=ids, share=share), cfg.seq_len,
+                            chunked_labels)
+        ds = record_stream(manifest, root, split, cfg, training=training, epoch=e, ids=ids, share=share)
         return ds.flat_map(lambda r: _chunks(r, cfg.seq_len, chunked_labels, cfg.truncate))
 
+    if share is not None and not (training and steps):
+        raise ValueError("a worker's share of the files is read in training, for a given number of steps")
     if cfg.cache:  # decode before the cache; without it after the shuffle, whose buffer stays small
         cached = chunked()
         if frames_in:
@@ -360,6 +369,8 @@ def sequences(manifest, root, split, cfg: PipelineConfig, *, training=False, wit
             ds = epoch_shuffle(ds, cfg, e)
         ds = ds.enumerate().map(lambda position, item: to_example(e, position, item),
                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if share is not None:
+            return ds.repeat().batch(cfg.batch_size, drop_remainder=True).take(steps)
         return ds.batch(cfg.batch_size)
 
     @tf.function(jit_compile=True)
