@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import glob
 import json
@@ -87,20 +88,28 @@ def _user_errors(func):
 
 
 def _evaluate(args) -> int:
-    if not os.path.isdir(args.run_dir):  # before any heavy import
+    from fer_keras import storage
+
+    if not storage.is_remote(args.run_dir) and not os.path.isdir(args.run_dir):  # before any heavy import
         raise FileNotFoundError(f"{args.run_dir}: no such run directory")
     from fer_keras import config as cfg
     from fer_keras.data.integrity import named_data_errors
     from fer_keras.evaluation import evaluate
+    from fer_keras.staging import staged
 
     on = cfg.load(args.on) if args.on else None
     if on is not None and on.protocol != "evaluate":
         raise ValueError(f"{args.on}: --on takes an experiment file with protocol: evaluate, not {on.protocol}")
-    root = on.data.root if on else cfg.load(os.path.join(args.run_dir, "config.yaml")).data.root
     out_dir = args.out or (os.path.join("runs", on.name) if on else None)
-    with named_data_errors(root):
-        result = evaluate(args.run_dir, split=args.split, checkpoint=args.checkpoint,
-                          aggregate_method=args.aggregate, out_dir=out_dir, on=on)
+    with contextlib.ExitStack() as stack:
+        run_dir = stack.enter_context(staged(args.run_dir))
+        out = stack.enter_context(staged(out_dir)) if out_dir else None
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"{args.run_dir}: no config.yaml; is it a run directory (fer-keras train)?")
+        root = on.data.root if on else cfg.load(run_dir / "config.yaml").data.root
+        with named_data_errors(root):
+            result = evaluate(run_dir, split=args.split, checkpoint=args.checkpoint,
+                              aggregate_method=args.aggregate, out_dir=out, on=on)
     for name, path in result["paths"].items():
         print(f"{name + ':':<22} {path}")
     accuracy = result.get("accuracy")
@@ -122,15 +131,17 @@ def _train(args) -> int:
     from fer_keras import training
     from fer_keras.data.integrity import named_data_errors
     from fer_keras.evaluation import evaluate
+    from fer_keras.staging import staged
 
     exp = cfg.load(args.config, overrides)
     if exp.protocol == "evaluate":
         raise ValueError(f"{args.config}: protocol evaluate trains nothing; run "
                          f"fer-keras evaluate {exp.weights_from} --on {args.config}")
     run_dir = args.run_dir or os.path.join("runs", exp.name)
-    print(f"run directory: {run_dir}")
-    with named_data_errors(exp.data.root):
-        state = training.train(exp, run_dir, evaluate=None if args.no_evaluate else evaluate)
+    with staged(run_dir) as local, named_data_errors(exp.data.root):
+        print(f"run directory: {run_dir}" + (f" (worked in {local}, copied back when it ends)"
+                                             if str(local) != run_dir else ""))
+        state = training.train(exp, local, evaluate=None if args.no_evaluate else evaluate)
     result = state.get("evaluation")
     if result:
         paths = result.get("paths", {})

@@ -375,6 +375,7 @@ def cross_validate(config, out, phase="all") -> dict:
 
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    storage.local_only(out, "a cross-validation folder (the folds' run directories)")
     raw, source = _raw(config)
     exp = _experiment(raw, source)
     data = exp.data

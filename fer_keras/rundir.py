@@ -39,7 +39,8 @@ class RunDir:
     """Paths of a run directory."""
 
     def __init__(self, root):
-        storage.local_only(root, "a run directory (Keras checkpoints, CSV and TensorBoard logs, state.json)")
+        storage.local_only(root, "this command's run directory (fer-keras train and evaluate take a remote one "
+                                 "and work in a local copy: fer_keras/staging.py)")
         self.root = Path(root)
         self.config = self.root / "config.yaml"
         self.checkpoints = self.root / "checkpoints"

@@ -36,7 +36,7 @@ import keras_tuner as kt
 import yaml
 
 from fer_keras import config as cfg
-from fer_keras import distributed, training
+from fer_keras import distributed, storage, training
 from fer_keras.data.pipeline import INPUTS
 from fer_keras.durable import write_atomic, write_result
 from fer_keras.models import entry
@@ -298,6 +298,7 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
     tuning = dataclasses.replace(exp.tuning, **{k: v for k, v in (("max_trials", max_trials),
                                                                   ("objective", objective)) if v is not None})
     exp = dataclasses.replace(exp, tuning=tuning)
+    storage.local_only(out_dir, "a search folder (KerasTuner's project, the trials' run directories)")
     out = Path(out_dir).resolve()
     hp = fixed_hyperparameters(exp.model.name, tuning.fixed)
     searched = sorted(set(entry(exp.model.name).space(hp.copy())) & set(exp.model.options))

@@ -119,15 +119,17 @@ PREPARE = ("import sys; from data_prep.registry import dataset; d = dataset(sys.
            "d.prepare(sys.argv[2], sys.argv[3], d.make_options(d.small), progress=False)")
 
 
-def compare_prepared(whole, resumed):
+def compare_prepared(whole, resumed, files=("manifest.json", FAILURES)):
     """The same video statuses, failures.jsonl lines (paths under each run's folder compared as
-    one) and shards: the same names holding the same parsed records in the same order."""
-    infos = [json.loads((d / "manifest.json").read_text()) for d in (whole, resumed)]
+    one) and shards: the same names holding the same parsed records in the same order. ``files``:
+    the manifest and failure log compared (a share's: data_prep.store.part_files)."""
+    manifest, failures_file = files
+    infos = [json.loads((d / manifest).read_text()) for d in (whole, resumed)]
     status = [{k: (v["status"], v.get("reason"), v.get("label")) for k, v in i["videos"].items()} for i in infos]
     assert status[0] == status[1]
-    failures = [sorted((d / FAILURES).read_text().replace(str(d.parent), "<work>").splitlines())
-                if (d / FAILURES).exists() else [] for d in (whole, resumed)]
-    assert failures[0] == failures[1], f"{resumed / FAILURES}: not the uninterrupted run's lines"
+    failures = [sorted((d / failures_file).read_text().replace(str(d.parent), "<work>").splitlines())
+                if (d / failures_file).exists() else [] for d in (whole, resumed)]
+    assert failures[0] == failures[1], f"{resumed / failures_file}: not the uninterrupted run's lines"
     assert infos[0]["splits"] == infos[1]["splits"]
     for rel in (s for info in infos[0]["splits"].values() for s in info["shards"]):
         records = [[tf.train.SequenceExample.FromString(raw.numpy()) for raw in tf.data.TFRecordDataset(str(d / rel))]

@@ -4,12 +4,13 @@ share resumes alone; parts that do not make one whole are refused before anythin
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import signal
 
 import pytest
 import tensorflow as tf
-from killsweep import finish, start
+from killsweep import finish, start, sweep
 
 from data_prep import share
 from data_prep.registry import dataset
@@ -106,6 +107,34 @@ def test_shares_in_one_folder_are_joined_by_a_final_unsharded_run(fer2013):
     assert again["videos"] == {}, "a share rerun after the merge prepared its items again"
 
 
+def test_an_interrupted_share_resumes_alone(fer2013, monkeypatch):
+    """Share 1/3 stopped (Ctrl-C) after its second shard: unfinished for the merge; rerun alone, the
+    three merge to the unsharded dataset (the SIGKILL sweep of this is the slow test below)."""
+    from data_prep.store import PreparedStore
+
+    entry, src, tmp = fer2013
+    out = tmp / "interrupted"
+    for i in (0, 2):
+        entry.prepare(src, out, _options(entry, shard=f"{i}/3"), progress=False)
+    flush, flushed = PreparedStore.flush, []
+
+    def stop_after_two(self, split):
+        flush(self, split)
+        flushed.append(split)
+        if len(flushed) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(PreparedStore, "flush", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        entry.prepare(src, out, _options(entry, shard="1/3"), progress=False)
+    monkeypatch.setattr(PreparedStore, "flush", flush)
+    with pytest.raises(ValueError, match="manifest-1-of-3.json: the share did not finish"):
+        entry.merge([out], tmp / "merged_early")
+    entry.prepare(src, out, _options(entry, shard="1/3"), progress=False)
+    entry.merge([out], out)
+    _assert_same(out, tmp / "whole")
+
+
+@pytest.mark.slow
 def test_a_killed_share_resumes_alone_and_a_killed_merge_finishes(fer2013):
     """Share 1/3 SIGKILLed after its second shard: the merge refuses it as unfinished; rerun alone,
     it completes, and a merge killed between adopting two shares, run again, ends as one run."""
@@ -150,6 +179,21 @@ def test_parts_that_do_not_make_one_dataset_are_refused(fer2013, tmp_path):
         _options(entry, shard="2/2")
     assert not (tmp_path / "m").exists(), "a refused merge wrote its OUT"
     assert main(["prepare", "fer2013", src, str(tmp_path / "d"), "--shard", "0/0"]) == 2
+
+
+@pytest.mark.slow
+def test_a_share_killed_at_drawn_moments_resumes_to_the_same_share(tmp_path):
+    """Share 1/3 of AFEW's small set SIGKILLed at 3 moments drawn over its uninterrupted run, each
+    resumed alone: the same partial manifest, failure log and shards (records in order)."""
+    from test_kill_sweep import compare_prepared
+
+    from data_prep.store import part_files
+
+    _, src = _source(tmp_path, "afew")
+    argv = lambda out: ["-c", PREPARE, "afew", src, str(out), "1/3"]  # noqa: E731
+    figures = sweep(argv, tmp_path, 3, functools.partial(compare_prepared, files=part_files("1/3")))
+    print("prepare afew --shard 1/3 sweep:", figures)
+    assert figures["identical"] == 3
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import uuid
 
 import numpy as np
@@ -117,7 +118,7 @@ def test_stages_that_need_a_local_file_refuse_a_remote_path(fer2013, tmp_path):
     entry, src, tmp, options = fer2013
     with pytest.raises(ValueError, match="ram://src/fer2013.csv: reading fer2013's source .* needs a local path"):
         entry.prepare("ram://src/fer2013.csv", tmp_path / "out", options(), progress=False)
-    with pytest.raises(ValueError, match="ram://runs/x: a run directory .* needs a local path"):
+    with pytest.raises(ValueError, match="ram://runs/x: this command's run directory .* needs a local path"):
         RunDir("ram://runs/x")
     with pytest.raises(ValueError, match="ram://dl: a download folder .* needs a local path"):
         dataset("emotionet").fetch(tmp_path / "sheet.csv", "ram://dl")
@@ -125,6 +126,71 @@ def test_stages_that_need_a_local_file_refuse_a_remote_path(fer2013, tmp_path):
                                   train_split="train")
     with pytest.raises(ValueError, match="gs://bucket/features: reading cached CNN features .* needs a local path"):
         loader.feature_sources(features, "train")
+    from fer_keras import cv, tuning
+    with pytest.raises(ValueError, match="ram://cv: a cross-validation folder .* needs a local path"):
+        cv.cross_validate({}, "ram://cv")
+    with pytest.raises(ValueError, match="ram://search: a search folder .* needs a local path"):
+        tuning.tune(tuning.default_experiment("audio_gru", str(tmp / "local")), "ram://search")
     from fer_keras.feature_extraction import extract
     with pytest.raises(ValueError, match="ram://features: a feature folder .* needs a local path"):
         extract(None, str(tmp / "local"), "ram://features")
+
+
+def test_a_run_directory_on_ram_is_trained_in_a_local_copy_and_synchronised(fer2013, tmp_path, monkeypatch):
+    """`fer-keras train --run-dir ram://...`: the remote folder ends with the files of a local run
+    (the same weights); a run stopped by an error uploads what it finished and its rerun continues
+    there; a process that changed nothing uploads nothing; `evaluate` of the remote run writes its
+    results back."""
+    import keras
+
+    from fer_keras import config, staging
+    from fer_keras.cli import main
+
+    entry, src, tmp, options = fer2013
+    monkeypatch.setenv(staging.STAGING, str(tmp_path / "staging"))
+    exp = {"name": "staged", "data": {"root": str(tmp / "local"), "pipeline": {"seq_len": 2, "batch_size": 4,
+                                                                                  "padding": "zeros"}},
+           "model": {"name": "c3d", "options": {"seq_len": 2, "input_size": 32, "filters": [2], "kernel": 1,
+                                                 "dense": [4]}},
+           "training": {"epochs": 3, "optimizer": {"learning_rate": 0.01}, "verbose": 0}}
+    path = tmp_path / "exp.yaml"
+    config.save(config.from_dict(exp), path)
+    assert main(["train", str(path), "--run-dir", str(tmp_path / "local-run"), "--no-evaluate"]) == 0
+    remote = f"ram://{uuid.uuid4().hex}/runs/staged"
+
+    class Stop(Exception):
+        pass
+
+    real = keras.callbacks.CSVLogger.on_epoch_end
+
+    def stop_after_two(self, epoch, logs=None):
+        real(self, epoch, logs)
+        if epoch == 1:
+            raise Stop  # after epoch 2's history row: a crash mid-run
+    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", stop_after_two)
+    with pytest.raises(Stop):
+        main(["train", str(path), "--run-dir", remote, "--no-evaluate"])
+    assert [row.split(",")[0] for row in _read(remote, "history.csv").split()[1:]] == ["0", "1"]
+    assert tf.io.gfile.glob(storage.join(remote, "backup", "stage-0", "*")), "no BackupAndRestore state uploaded"
+    ran = []
+    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end",
+                        lambda self, epoch, logs=None: ran.append(epoch) or real(self, epoch, logs))
+    mark = _read(remote, staging.MARK)
+    shutil.rmtree(tmp_path / "staging")  # another machine: it continues from the remote folder alone
+    assert main(["train", str(path), "--run-dir", remote, "--no-evaluate"]) == 0
+    # epoch 1's backup was uploaded (epoch 2's row came before its backup): the rerun redoes 2, then 3
+    assert ran == [1, 2], "the rerun did not continue from the uploaded backup"
+    assert _read(remote, staging.MARK) != mark
+    assert json.loads(_read(remote, "state.json"))["epochs_done"] == 3
+    with tf.io.gfile.GFile(storage.join(remote, "checkpoints", "last.keras"), "rb") as f:
+        (tmp_path / "remote-last.keras").write_bytes(f.read())
+    there = keras.models.load_model(tmp_path / "remote-last.keras", compile=False).get_weights()
+    here = keras.models.load_model(tmp_path / "local-run" / "checkpoints" / "last.keras", compile=False).get_weights()
+    for a, b in zip(there, here, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    mark = _read(remote, staging.MARK)
+    with staging.staged(remote):  # changes nothing: uploads nothing, the mark stays
+        pass
+    assert _read(remote, staging.MARK) == mark
+    assert main(["evaluate", remote]) == 0
+    assert tf.io.gfile.exists(storage.join(remote, "metrics.json"))
