@@ -19,6 +19,7 @@ only the chief writes the result files.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import inspect
@@ -27,6 +28,8 @@ import logging
 import os
 import shutil
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -144,10 +147,73 @@ def chief_deadline():
         oracle_client.TIMEOUT = previous
 
 
+TRIAL_TIMEOUT = "FER_KERAS_TRIAL_TIMEOUT"  # seconds without word from a worker before its trial is requeued
+DEFAULT_TRIAL_TIMEOUT = 3600
+
+
+@contextmanager
+def requeue_lost_trials(oracle, timeout: float | None = None):
+    """On the chief of a distributed search: a trial whose worker has sent nothing (its trial's
+    start or an epoch's metrics) for ``FER_KERAS_TRIAL_TIMEOUT`` seconds (3600 unless set, 0: never;
+    set it above the longest epoch) is taken from that worker and queued for the next worker that
+    asks, as KerasTuner does with every running trial when its chief restarts. KerasTuner alone
+    holds a dead worker's trial for its tuner id, and the search never ends while it is held."""
+    timeout = float(os.environ.get(TRIAL_TIMEOUT, DEFAULT_TRIAL_TIMEOUT)) if timeout is None else timeout
+    if timeout <= 0:
+        yield
+        return
+    heard = {tuner_id: time.monotonic() for tuner_id in oracle.ongoing_trials}
+    create, update = oracle.create_trial, oracle.update_trial
+
+    def create_trial(tuner_id):
+        heard[tuner_id] = time.monotonic()
+        return create(tuner_id)
+
+    def update_trial(trial_id, metrics, step=0):
+        heard.update({tuner_id: time.monotonic() for tuner_id, trial in list(oracle.ongoing_trials.items())
+                      if trial.trial_id == trial_id})
+        return update(trial_id, metrics, step)
+
+    oracle.create_trial, oracle.update_trial = create_trial, update_trial  # what the chief's server calls
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(min(timeout / 4, 30.0)):
+            _requeue(oracle, heard, timeout)
+
+    watcher = threading.Thread(target=watch, name="requeue-lost-trials", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        del oracle.create_trial, oracle.update_trial
+
+
+@kt.synchronized
+def _requeue(oracle, heard: dict, timeout: float) -> None:
+    """Under the oracle's lock: queue again the trials of the workers not heard from in ``timeout``."""
+    now = time.monotonic()
+    for tuner_id, trial in list(oracle.ongoing_trials.items()):
+        if now - heard.setdefault(tuner_id, now) > timeout:
+            del oracle.ongoing_trials[tuner_id]
+            oracle._retry_queue.append(trial.trial_id)
+            oracle.save()
+            logger.warning("trial %s: no word from worker %s for %.0f s (%s); it goes to the next worker that asks",
+                           trial.trial_id, tuner_id, now - heard[tuner_id], TRIAL_TIMEOUT)
+
+
 def is_worker() -> bool:
     """True in a distributed search on a tuner that is not the chief (KerasTuner's env vars)."""
     from keras_tuner.src.distribute import utils as dist_utils
     return dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+
+
+def is_chief() -> bool:
+    """True on the chief of a distributed search (it serves the oracle; the workers train)."""
+    from keras_tuner.src.distribute import utils as dist_utils
+    return dist_utils.has_chief_oracle() and dist_utils.is_chief_oracle()
 
 
 def fixed_hyperparameters(name, fixed: dict) -> kt.HyperParameters:
@@ -324,9 +390,10 @@ def tune(exp: cfg.Experiment, out_dir, *, max_trials=None, objective=None, overw
         tuner = _tuner(tuning, hypermodel, hp, weights_seed=train_cfg.seed, objective=goal,
                        executions_per_trial=tuning.executions_per_trial, distribution_strategy=strategy,
                        directory=str(out.parent), project_name=out.name, overwrite=False)
-        tuner.search(train_ds, validation_data=val_ds, epochs=tuning.epochs, steps_per_epoch=steps_per_epoch,
-                     callbacks=callbacks,
-                     verbose=training.verbosity(train_cfg))  # KerasTuner's display needs a number
+        with requeue_lost_trials(tuner.oracle) if is_chief() else contextlib.nullcontext():
+            tuner.search(train_ds, validation_data=val_ds, epochs=tuning.epochs, steps_per_epoch=steps_per_epoch,
+                         callbacks=callbacks,
+                         verbose=training.verbosity(train_cfg))  # KerasTuner's display needs a number
 
     if is_worker():
         return {"role": "worker", "tuner_id": os.environ.get("KERASTUNER_TUNER_ID"), "out_dir": str(out)}

@@ -311,6 +311,28 @@ def test_keras_tuner_hands_a_lost_trial_back_to_its_tuner_id_or_to_anyone_after_
     assert requeued == {lost.trial_id, other.trial_id}
 
 
+def test_the_chief_requeues_a_trial_whose_worker_went_silent(tmp_path):
+    """FER_KERAS_TRIAL_TIMEOUT on the chief: tuner0's trial, with no word for longer, goes to the
+    next worker that asks; tuner1, reporting its epochs, keeps its own."""
+    import time
+
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    hp.Float("x", 0, 1)
+    oracle = kt.oracles.RandomSearchOracle(objective="loss", max_trials=5, hyperparameters=hp, seed=1)
+    oracle._set_project_dir(str(tmp_path), "search")
+    with tuning.requeue_lost_trials(oracle, timeout=0.4):
+        lost = oracle.create_trial("tuner0").trial_id  # tuner0 is then killed
+        kept = oracle.create_trial("tuner1").trial_id
+        for _ in range(10):
+            time.sleep(0.1)
+            oracle.update_trial(kept, {"loss": 1.0})
+        assert oracle.create_trial("tuner2").trial_id == lost
+        assert oracle.create_trial("tuner1").trial_id == kept
+    assert "create_trial" not in vars(oracle)  # the chief's oracle is itself again
+
+
 @pytest.mark.slow
 def test_a_one_worker_tf_config_trains_as_one_process(lld_data, one_worker, tmp_path):
     run = tmp_path / "run"
