@@ -15,6 +15,7 @@ import shutil
 
 from data_prep.store import PreparedStore, differences, part_files, part_manifests, read_json, safe_join
 from fer_keras import storage
+from fer_keras.data.integrity import check_shard
 from fer_keras.data.manifest import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,13 @@ def merge(parts, out) -> dict:
     found = _shares(parts)
     merged = _already_merged(out)
     _check(found, merged)
+    for folder, path, manifest in found.values():
+        damaged = [p for p in (check_shard(folder, rel, manifest, quick=True)
+                               for info in manifest["splits"].values() for rel in info["shards"]) if p]
+        if damaged:
+            raise ValueError(f"{damaged[0].path}: {damaged[0].what}; rerun the share's `fer-keras prepare ... "
+                             f"--shard {'{}/{}'.format(*manifest['share'])}` (it prepares that shard's videos "
+                             "again), then merge")
     first = found[min(found)]
     for folder, path, manifest in found.values():
         if not _same(folder, out):

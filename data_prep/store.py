@@ -117,7 +117,6 @@ class PreparedStore:
         self.out = str(out) if storage.is_remote(out) else os.path.abspath(out)
         self.shard_size = shard_size
         self.share = share.parse(shard) if shard else None
-        self.shard = shard
         self.manifest_file, self.failures_file = part_files(shard)
         storage.makedirs(self.out)
         self.manifest = self._load_or_start(header)

@@ -177,6 +177,12 @@ def test_parts_that_do_not_make_one_dataset_are_refused(fer2013, tmp_path):
         entry.merge([tmp / "whole"], tmp_path / "m")
     with pytest.raises(ValueError, match="shard must be I/N with 0 <= I < N"):
         _options(entry, shard="2/2")
+    shard = next(iter(json.loads((a / "manifest-0-of-2.json").read_text())["files"]))
+    b2 = tmp_path / "b2"
+    entry.prepare(src, b2, _options(entry, shard="1/2"), progress=False)
+    (a / shard).write_bytes((a / shard).read_bytes()[:-1])  # truncated after its share finished
+    with pytest.raises(ValueError, match=f"{shard}: .*truncated.*rerun the share's .*--shard 0/2"):
+        entry.merge([a, b2], tmp_path / "m")
     assert not (tmp_path / "m").exists(), "a refused merge wrote its OUT"
     assert main(["prepare", "fer2013", src, str(tmp_path / "d"), "--shard", "0/0"]) == 2
 
