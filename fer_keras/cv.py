@@ -423,7 +423,10 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    result = cross_validate(args.config, args.out, args.phase)
+    from fer_keras.staging import staged
+
+    with staged(args.out) as out:  # a remote --out: worked in a local copy, copied back at the end
+        result = cross_validate(args.config, out, args.phase)
     if "folds" in result:
         print(f"fold histories averaged: {result['folds']['history']} ({result['folds']['plot']})")
     if "final" in result:
@@ -432,5 +435,5 @@ def run(args) -> int:
               f"{final['epochs']} epochs; fold table: {final['table'][1]}")
         print(f"test accuracy: {final['accuracy']}; metrics: {final['metrics']}"
               + ("" if final["errors"] is None else f"; {final['errors']} misclassified in "
-                                                    f"{Path(args.out) / ERRORS}"))
+                                                    f"{storage.join(args.out, ERRORS)}"))
     return 0

@@ -332,3 +332,23 @@ def test_all_phases_end_to_end_killed_in_the_final_phase_and_rerun(tmp_path, mon
                                "final/history.csv"])
     drop = lambda m: {k: v for k, v in m.items() if k != "run_dir"}  # noqa: E731
     assert drop(json.loads((killed / "metrics.json").read_text())) == drop(metrics)
+
+
+@pytest.mark.slow
+def test_the_folds_phase_into_a_remote_folder_writes_what_a_local_one_holds(tmp_path, monkeypatch):
+    """`fer-keras cv --out ram://...` works in a local copy (fer_keras/staging.py) and the remote
+    folder ends with the local run's files, byte for byte."""
+    import tensorflow as tf
+
+    from fer_keras import staging, storage
+
+    monkeypatch.setenv(staging.STAGING, str(tmp_path / "staging"))
+    root = write_cv_dataset(tmp_path / "data", [["A", "B"], ["C", "D"]])
+    config = tmp_path / "tiny_cv.yaml"
+    config.write_text(json.dumps(experiment(root)))
+    remote = "ram://cv-test/out"
+    for out in (str(tmp_path / "local"), remote):
+        assert main(["cv", str(config), "--out", out, "--phase", "folds"]) == 0
+    for name in (cv.HISTORY, "folds/fold-0/history.csv", "folds/fold-1/state.json"):
+        with tf.io.gfile.GFile(storage.join(remote, name), "rb") as f:
+            assert f.read() == (tmp_path / "local" / name).read_bytes(), name
