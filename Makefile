@@ -65,6 +65,14 @@ features:
 bench-prepare:
 	$(BIN)/python -m data_prep.bench.prepare --out $(DATA)/bench_prepare
 
+# Join the shares of preparations run with ARGS="--shard I/N" (one shared OUT or one folder each) into OUT:
+#   make merge PARTS="data/afew_part0 data/afew_part1" OUT=data/afew_prepared   (rerun it after a kill)
+PARTS ?=
+.PHONY: merge
+merge:
+	@test -n "$(PARTS)" -a -n "$(OUT)" || { echo 'usage: make merge PARTS="DIR ..." OUT=DIR'; exit 2; }
+	$(BIN)/fer-keras merge $(PARTS) $(OUT)
+
 # Check a prepared dataset (ROOT=DIR, default the demo's): sizes, SHA-256, counts; ARGS="--records" parses every record.
 ROOT ?= $(DATA)/demo_prepared
 verify:
