@@ -133,9 +133,7 @@ def _place(source: str, target: str, keep_same_size: bool) -> None:
     if storage.exists(tmp):
         storage.remove(tmp)
     if storage.is_remote(source) or storage.is_remote(target):
-        import tensorflow as tf
-
-        tf.io.gfile.copy(source, tmp, overwrite=True)
+        storage.copy(source, tmp)
     else:
         try:
             os.link(source, tmp)

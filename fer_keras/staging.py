@@ -64,8 +64,6 @@ def staged(path):
     if not storage.is_remote(path):
         yield Path(path)
         return
-    import tensorflow as tf
-
     remote = str(path).rstrip("/")
     worker = os.environ.get("TF_CONFIG", "")  # each worker of a multi-worker run on one host: its own copy
     home = _root() / hashlib.sha256(f"{remote}\n{worker}".encode()).hexdigest()[:16]
@@ -77,7 +75,7 @@ def staged(path):
         for rel in _remote_files(remote):
             if rel != MARK:
                 (local / rel).parent.mkdir(parents=True, exist_ok=True)
-                tf.io.gfile.copy(storage.join(remote, rel), str(local / rel), overwrite=True)
+                storage.copy(storage.join(remote, rel), local / rel)
         taken = {"remote": remote, "generation": _generation(remote), "files": _files(local)}
         record.write_text(json.dumps(taken))
     try:
@@ -89,8 +87,6 @@ def staged(path):
 def _upload(local: Path, remote: str, taken: dict, record: Path) -> None:
     """Copy to ``remote`` what changed in ``local`` since ``taken``, delete what was deleted, then
     write a new generation mark (module docstring)."""
-    import tensorflow as tf
-
     now = _files(local)
     changed = sorted(rel for rel, stat in now.items() if taken["files"].get(rel) != stat)
     gone = sorted(set(taken["files"]) - set(now))
@@ -99,7 +95,7 @@ def _upload(local: Path, remote: str, taken: dict, record: Path) -> None:
     for rel in changed:
         target = storage.join(remote, rel)
         storage.makedirs(storage.split(target)[0])
-        tf.io.gfile.copy(str(local / rel), target, overwrite=True)
+        storage.copy(local / rel, target)
     for rel in gone:
         if storage.exists(storage.join(remote, rel)):
             storage.remove(storage.join(remote, rel))

@@ -98,6 +98,14 @@ def escape(path) -> str:
     return local_glob.escape(str(path))
 
 
+def copy(source, target) -> None:
+    """``target`` becomes a copy of ``source`` (either may be remote; an existing remote target is
+    removed first: ``ram://`` would add to its end)."""
+    if is_remote(target) and exists(target):
+        remove(target)
+    _gfile().copy(str(source), str(target), overwrite=True)
+
+
 def open_file(path, mode: str = "r"):
     """A file object for ``path`` (text modes read and write UTF-8)."""
     if is_remote(path):

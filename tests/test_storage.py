@@ -138,9 +138,10 @@ def test_stages_that_need_a_local_file_refuse_a_remote_path(fer2013, tmp_path):
 
 def test_a_run_directory_on_ram_is_trained_in_a_local_copy_and_synchronised(fer2013, tmp_path, monkeypatch):
     """`fer-keras train --run-dir ram://...`: the remote folder ends with the files of a local run
-    (the same weights); a run stopped by an error uploads what it finished and its rerun continues
-    there; a process that changed nothing uploads nothing; `evaluate` of the remote run writes its
-    results back."""
+    (the same weights). A run killed (nothing copied back) continues from its local copy on the
+    same machine; a run stopped by an error copies back what it finished, and a rerun elsewhere
+    (no local copy) continues from that; a process that changed nothing uploads nothing;
+    `evaluate` of the remote run writes its results back."""
     import keras
 
     from fer_keras import config, staging
@@ -161,20 +162,31 @@ def test_a_run_directory_on_ram_is_trained_in_a_local_copy_and_synchronised(fer2
     class Stop(Exception):
         pass
 
-    real = keras.callbacks.CSVLogger.on_epoch_end
+    real, ran = keras.callbacks.CSVLogger.on_epoch_end, []
 
-    def stop_after_two(self, epoch, logs=None):
-        real(self, epoch, logs)
-        if epoch == 1:
-            raise Stop  # after epoch 2's history row: a crash mid-run
-    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", stop_after_two)
+    def stop_at(last):
+        def on_epoch_end(self, epoch, logs=None):
+            ran.append(epoch)
+            real(self, epoch, logs)
+            if epoch == last:
+                raise Stop  # after that epoch's history row, before its backup: a crash mid-run
+        monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end", on_epoch_end)
+
+    stop_at(1)
+    upload = staging._upload
+    monkeypatch.setattr(staging, "_upload", lambda *args: None)  # a SIGKILL: nothing is copied back
     with pytest.raises(Stop):
         main(["train", str(path), "--run-dir", remote, "--no-evaluate"])
+    assert not tf.io.gfile.exists(remote)
+    monkeypatch.setattr(staging, "_upload", upload)
+    ran.clear()
+    with pytest.raises(Stop):  # the same machine: it continues from its local copy, then stops again
+        main(["train", str(path), "--run-dir", remote, "--no-evaluate"])
+    assert ran == [1], "the rerun did not continue from the local copy"
     assert [row.split(",")[0] for row in _read(remote, "history.csv").split()[1:]] == ["0", "1"]
     assert tf.io.gfile.glob(storage.join(remote, "backup", "stage-0", "*")), "no BackupAndRestore state uploaded"
-    ran = []
-    monkeypatch.setattr(keras.callbacks.CSVLogger, "on_epoch_end",
-                        lambda self, epoch, logs=None: ran.append(epoch) or real(self, epoch, logs))
+    stop_at(None)
+    ran.clear()
     mark = _read(remote, staging.MARK)
     shutil.rmtree(tmp_path / "staging")  # another machine: it continues from the remote folder alone
     assert main(["train", str(path), "--run-dir", remote, "--no-evaluate"]) == 0
