@@ -165,7 +165,7 @@ def split(data, name, *, training=False, with_meta=False, epoch=0, epochs=1, per
     from fer_keras.data.pipeline import sequences
     info = manifest(data.root)
     videos = selection(data, name, info)
-    shard_splits = sorted({v["split"] for v in videos}) or [name]
+    shard_splits = _shard_splits(videos, name)
     from fer_keras.data.integrity import require
     require(data.root, info, shard_splits)  # a missing or truncated shard: one line, before any work
     ids = [v["id"] for v in videos] if _by_fold(data, name) else None
@@ -181,7 +181,12 @@ def shard_files(data, name) -> int:
         return 0
     from fer_keras.data.integrity import shards
     info = manifest(data.root)
-    return len(shards(info, sorted({v["split"] for v in selection(data, name, info)}) or [name]))
+    return len(shards(info, _shard_splits(selection(data, name, info), name)))
+
+
+def _shard_splits(videos, name) -> list:
+    """The manifest splits whose shards hold ``videos`` (a fold part's: its split's), else ``name``."""
+    return sorted({v["split"] for v in videos}) or [name]
 
 
 def steps(data, name):
